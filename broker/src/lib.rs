@@ -1,1 +1,21 @@
-//! placeholder
+//! A Majordomo Protocol broker: MDP/0.1 (rfc.zeromq.org spec 7) with the Majordomo Management
+//! Interface (spec 8).
+//!
+//! Clients send requests for a service by name; workers register for a service and get those
+//! requests one at a time, least recently used worker first. One ROUTER socket carries both
+//! sub-protocols.
+//!
+//! The crate has two layers, after the sans-IO style of `quinn-proto`:
+//! * [`core`]: the broker as a pure state machine. It is given the time and each message, and
+//!   says what to send. No sockets, no clock: tested with a fake clock and fuzzed alone.
+//! * [`server`]: the thin I/O loop: binds the ROUTER socket, polls it, feeds the core, sends what
+//!   the core says, and sleeps until the core's next deadline.
+//!
+//! The choices made where the specs are silent are listed in [`core`]'s documentation.
+
+pub mod core;
+pub mod server;
+mod service;
+
+pub use crate::core::{Broker, Config, Outgoing, Stats};
+pub use crate::server::{Server, ServerError, Stopper};

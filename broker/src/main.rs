@@ -1,1 +1,114 @@
-fn main() {}
+//! `broker`: the Majordomo broker on the command line.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use broker::server::SocketOptions;
+use broker::{Config, Server};
+use clap::Parser;
+
+/// A Majordomo Protocol broker (MDP/0.1, rfc.zeromq.org spec 7, with MMI, spec 8).
+///
+/// Clients send requests for a service by name; workers register for a service and receive
+/// those requests one at a time, the least recently used worker first. Clients and workers both
+/// connect to the same ROUTER socket. Requests for `mmi.service` ask whether a service has
+/// workers ("200" or "404"); other `mmi.*` services answer "501".
+///
+/// Stop it with Ctrl-C (SIGINT) or SIGTERM: it sends DISCONNECT to every worker, so they
+/// register again as soon as a broker is back.
+#[derive(Debug, Parser)]
+#[command(name = "broker", version)]
+struct Args {
+    /// Endpoint to listen on; repeat to listen on several (tcp and ipc at once).
+    /// `tcp://127.0.0.1:*` picks a free port, and the log line says which.
+    #[arg(
+        short,
+        long = "bind",
+        value_name = "ENDPOINT",
+        default_value = "tcp://*:5555"
+    )]
+    bind: Vec<String>,
+
+    /// How often to send HEARTBEAT to each worker, in milliseconds. Workers must use the same.
+    #[arg(long, value_name = "MS", default_value_t = mdp::DEFAULT_HEARTBEAT_INTERVAL_MS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    heartbeat_ms: u64,
+
+    /// How many heartbeat intervals a worker may stay silent before it is purged.
+    #[arg(long, value_name = "N", default_value_t = mdp::DEFAULT_HEARTBEAT_LIVENESS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    liveness: u32,
+
+    /// Most requests that may wait for one service when none of its workers is free; more are
+    /// dropped (and logged), and the client's own timeout and retry take over.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_queue)]
+    max_queue: usize,
+
+    /// Most requests that may wait in all services together.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_queued_total)]
+    max_queued_total: usize,
+
+    /// How long a request may wait for a worker before it is dropped, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    request_ttl_ms: u64,
+
+    /// Largest message a peer may send, in bytes; libzmq disconnects a peer that sends a larger
+    /// one. 0 means no limit.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_message_size: u64,
+
+    /// When a worker dies holding a request, send that request to another worker (once).
+    /// Off by default: MDP assumes idempotent workers, but with this on a request whose worker
+    /// died after doing the work runs twice. Without it, the client's retry recovers instead.
+    #[arg(long)]
+    redeliver: bool,
+
+    /// Log more: -v logs every message in and out, one line each.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let level = match args.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("broker: {error}");
+            let mut source = std::error::Error::source(&*error);
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Config {
+        heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
+        liveness: args.liveness,
+        max_queue: args.max_queue,
+        max_queued_total: args.max_queued_total,
+        request_ttl: Duration::from_millis(args.request_ttl_ms),
+        redeliver: args.redeliver,
+    };
+    let options = SocketOptions {
+        max_message_size: match args.max_message_size {
+            0 => None,
+            size => Some(i64::try_from(size).map_err(|_| "--max-message-size is too large")?),
+        },
+    };
+    let mut server = Server::bind(&args.bind, config, &options)?;
+    let stopper = server.stopper()?;
+    ctrlc::set_handler(move || stopper.stop())?;
+    server.run()?;
+    Ok(())
+}

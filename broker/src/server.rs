@@ -1,0 +1,340 @@
+//! The broker's socket loop: one ROUTER socket for clients and workers alike, a `poll` that sleeps
+//! until either a message arrives or the core's next deadline, and nothing else.
+//!
+//! Each pass drains every message that is already waiting (up to a batch limit, so timers still
+//! run under a flood) before it polls again: one `poll` system call then serves many messages.
+//! Frames are received into [`zmq::Message`]s and handed to the core as they are, and the core
+//! hands the same messages back to be sent, so a request body is never copied on its way from a
+//! client to a worker.
+//!
+//! The ROUTER is set to `ZMQ_ROUTER_MANDATORY`: a message to a peer that has gone fails with
+//! `EHOSTUNREACH` instead of vanishing, and sends use `ZMQ_DONTWAIT`, so a peer that stopped
+//! reading (its queue is at the high-water mark) costs a log line and a dropped message, never a
+//! blocked broker.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use log::{debug, info, log_enabled, warn, Level};
+use mdp::{dump, Frames};
+
+use crate::core::{Broker, Config, Outgoing, Stats};
+
+/// How many messages one pass reads before it lets the timers run.
+const BATCH: usize = 1024;
+
+/// The endpoint the stop signal travels on, inside the server's own context.
+const STOP_ENDPOINT: &str = "inproc://broker-stop";
+
+/// What can go wrong running the broker's sockets.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot bind {endpoint}")]
+    Bind {
+        endpoint: String,
+        source: zmq::Error,
+    },
+    #[error("no endpoint to bind")]
+    NoEndpoint,
+    #[error("socket error while {action}")]
+    Socket {
+        action: &'static str,
+        source: zmq::Error,
+    },
+}
+
+fn socket_error(action: &'static str) -> impl FnOnce(zmq::Error) -> ServerError {
+    move |source| ServerError::Socket { action, source }
+}
+
+/// Socket settings beyond the broker core's [`Config`].
+#[derive(Debug, Clone)]
+pub struct SocketOptions {
+    /// Largest message a peer may send, in bytes (`ZMQ_MAXMSGSIZE`); a peer that sends a larger
+    /// one is disconnected by libzmq. `None` for no limit.
+    pub max_message_size: Option<i64>,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            max_message_size: Some(16 * 1024 * 1024),
+        }
+    }
+}
+
+/// A bound broker, ready to [`run`](Server::run).
+pub struct Server {
+    // Field order is drop order: sockets close before the context they belong to.
+    socket: zmq::Socket,
+    stop_receiver: zmq::Socket,
+    context: zmq::Context,
+    endpoints: Vec<String>,
+    ipc_files: Vec<PathBuf>,
+    core: Broker,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A handle that stops a running [`Server`] from another thread (or a signal handler).
+pub struct Stopper {
+    socket: zmq::Socket,
+}
+
+impl std::fmt::Debug for Stopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stopper")
+    }
+}
+
+impl Stopper {
+    /// Asks the server to stop: it sends DISCONNECT to its workers and returns from `run`.
+    pub fn stop(&self) {
+        if let Err(error) = self.socket.send(zmq::Message::new(), zmq::DONTWAIT) {
+            warn!("could not signal the broker to stop: {error}");
+        }
+    }
+}
+
+impl Server {
+    /// Binds a ROUTER socket to every endpoint. An endpoint such as `tcp://127.0.0.1:*` gets a
+    /// free port; [`Server::endpoints`] tells which.
+    pub fn bind(
+        endpoints: &[String],
+        config: Config,
+        options: &SocketOptions,
+    ) -> Result<Server, ServerError> {
+        if endpoints.is_empty() {
+            return Err(ServerError::NoEndpoint);
+        }
+        let context = zmq::Context::new();
+        let socket = context
+            .socket(zmq::ROUTER)
+            .map_err(socket_error("creating the ROUTER socket"))?;
+        socket
+            .set_router_mandatory(true)
+            .map_err(socket_error("setting ZMQ_ROUTER_MANDATORY"))?;
+        socket
+            .set_linger(0)
+            .map_err(socket_error("setting ZMQ_LINGER"))?;
+        if let Some(size) = options.max_message_size {
+            socket
+                .set_maxmsgsize(size)
+                .map_err(socket_error("setting ZMQ_MAXMSGSIZE"))?;
+        }
+        let mut bound = Vec::new();
+        let mut ipc_files = Vec::new();
+        for endpoint in endpoints {
+            socket.bind(endpoint).map_err(|source| ServerError::Bind {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
+            let actual = match socket.get_last_endpoint() {
+                Ok(Ok(actual)) => actual,
+                _ => endpoint.clone(),
+            };
+            if let Some(path) = actual.strip_prefix("ipc://") {
+                ipc_files.push(PathBuf::from(path));
+            }
+            info!("MDP broker/0.1 is active at {actual}");
+            bound.push(actual);
+        }
+        let stop_receiver = context
+            .socket(zmq::PULL)
+            .map_err(socket_error("creating the stop socket"))?;
+        stop_receiver
+            .set_linger(0)
+            .map_err(socket_error("setting ZMQ_LINGER"))?;
+        stop_receiver
+            .bind(STOP_ENDPOINT)
+            .map_err(socket_error("binding the stop socket"))?;
+        Ok(Server {
+            socket,
+            stop_receiver,
+            context,
+            endpoints: bound,
+            ipc_files,
+            core: Broker::new(config, Instant::now()),
+        })
+    }
+
+    /// The endpoints the broker listens on, with wildcards resolved (`tcp://127.0.0.1:41235`).
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The broker's state, for inspection.
+    pub fn core(&self) -> &Broker {
+        &self.core
+    }
+
+    /// A handle to stop [`Server::run`] from elsewhere.
+    pub fn stopper(&self) -> Result<Stopper, ServerError> {
+        let socket = self
+            .context
+            .socket(zmq::PUSH)
+            .map_err(socket_error("creating a stop handle"))?;
+        socket
+            .set_linger(0)
+            .map_err(socket_error("setting ZMQ_LINGER"))?;
+        socket
+            .connect(STOP_ENDPOINT)
+            .map_err(socket_error("connecting a stop handle"))?;
+        Ok(Stopper { socket })
+    }
+
+    /// Serves until a [`Stopper`] fires, then sends DISCONNECT to every worker and returns the
+    /// counters of what was done.
+    pub fn run(&mut self) -> Result<Stats, ServerError> {
+        let mut out = Vec::new();
+        loop {
+            let wait = self
+                .core
+                .next_deadline()
+                .saturating_duration_since(Instant::now());
+            // Round up, so the loop does not wake a millisecond early and spin.
+            let timeout_ms = wait.as_micros().div_ceil(1000) as i64;
+            let mut items = [
+                self.socket.as_poll_item(zmq::POLLIN),
+                self.stop_receiver.as_poll_item(zmq::POLLIN),
+            ];
+            match zmq::poll(&mut items, timeout_ms) {
+                Ok(_) | Err(zmq::Error::EINTR) => {}
+                Err(source) => return Err(ServerError::Socket {
+                    action: "polling",
+                    source,
+                }),
+            }
+            if items[1].is_readable() {
+                break;
+            }
+            if items[0].is_readable() {
+                for _ in 0..BATCH {
+                    let Some((sender, frames)) = self.receive()? else {
+                        break;
+                    };
+                    self.core.handle(Instant::now(), &sender, frames, &mut out);
+                    self.send_all(&mut out);
+                }
+            }
+            let now = Instant::now();
+            if now >= self.core.next_deadline() {
+                self.core.tick(now, &mut out);
+                self.send_all(&mut out);
+            }
+        }
+        info!("stopping: sending DISCONNECT to {} worker(s)", self.core.worker_count());
+        self.core.shutdown(&mut out);
+        // Give the DISCONNECTs a moment to leave before the socket closes.
+        let _ = self.socket.set_linger(500);
+        self.send_all(&mut out);
+        let stats = self.core.stats().clone();
+        info!("served: {stats}");
+        Ok(stats)
+    }
+
+    /// Reads one whole message if one is waiting: the sender's identity and the frames after it.
+    fn receive(&mut self) -> Result<Option<(Vec<u8>, Frames)>, ServerError> {
+        let mut identity = zmq::Message::new();
+        match self.socket.recv(&mut identity, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(None),
+            Err(source) => return Err(ServerError::Socket {
+                action: "receiving",
+                source,
+            }),
+        }
+        let mut frames = Vec::with_capacity(6);
+        let mut more = identity.get_more();
+        while more {
+            // The rest of a multipart message arrives with its first frame, so this never waits.
+            let mut frame = zmq::Message::new();
+            self.socket
+                .recv(&mut frame, 0)
+                .map_err(socket_error("receiving"))?;
+            more = frame.get_more();
+            frames.push(frame);
+        }
+        if log_enabled!(Level::Debug) {
+            debug!(
+                "from {}: {}",
+                dump::Identity(&identity),
+                dump::Message(&frames)
+            );
+        }
+        Ok(Some((identity.to_vec(), frames)))
+    }
+
+    /// Sends every message in `out`, emptying it; a message that cannot be routed is logged and
+    /// reported to the core, which may answer with more messages (sent in the same call).
+    fn send_all(&mut self, out: &mut Vec<Outgoing>) {
+        while !out.is_empty() {
+            for message in std::mem::take(out) {
+                if let Err(error) = self.send(message.frames) {
+                    self.report_unsent(error, out);
+                }
+            }
+        }
+    }
+
+    fn send(&self, frames: Frames) -> Result<(), Unsent> {
+        if log_enabled!(Level::Debug) {
+            debug!(
+                "to {}: {}",
+                dump::Identity(frames.first().map_or(&[], |f| &f[..])),
+                dump::Message(&frames[1.min(frames.len())..])
+            );
+        }
+        let last = frames.len().saturating_sub(1);
+        let mut recipient = Vec::new();
+        for (index, frame) in frames.into_iter().enumerate() {
+            if index == 0 {
+                recipient = frame.to_vec();
+            }
+            let flags = if index < last {
+                zmq::SNDMORE | zmq::DONTWAIT
+            } else {
+                zmq::DONTWAIT
+            };
+            if let Err(error) = self.socket.send(frame, flags) {
+                return Err(Unsent { recipient, error });
+            }
+        }
+        Ok(())
+    }
+
+    fn report_unsent(&mut self, unsent: Unsent, out: &mut Vec<Outgoing>) {
+        let peer = dump::Identity(&unsent.recipient);
+        match unsent.error {
+            zmq::Error::EHOSTUNREACH => warn!("dropping message for {peer}: peer is gone"),
+            zmq::Error::EAGAIN => warn!("dropping message for {peer}: peer is not reading"),
+            other => warn!("dropping message for {peer}: {other}"),
+        }
+        self.core.undeliverable(&unsent.recipient, out);
+    }
+}
+
+/// A message that could not be sent, and to whom.
+struct Unsent {
+    recipient: Vec<u8>,
+    error: zmq::Error,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for path in &self.ipc_files {
+            match std::fs::remove_file(path) {
+                Ok(()) => debug!("removed {}", path.display()),
+                // libzmq may already have removed it when the socket closed.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => warn!("could not remove {}: {error}", path.display()),
+            }
+        }
+    }
+}
