@@ -675,3 +675,6 @@ fn shrink_map<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
         map.shrink_to(map.len() * 2);
     }
 }
+
+#[cfg(test)]
+mod tests;
