@@ -1,0 +1,158 @@
+//! Test support: a broker running in a thread on a free loopback port, and raw ZeroMQ peers
+//! that speak MDP frame by frame, written from spec 7 rather than with our client and worker.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use broker::server::SocketOptions;
+use broker::{Config, Server, Stats, Stopper};
+
+/// How long a test waits for a message that should come.
+pub const PATIENCE: Duration = Duration::from_secs(5);
+
+pub struct TestBroker {
+    pub endpoint: String,
+    stopper: Option<Stopper>,
+    thread: Option<JoinHandle<Stats>>,
+}
+
+impl TestBroker {
+    pub fn start(config: Config) -> TestBroker {
+        let mut server = Server::bind(
+            &["tcp://127.0.0.1:*".to_string()],
+            config,
+            &SocketOptions::default(),
+        )
+        .unwrap();
+        let endpoint = server.endpoints()[0].clone();
+        let stopper = server.stopper().unwrap();
+        let thread = std::thread::spawn(move || server.run().unwrap());
+        TestBroker {
+            endpoint,
+            stopper: Some(stopper),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the broker and returns its counters.
+    pub fn stop(mut self) -> Stats {
+        self.stopper.take().unwrap().stop();
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let (Some(stopper), Some(thread)) = (self.stopper.take(), self.thread.take()) {
+            stopper.stop();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A raw DEALER peer with a readable identity.
+pub struct Peer {
+    _context: zmq::Context,
+    socket: zmq::Socket,
+}
+
+impl Peer {
+    pub fn connect(endpoint: &str, identity: &str) -> Peer {
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::DEALER).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.set_identity(identity.as_bytes()).unwrap();
+        socket.connect(endpoint).unwrap();
+        Peer {
+            _context: context,
+            socket,
+        }
+    }
+
+    pub fn send(&self, frames: &[&[u8]]) {
+        self.socket
+            .send_multipart(frames.iter().copied(), 0)
+            .unwrap();
+    }
+
+    /// The next message, or None if none comes within `wait`.
+    pub fn recv_within(&self, wait: Duration) -> Option<Vec<Vec<u8>>> {
+        let ready = self
+            .socket
+            .poll(zmq::POLLIN, wait.as_millis() as i64)
+            .unwrap();
+        (ready > 0).then(|| self.socket.recv_multipart(0).unwrap())
+    }
+
+    /// The next message; fails the test if none comes in time.
+    pub fn recv(&self) -> Vec<Vec<u8>> {
+        self.recv_within(PATIENCE)
+            .expect("no message arrived within the test's patience")
+    }
+
+    /// The next message that is not a HEARTBEAT (workers get those at any time).
+    pub fn recv_skipping_heartbeats(&self) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = self
+                .recv_within(left)
+                .expect("no message arrived within the test's patience");
+            if message != heartbeat() {
+                return message;
+            }
+        }
+    }
+}
+
+pub fn frames(parts: &[&[u8]]) -> Vec<Vec<u8>> {
+    parts.iter().map(|part| part.to_vec()).collect()
+}
+
+pub fn heartbeat() -> Vec<Vec<u8>> {
+    frames(&[b"", b"MDPW01", b"\x04"])
+}
+
+pub fn disconnect() -> Vec<Vec<u8>> {
+    frames(&[b"", b"MDPW01", b"\x05"])
+}
+
+/// A worker that has sent READY for `service`.
+pub fn ready_worker(endpoint: &str, identity: &str, service: &str) -> Peer {
+    let worker = Peer::connect(endpoint, identity);
+    worker.send(&[b"", b"MDPW01", b"\x01", service.as_bytes()]);
+    worker
+}
+
+/// Sends a request as a DEALER client would: with the empty delimiter first.
+pub fn request(client: &Peer, service: &str, body: &[u8]) {
+    client.send(&[b"", b"MDPC01", service.as_bytes(), body]);
+}
+
+/// Asks `mmi.service` about `service` until the answer is `want` (registration is asynchronous:
+/// a READY may still be on its way) or the test's patience runs out.
+pub fn wait_for_mmi(client: &Peer, service: &str, want: &[u8]) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        request(client, "mmi.service", service.as_bytes());
+        let reply = client.recv();
+        assert_eq!(reply[..3], frames(&[b"", b"MDPC01", b"mmi.service"]));
+        if reply[3] == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mmi.service {service} still answers {:?}",
+            String::from_utf8_lossy(&reply[3])
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn fast_heartbeats(interval_ms: u64) -> Config {
+    Config {
+        heartbeat_interval: Duration::from_millis(interval_ms),
+        ..Config::default()
+    }
+}
