@@ -37,8 +37,8 @@ use mdp::dump;
 use mdp::worker::{FromWorker, Inbound, ToWorker};
 use mdp::{client, mmi, Error, Frames, ServiceName};
 
-use crate::service::{IdleEntry, QueuedRequest, Service};
 pub use crate::service::Identity;
+use crate::service::{IdleEntry, QueuedRequest, Service};
 
 /// The broker's settings; [`Config::default`] gives the spec's heartbeat values.
 #[derive(Debug, Clone)]
@@ -161,6 +161,8 @@ pub struct Broker {
     next_heartbeat_at: Instant,
     next_purge_at: Instant,
     stats: Stats,
+    /// The counters as of the last [`Broker::report_drops`].
+    reported: Stats,
 }
 
 impl Broker {
@@ -176,6 +178,7 @@ impl Broker {
             queued_total: 0,
             next_idle_token: 0,
             stats: Stats::default(),
+            reported: Stats::default(),
         }
     }
 
@@ -237,7 +240,10 @@ impl Broker {
     /// worker that cannot be reached is forgotten; a lost reply to a client is only logged.
     pub fn undeliverable(&mut self, recipient: &[u8], out: &mut Vec<Outgoing>) {
         if self.workers.contains_key(recipient) {
-            warn!("worker {} cannot be reached: forgetting it", dump::Identity(recipient));
+            warn!(
+                "worker {} cannot be reached: forgetting it",
+                dump::Identity(recipient)
+            );
             self.remove_worker(recipient, out);
         }
     }
@@ -266,7 +272,10 @@ impl Broker {
         if request.service.is_mmi() {
             return self.mmi_request(client, request, out);
         }
-        let client::Request { service: name, body } = request;
+        let client::Request {
+            service: name,
+            body,
+        } = request;
         let waiting = QueuedRequest {
             client: client.to_vec(),
             body,
@@ -278,7 +287,7 @@ impl Broker {
             || self.queued_total >= self.config.max_queued_total
         {
             self.stats.requests_refused_queue_full += 1;
-            warn!(
+            debug!(
                 "dropping request from client {} for service {name}: queue full ({} waiting for it, {} in all)",
                 dump::Identity(client),
                 service.requests.len(),
@@ -292,6 +301,15 @@ impl Broker {
         service.requests.push_back(waiting);
         self.queued_total += 1;
         self.dispatch(&name, out);
+        // If no worker took it, it waits: give back the spare room of the frame list it arrived
+        // in (a few hundred bytes, which add up over 100,000 waiting requests).
+        if let Some(waiting) = self
+            .services
+            .get_mut(&name)
+            .and_then(|service| service.requests.back_mut())
+        {
+            waiting.body.shrink_to_fit();
+        }
     }
 
     /// Spec 8: the broker answers `mmi.*` itself and never creates a service for it.
@@ -388,7 +406,10 @@ impl Broker {
                     dump::Identity(sender)
                 );
                 self.stats.workers_registered += 1;
-                self.services.entry(service.clone()).or_default().worker_count += 1;
+                self.services
+                    .entry(service.clone())
+                    .or_default()
+                    .worker_count += 1;
                 let expires_at = now + self.config.worker_expiry();
                 self.workers.insert(
                     sender.to_vec(),
@@ -489,10 +510,13 @@ impl Broker {
             let Some(worker) = workers.get_mut(&entry.worker) else {
                 break;
             };
-            let kept = self
-                .config
-                .redeliver
-                .then(|| request.body.iter().map(|f| zmq::Message::from(&f[..])).collect());
+            let kept = self.config.redeliver.then(|| {
+                request
+                    .body
+                    .iter()
+                    .map(|f| zmq::Message::from(&f[..]))
+                    .collect()
+            });
             worker.state = WorkerState::Busy {
                 client: request.client.clone(),
                 request: kept,
@@ -601,7 +625,7 @@ impl Broker {
             {
                 if let Some(request) = service.requests.pop_front() {
                     expired_requests += 1;
-                    warn!(
+                    debug!(
                         "dropping request from client {} for service {name}: no worker took it within {ttl:?}",
                         dump::Identity(&request.client)
                     );
@@ -615,9 +639,32 @@ impl Broker {
         shrink_map(&mut self.services);
         shrink_map(&mut self.workers);
 
+        self.report_drops();
+
         let earliest_expiry = self.workers.values().map(|worker| worker.expires_at).min();
         let next_tick = now + self.config.heartbeat_interval;
         self.next_purge_at = earliest_expiry.map_or(next_tick, |at| at.min(next_tick));
+    }
+
+    /// Logs at warn, once per purge, how many requests were dropped since the last report and
+    /// why. One line per dropped request (at debug) would let an overload flood the log.
+    fn report_drops(&mut self) {
+        let (now, then) = (&self.stats, &self.reported);
+        let refused = now.requests_refused_queue_full - then.requests_refused_queue_full;
+        if refused > 0 {
+            warn!(
+                "refused {refused} request(s): queue full (limits: {} per service, {} in all)",
+                self.config.max_queue, self.config.max_queued_total
+            );
+        }
+        let expired = now.requests_expired - then.requests_expired;
+        if expired > 0 {
+            warn!(
+                "dropped {expired} request(s): no worker took them within {:?}",
+                self.config.request_ttl
+            );
+        }
+        self.reported = self.stats.clone();
     }
 
     /// Checks the structure's invariants, panicking with a description of the first one broken.
@@ -650,7 +697,11 @@ impl Broker {
                     _ => dead += 1,
                 }
             }
-            assert_eq!(dead, service.dead_idle_entries(), "dead idle entries of {name}");
+            assert_eq!(
+                dead,
+                service.dead_idle_entries(),
+                "dead idle entries of {name}"
+            );
             assert!(
                 live == 0 || service.requests.is_empty(),
                 "service {name} has idle workers and waiting requests"
@@ -663,7 +714,10 @@ impl Broker {
                 "worker's service is unknown"
             );
             if matches!(worker.state, WorkerState::Idle { .. }) {
-                assert!(idle_seen.contains(identity), "idle worker not in its idle list");
+                assert!(
+                    idle_seen.contains(identity),
+                    "idle worker not in its idle list"
+                );
             }
         }
     }

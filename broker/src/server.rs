@@ -72,6 +72,8 @@ pub struct Server {
     endpoints: Vec<String>,
     ipc_files: Vec<PathBuf>,
     core: Broker,
+    /// The most requests + services held since memory was last handed back to the system.
+    held_since_trim: usize,
 }
 
 impl std::fmt::Debug for Server {
@@ -161,6 +163,7 @@ impl Server {
             endpoints: bound,
             ipc_files,
             core: Broker::new(config, Instant::now()),
+            held_since_trim: 0,
         })
     }
 
@@ -206,10 +209,12 @@ impl Server {
             ];
             match zmq::poll(&mut items, timeout_ms) {
                 Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(source) => return Err(ServerError::Socket {
-                    action: "polling",
-                    source,
-                }),
+                Err(source) => {
+                    return Err(ServerError::Socket {
+                        action: "polling",
+                        source,
+                    })
+                }
             }
             if items[1].is_readable() {
                 break;
@@ -227,9 +232,13 @@ impl Server {
             if now >= self.core.next_deadline() {
                 self.core.tick(now, &mut out);
                 self.send_all(&mut out);
+                self.hand_back_memory();
             }
         }
-        info!("stopping: sending DISCONNECT to {} worker(s)", self.core.worker_count());
+        info!(
+            "stopping: sending DISCONNECT to {} worker(s)",
+            self.core.worker_count()
+        );
         self.core.shutdown(&mut out);
         // Give the DISCONNECTs a moment to leave before the socket closes.
         let _ = self.socket.set_linger(500);
@@ -239,16 +248,35 @@ impl Server {
         Ok(stats)
     }
 
+    /// After a burst of queued requests has drained or expired, asks the allocator to return the
+    /// freed pages. glibc's malloc keeps freed memory in the middle of its heap for reuse, so
+    /// without this the broker's RSS would stay at its peak after, say, 100,000 requests for
+    /// absent services expired.
+    fn hand_back_memory(&mut self) {
+        let held = self.core.queued_requests() + self.core.service_count();
+        self.held_since_trim = self.held_since_trim.max(held);
+        if self.held_since_trim - held >= TRIM_AFTER_RELEASING {
+            debug!(
+                "{} requests/services released: trimming the heap",
+                self.held_since_trim - held
+            );
+            release_free_memory();
+            self.held_since_trim = held;
+        }
+    }
+
     /// Reads one whole message if one is waiting: the sender's identity and the frames after it.
     fn receive(&mut self) -> Result<Option<(Vec<u8>, Frames)>, ServerError> {
         let mut identity = zmq::Message::new();
         match self.socket.recv(&mut identity, zmq::DONTWAIT) {
             Ok(()) => {}
             Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(None),
-            Err(source) => return Err(ServerError::Socket {
-                action: "receiving",
-                source,
-            }),
+            Err(source) => {
+                return Err(ServerError::Socket {
+                    action: "receiving",
+                    source,
+                })
+            }
         }
         let mut frames = Vec::with_capacity(6);
         let mut more = identity.get_more();
@@ -319,6 +347,22 @@ impl Server {
         self.core.undeliverable(&unsent.recipient, out);
     }
 }
+
+/// How many queued requests and services must have gone before the heap is trimmed.
+const TRIM_AFTER_RELEASING: usize = 10_000;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks and releases the allocator's free lists; it takes no
+    // pointers from us and is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
 
 /// A message that could not be sent, and to whom.
 struct Unsent {

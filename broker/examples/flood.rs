@@ -1,0 +1,53 @@
+//! Sends a burst of MDP requests for services nobody serves: a load for memory measurements.
+//!
+//! `cargo run --release -p broker --example flood -- ENDPOINT COUNT [SERVICES]` sends COUNT
+//! 16-byte requests over one DEALER, spread round-robin over SERVICES distinct service names
+//! (default: as many as requests, so every request names a service nobody serves). Used by
+//! `scripts/memory.sh` to show that the broker's memory comes back once the requests expire.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (Some(endpoint), Some(Ok(count))) = (args.first(), args.get(1).map(|n| n.parse::<u64>()))
+    else {
+        eprintln!("usage: flood ENDPOINT COUNT [SERVICES]");
+        return ExitCode::from(2);
+    };
+    let services = match args.get(2).map(|n| n.parse::<u64>()) {
+        None => count,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("flood: SERVICES must be a positive number");
+            return ExitCode::from(2);
+        }
+    };
+    match flood(endpoint, count, services) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flood: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn flood(endpoint: &str, count: u64, services: u64) -> Result<(), zmq::Error> {
+    let context = zmq::Context::new();
+    let socket = context.socket(zmq::DEALER)?;
+    socket.set_sndhwm(0)?;
+    socket.set_linger(-1)?;
+    socket.connect(endpoint)?;
+    let body = [b'x'; 16];
+    for n in 0..count {
+        let service = format!("service-{}", n % services);
+        socket.send_multipart([&b""[..], b"MDPC01", service.as_bytes(), &body], 0)?;
+    }
+    // libzmq drops the messages a broker has not read yet when their sender disconnects, so
+    // wait until the broker has read them all: it answers this MMI query after every request
+    // sent before it on this connection.
+    socket.send_multipart([&b""[..], b"MDPC01", b"mmi.service", b"flood"], 0)?;
+    if socket.poll(zmq::POLLIN, 60_000)? == 0 {
+        eprintln!("flood: the broker did not answer within 60 s");
+    }
+    Ok(())
+}

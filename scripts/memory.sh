@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# What it shows: the broker's memory is bounded and comes back. It starts a release broker,
+# floods it with COUNT requests for services nobody serves (by default every request names a
+# different service), and prints the broker's RSS before, right after the flood, and once the
+# requests have expired (--request-ttl-ms) and their services were forgotten.
+#
+# Usage: scripts/memory.sh [COUNT] [SERVICES]     (defaults: 100000 requests, 100000 services)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+count=${1:-100000}
+services=${2:-$count}
+ttl_ms=3000
+
+cargo build --release -q -p broker --bins --examples
+dir=$(mktemp -d)
+endpoint="ipc://$dir/broker.ipc"
+target/release/broker --bind "$endpoint" --request-ttl-ms "$ttl_ms" --heartbeat-ms 500 \
+    --max-queue "$count" --max-queued-total "$count" 2>"$dir/broker.log" &
+broker=$!
+trap 'kill $broker 2>/dev/null || true; [ -n "${KEEP_LOG:-}" ] && cp "$dir/broker.log" "$KEEP_LOG"; rm -rf "$dir"' EXIT
+while [ ! -S "$dir/broker.ipc" ]; do sleep 0.05; done
+
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$broker/status"; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$broker/status"; }
+
+before=$(rss_kb)
+target/release/examples/flood "$endpoint" "$count" "$services"
+# flood returns once the broker has read every request (it waits for an MMI answer).
+during=$(rss_kb)
+peak=$(hwm_kb)
+sleep $(( ttl_ms / 1000 + 2 ))
+after=$(rss_kb)
+expired=$(grep -o "dropped [0-9]* request(s): no worker" "$dir/broker.log" | awk "{n += \$2} END {print n + 0}")
+
+printf 'requests=%s services=%s rss_before_kb=%s rss_queued_kb=%s rss_peak_kb=%s rss_after_expiry_kb=%s expired=%s\n' \
+    "$count" "$services" "$before" "$during" "$peak" "$after" "$expired"
