@@ -1,1 +1,323 @@
-fn main() {}
+//! `client`: an MDP/0.1 client program. It sends a request (or many) to a service through a
+//! broker and prints each reply frame on its own line; `--stats` turns it into a load generator
+//! that prints one summary line instead.
+//!
+//! Without `--window` requests go one at a time through the synchronous [`client::Client`]
+//! (timeout, then resend on a new socket, `--retries` sends in all). With `--window W` the
+//! [`client::AsyncClient`] keeps W requests in flight; a request whose reply does not come within
+//! the timeout is counted as failed (no resends: the point is to see what was lost).
+//!
+//! Exit status: 0 when every request got its reply, 1 when any did not (the reasons on stderr),
+//! 2 for usage errors.
+
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use client::{AsyncClient, AsyncClientConfig, Client, ClientConfig, Frames, Outcome, ServiceName};
+
+/// Send requests to an MDP/0.1 service through a broker and print the replies.
+#[derive(Debug, Parser)]
+#[command(version, after_help = AFTER_HELP)]
+struct Args {
+    /// The broker's endpoint.
+    #[arg(
+        short = 'c',
+        long = "connect",
+        value_name = "ENDPOINT",
+        default_value = "tcp://localhost:5555"
+    )]
+    endpoint: String,
+    /// The service to ask; `mmi.service` asks the broker whether the service named by FRAME has
+    /// a worker (200) or not (404).
+    #[arg(short, long, value_name = "SERVICE", default_value = "echo", value_parser = parse_service)]
+    service: ServiceName,
+    /// How long to wait for each reply, in milliseconds.
+    #[arg(short = 't', long = "timeout", value_name = "TIMEOUT_MS", default_value_t = 2500,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_ms: u64,
+    /// How many times a request is sent in all before it counts as failed (without --window).
+    #[arg(short, long, value_name = "RETRIES", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    retries: u32,
+    /// How many requests to send.
+    #[arg(short = 'n', long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    count: u64,
+    /// Keep this many requests in flight (asynchronous client; no resends).
+    #[arg(short, long, value_name = "W", value_parser = clap::value_parser!(u64).range(1..))]
+    window: Option<u64>,
+    /// Send a body of this many bytes instead of FRAMEs or stdin.
+    #[arg(long, value_name = "BYTES", conflicts_with = "frames")]
+    size: Option<usize>,
+    /// Print only one summary line at the end: requests, replies, failures, rate, latency.
+    #[arg(long)]
+    stats: bool,
+    /// Log every frame sent and received (to stderr).
+    #[arg(short, long)]
+    verbose: bool,
+    /// The request body, one frame per argument; when none is given, stdin (one trailing newline
+    /// removed) is the one frame.
+    #[arg(value_name = "FRAME")]
+    frames: Vec<std::ffi::OsString>,
+}
+
+const AFTER_HELP: &str = "\
+Output: each reply frame on its own line, or with --stats exactly one line:
+  requests=N replies=N failed=N seconds=S req_per_s=R p50_us=X p99_us=Y
+Exit status: 0 when every request got its reply, 1 when any failed, 2 for usage errors.";
+
+fn parse_service(name: &str) -> Result<ServiceName, String> {
+    name.parse().map_err(|error| format!("{error}"))
+}
+
+/// Exit status for usage errors, the same as clap's.
+const USAGE_ERROR: u8 = 2;
+
+/// How many failure reasons are printed before the rest are only counted.
+const FAILURES_SHOWN: u64 = 5;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(args.verbose);
+    match run(&args) {
+        Ok(tally) if tally.failed == 0 => ExitCode::SUCCESS,
+        Ok(tally) => {
+            eprintln!(
+                "client: {} of {} requests failed",
+                tally.failed, tally.requests
+            );
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("client: {}", error_chain(&error));
+            match error {
+                // A malformed endpoint is a typo on the command line.
+                client::Error::Connect { .. } => ExitCode::from(USAGE_ERROR),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}
+
+/// What happened to the requests, for the exit status and `--stats`.
+#[derive(Debug, Default)]
+struct Tally {
+    requests: u64,
+    replies: u64,
+    failed: u64,
+    /// Round-trip times of the answered requests, in microseconds.
+    latencies_us: Vec<u64>,
+}
+
+impl Tally {
+    fn answered(&mut self, latency: Duration) {
+        self.replies += 1;
+        self.latencies_us
+            .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn failed(&mut self, request: u64, reason: &dyn std::fmt::Display) {
+        self.failed += 1;
+        if self.failed <= FAILURES_SHOWN {
+            eprintln!("client: request {request} failed: {reason}");
+        } else if self.failed == FAILURES_SHOWN + 1 {
+            eprintln!("client: (further failures are only counted)");
+        }
+    }
+
+    /// The one `--stats` line.
+    fn summary(&mut self, elapsed: Duration) -> String {
+        self.latencies_us.sort_unstable();
+        let seconds = elapsed.as_secs_f64();
+        let rate = if seconds > 0.0 {
+            self.replies as f64 / seconds
+        } else {
+            0.0
+        };
+        format!(
+            "requests={} replies={} failed={} seconds={:.3} req_per_s={:.0} p50_us={} p99_us={}",
+            self.requests,
+            self.replies,
+            self.failed,
+            seconds,
+            rate,
+            percentile(&self.latencies_us, 50),
+            percentile(&self.latencies_us, 99),
+        )
+    }
+}
+
+/// The nearest-rank percentile of sorted values; 0 when there are none.
+fn percentile(sorted: &[u64], percent: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (sorted.len() * percent).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+fn run(args: &Args) -> Result<Tally, client::Error> {
+    let body = request_body(args);
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let started = Instant::now();
+    let mut tally = match args.window {
+        None => run_synchronous(args, &body, timeout)?,
+        Some(window) => run_windowed(args, &body, timeout, window)?,
+    };
+    if args.stats {
+        println!("{}", tally.summary(started.elapsed()));
+    }
+    Ok(tally)
+}
+
+/// One request at a time, each with timeout and resends.
+fn run_synchronous(
+    args: &Args,
+    body: &[Vec<u8>],
+    timeout: Duration,
+) -> Result<Tally, client::Error> {
+    let config = ClientConfig {
+        timeout,
+        retries: args.retries,
+    };
+    let mut client = Client::connect(&args.endpoint, config)?;
+    let mut tally = Tally::default();
+    for request in 1..=args.count {
+        tally.requests += 1;
+        let sent_at = Instant::now();
+        match client.send(&args.service, body) {
+            Ok(reply) => {
+                tally.answered(sent_at.elapsed());
+                if !args.stats {
+                    print_frames(&reply);
+                }
+            }
+            // Every answer is worth waiting for; only a broken socket stops the run.
+            Err(error @ client::Error::Zmq { .. }) => return Err(error),
+            Err(error) => tally.failed(request, &DisplayChain(&error)),
+        }
+    }
+    Ok(tally)
+}
+
+/// `window` requests in flight, replies as they come, timeouts counted as failures.
+fn run_windowed(
+    args: &Args,
+    body: &[Vec<u8>],
+    timeout: Duration,
+    window: u64,
+) -> Result<Tally, client::Error> {
+    let config = AsyncClientConfig {
+        timeout,
+        ..AsyncClientConfig::default()
+    };
+    let mut client = AsyncClient::connect(&args.endpoint, config)?;
+    let window = usize::try_from(window).unwrap_or(usize::MAX);
+    let mut tally = Tally::default();
+    while tally.requests < args.count || client.outstanding() > 0 {
+        while tally.requests < args.count && client.outstanding() < window {
+            // Each request needs its own messages (sending consumes them); this is the one copy.
+            let frames: Frames = body
+                .iter()
+                .map(|frame| zmq::Message::from(&frame[..]))
+                .collect();
+            client.send(&args.service, frames)?;
+            tally.requests += 1;
+        }
+        match client.recv()? {
+            Outcome::Reply { body, latency, .. } => {
+                tally.answered(latency);
+                if !args.stats {
+                    print_frames(&body);
+                }
+            }
+            Outcome::TimedOut { id, service } => {
+                let reason = format!("no reply from service {service} within {timeout:?}");
+                tally.failed(id.0 + 1, &reason);
+            }
+        }
+    }
+    if client.dropped_replies() > 0 {
+        log::info!(
+            "dropped {} replies that no request was waiting for",
+            client.dropped_replies()
+        );
+    }
+    Ok(tally)
+}
+
+/// The request body: the FRAME arguments, or `--size` bytes, or stdin as one frame.
+fn request_body(args: &Args) -> Vec<Vec<u8>> {
+    if !args.frames.is_empty() {
+        return args
+            .frames
+            .iter()
+            .map(|frame| frame.clone().into_vec())
+            .collect();
+    }
+    if let Some(size) = args.size {
+        // Printable, so that `-v` dumps show text.
+        return vec![b"0123456789abcdef"
+            .iter()
+            .copied()
+            .cycle()
+            .take(size)
+            .collect()];
+    }
+    let mut stdin = Vec::new();
+    if let Err(error) = std::io::stdin().read_to_end(&mut stdin) {
+        log::warn!("cannot read stdin ({error}); sending an empty body");
+    }
+    if stdin.last() == Some(&b'\n') {
+        stdin.pop();
+    }
+    vec![stdin]
+}
+
+/// Each frame on its own line, as raw bytes (a reply need not be text).
+fn print_frames(frames: &Frames) {
+    let mut stdout = std::io::stdout().lock();
+    for frame in frames {
+        // A closed stdout (`client ... | head -1`) is not worth an error message.
+        let _ = stdout
+            .write_all(frame)
+            .and_then(|()| stdout.write_all(b"\n"));
+    }
+    let _ = stdout.flush();
+}
+
+/// `-v` shows frame dumps (debug); otherwise only warnings, such as a resend. RUST_LOG
+/// overrides both.
+fn init_logging(verbose: bool) {
+    let level = if verbose {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Warn
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_default_env()
+        .init();
+}
+
+/// Displays an error with its causes: `outer: cause: root cause`.
+struct DisplayChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    DisplayChain(error).to_string()
+}
