@@ -1,0 +1,380 @@
+//! The real programs end to end: `broker`, `worker` and `client` as separate processes talking
+//! over an ipc endpoint in a temporary directory, as they would in three terminals.
+//!
+//! These need the `broker` and `worker` binaries next to this crate's: `cargo test --workspace`
+//! builds them; after `cargo test -p client` alone, run `cargo build --workspace` first.
+//!
+//! No sleep stands in for synchronisation: each step waits for what it needs (a service known
+//! to the broker via `mmi.service`, a file the worker's command creates, a process's exit) and
+//! gives up at a deadline.
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use client::{Client, ClientConfig, ServiceName};
+use tempfile::TempDir;
+
+/// Short heartbeats so that failures are detected in tenths of a second, not seconds.
+const HEARTBEAT_MS: &str = "100";
+const LIVENESS: &str = "3";
+
+/// Generous: these tests share two cores with the rest of the suite.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A sibling binary of this test, in `target/<profile>/`.
+fn binary(name: &str) -> PathBuf {
+    if name == "client" {
+        return PathBuf::from(env!("CARGO_BIN_EXE_client"));
+    }
+    // This test runs as target/<profile>/deps/end_to_end-<hash>.
+    let test_exe = std::env::current_exe().unwrap();
+    let profile_dir = test_exe.parent().and_then(Path::parent).unwrap();
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test -p client` builds only the client; run `cargo build --workspace` \
+         (or `cargo test --workspace`) so the broker and worker programs exist",
+        path.display()
+    );
+    path
+}
+
+/// A program running in the background, in its own process group so that killing it also
+/// kills any command it started (`worker --exec`). Killed when dropped.
+struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn start(dir: &Path, name: &str, program: &str, args: &[&str]) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(binary(program))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(File::create(&log).unwrap())
+            .stderr(File::create(&log).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Process {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// What it has logged so far (stdout and stderr).
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL to the whole process group, then reap.
+    fn kill(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            eprintln!("---- {} log ----\n{}", self.name, self.log());
+        }
+        self.kill();
+    }
+}
+
+/// Runs a program to completion (or kills it at the deadline) and returns what it printed.
+fn run(program: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(binary(program))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{program} {args:?} did not finish within {PATIENCE:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Polls `condition` every 20 ms until it holds; panics with `what` at the deadline.
+fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < deadline,
+            "timed out waiting until {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+/// Asks the broker's `mmi.service` whether `service` has a worker; false if the broker does not
+/// answer within a short timeout.
+fn broker_knows(endpoint: &str, service: &str) -> bool {
+    let config = ClientConfig {
+        timeout: Duration::from_millis(500),
+        retries: 1,
+    };
+    let service: ServiceName = service.parse().unwrap();
+    Client::connect(endpoint, config)
+        .and_then(|mut client| client.has_service(&service))
+        .unwrap_or(false)
+}
+
+fn ipc_endpoint(dir: &TempDir) -> String {
+    format!("ipc://{}/broker.ipc", dir.path().display())
+}
+
+fn start_broker(dir: &TempDir, name: &str, endpoint: &str) -> Process {
+    let args = [
+        "--bind",
+        endpoint,
+        "--heartbeat-ms",
+        HEARTBEAT_MS,
+        "--liveness",
+        LIVENESS,
+    ];
+    Process::start(dir.path(), name, "broker", &args)
+}
+
+fn start_worker(dir: &TempDir, name: &str, endpoint: &str, extra: &[&str]) -> Process {
+    let mut args = vec![
+        "-c",
+        endpoint,
+        "--heartbeat-ms",
+        HEARTBEAT_MS,
+        "--liveness",
+        LIVENESS,
+    ];
+    args.extend_from_slice(extra);
+    Process::start(dir.path(), name, "worker", &args)
+}
+
+#[test]
+fn three_terminal_flow() {
+    let dir = TempDir::new().unwrap();
+    let endpoint = ipc_endpoint(&dir);
+    let _broker = start_broker(&dir, "broker", &endpoint);
+    let _echo = start_worker(&dir, "echo-worker", &endpoint, &[]);
+    let _upper = start_worker(
+        &dir,
+        "upper-worker",
+        &endpoint,
+        &["-s", "upper", "--exec", "tr a-z A-Z"],
+    );
+    let _failing = start_worker(
+        &dir,
+        "failing-worker",
+        &endpoint,
+        &["-s", "fails", "--exec", "echo broken >&2; exit 3"],
+    );
+    for service in ["echo", "upper", "fails"] {
+        wait_until(&format!("{service} is registered"), PATIENCE, || {
+            broker_knows(&endpoint, service)
+        });
+    }
+    let c = endpoint.as_str();
+
+    let echoed = run("client", &["-c", c, "hello", "world"]);
+    assert!(echoed.status.success(), "{}", stderr(&echoed));
+    assert_eq!(stdout(&echoed), "hello\nworld\n");
+
+    let found = run("client", &["-c", c, "-s", "mmi.service", "echo"]);
+    assert_eq!(stdout(&found), "200\n");
+    let missing = run("client", &["-c", c, "-s", "mmi.service", "nosuch"]);
+    assert_eq!(stdout(&missing), "404\n");
+
+    let upper = run("client", &["-c", c, "-s", "upper", "hello", "world"]);
+    assert_eq!(stdout(&upper), "HELLO\nWORLD\n");
+
+    // A failing command is a reply too: three frames, ERROR first. The worker goes on.
+    let failed = run("client", &["-c", c, "-s", "fails", "x"]);
+    assert!(failed.status.success());
+    assert_eq!(stdout(&failed), "ERROR\nexit status 3\nbroken\n");
+    let again = run("client", &["-c", c, "-s", "fails", "x"]);
+    assert_eq!(stdout(&again), "ERROR\nexit status 3\nbroken\n");
+
+    let load = run(
+        "client",
+        &[
+            "-c", c, "--count", "300", "--window", "30", "--stats", "--size", "16",
+        ],
+    );
+    assert!(load.status.success(), "{}", stderr(&load));
+    let line = stdout(&load);
+    assert_eq!(line.lines().count(), 1, "exactly one line: {line:?}");
+    assert!(
+        line.starts_with("requests=300 replies=300 failed=0 seconds="),
+        "{line}"
+    );
+    let fields: Vec<&str> = line
+        .split_whitespace()
+        .map(|f| f.split('=').next().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "requests",
+            "replies",
+            "failed",
+            "seconds",
+            "req_per_s",
+            "p50_us",
+            "p99_us"
+        ]
+    );
+
+    let sequential = run("client", &["-c", c, "--count", "20", "--stats", "x"]);
+    assert!(stdout(&sequential).starts_with("requests=20 replies=20 failed=0 "));
+
+    // Nobody serves "nosuch": exit 1 with the reason on stderr.
+    let unanswered = run(
+        "client",
+        &["-c", c, "-s", "nosuch", "-t", "200", "-r", "2", "x"],
+    );
+    assert_eq!(unanswered.status.code(), Some(1));
+    assert!(stderr(&unanswered).contains("no reply from service nosuch after 2 tries"));
+
+    let usage = run("client", &["--no-such-flag"]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn a_killed_workers_request_is_answered_by_another_worker_on_retry() {
+    let dir = TempDir::new().unwrap();
+    let endpoint = ipc_endpoint(&dir);
+    let broker = start_broker(&dir, "broker", &endpoint);
+    let marker = dir.path().join("doomed-worker-has-the-request");
+    let hold = format!("touch '{}'; sleep 60", marker.display());
+    let mut doomed = start_worker(
+        &dir,
+        "doomed-worker",
+        &endpoint,
+        &["-s", "slow", "--exec", &hold],
+    );
+    wait_until("the doomed worker is registered", PATIENCE, || {
+        broker_knows(&endpoint, "slow")
+    });
+
+    // The client's first try goes to the only worker, which never answers.
+    let client = thread::spawn({
+        let endpoint = endpoint.clone();
+        move || {
+            run(
+                "client",
+                &[
+                    "-c", &endpoint, "-s", "slow", "-t", "2000", "-r", "3", "job",
+                ],
+            )
+        }
+    });
+    wait_until("the doomed worker holds the request", PATIENCE, || {
+        marker.exists()
+    });
+    doomed.kill();
+
+    // The broker notices the silence and purges the worker: mmi.service says 404.
+    let purged_after = wait_until("the broker purges the killed worker", PATIENCE, || {
+        !broker_knows(&endpoint, "slow")
+    });
+    let interval_x_liveness = Duration::from_millis(300);
+    eprintln!("killed worker purged after {purged_after:?} (interval x liveness = {interval_x_liveness:?})");
+    assert!(
+        purged_after < interval_x_liveness + Duration::from_secs(2),
+        "purge took {purged_after:?}"
+    );
+
+    // A second worker for the same service answers the client's resend.
+    let _rescuer = start_worker(&dir, "rescuer", &endpoint, &["-s", "slow"]);
+    let output = client.join().unwrap();
+    assert!(output.status.success(), "client: {}", stderr(&output));
+    assert_eq!(stdout(&output), "job\n");
+    assert!(
+        stderr(&output).contains("resending (try 2 of 3)"),
+        "the answer came on a resend: {}",
+        stderr(&output)
+    );
+    drop(broker);
+}
+
+#[test]
+fn workers_register_again_by_themselves_after_the_broker_restarts() {
+    let dir = TempDir::new().unwrap();
+    let endpoint = ipc_endpoint(&dir);
+    let mut broker = start_broker(&dir, "first-broker", &endpoint);
+    // One service per worker, so that mmi.service can tell about each of them.
+    let services = ["echo", "echo-2"];
+    let workers = services.map(|service| {
+        start_worker(
+            &dir,
+            &format!("{service}-worker"),
+            &endpoint,
+            &["-s", service],
+        )
+    });
+    for service in services {
+        wait_until(&format!("{service} is registered"), PATIENCE, || {
+            broker_knows(&endpoint, service)
+        });
+    }
+
+    // A crash, not a shutdown: the workers get no DISCONNECT.
+    broker.kill();
+    let restarted_at = Instant::now();
+    let _restarted = start_broker(&dir, "second-broker", &endpoint);
+    for service in services {
+        wait_until(
+            &format!("{service} registers with the new broker"),
+            PATIENCE,
+            || broker_knows(&endpoint, service),
+        );
+        eprintln!(
+            "{service} registered {:?} after the restart",
+            restarted_at.elapsed()
+        );
+    }
+    for worker in &workers {
+        assert!(
+            worker.log().contains("reconnected to broker"),
+            "{} says it registered again",
+            worker.name
+        );
+    }
+
+    for service in services {
+        let after = run("client", &["-c", &endpoint, "-s", service, "after"]);
+        assert!(after.status.success(), "{}", stderr(&after));
+        assert_eq!(stdout(&after), "after\n");
+    }
+}
