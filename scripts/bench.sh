@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# What it shows: how fast the Majordomo broker is, next to the ceiling (broker/examples/ceiling.rs,
+# a forwarder with no bookkeeping that allows what MDP allows: one request per worker at a time),
+# under the same load from our release `client` and `worker`.
+#
+# Each row starts a fresh broker (so its peak RSS is the row's own), starts the workers, runs the
+# client(s), and reads the broker's CPU time and peak RSS from /proc. Columns:
+#   req/s      replies per second seen by the client(s)
+#   p50/p99    request latency in microseconds (with --window, time in flight including queueing)
+#   cpu_us     broker CPU (user+sys, all its threads) per request, in microseconds
+#   rss_mb     broker peak RSS (VmHWM)
+#   vs_ceiling req/s of this row divided by the ceiling's req/s for the same load
+#
+# Usage: scripts/bench.sh [--quick] [--count N] [--broker-endpoint ENDPOINT]
+#   --quick                 fewer requests and rows (a smoke run, a minute or so)
+#   --count N               requests per throughput row (default 100000)
+#   --broker-endpoint E     do not start our broker: measure the MDP/0.1 broker already listening
+#                           at E (tcp) instead, side by side with the ceiling (no CPU/RSS for it)
+# Figures, never assertions: nothing here fails because of a number.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+count=100000
+quick=
+external=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=1; count=20000 ;;
+        --count) count=$2; shift ;;
+        --broker-endpoint) external=$2; shift ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+latency_count=$(( count / 5 ))
+
+cargo build --release -q -p broker -p client -p worker --bins --examples
+bin=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+port=$(( 20000 + RANDOM % 20000 ))
+next_endpoint() { # transport -> a fresh endpoint
+    port=$(( port + 1 ))
+    case "$1" in
+        tcp) echo "tcp://127.0.0.1:$port" ;;
+        ipc) echo "ipc://$work/b$port.ipc" ;;
+    esac
+}
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
+ticks_per_s=$(getconf CLK_TCK)
+
+start_broker() { # kind endpoint -> sets broker_pid
+    case "$1" in
+        broker) "$bin/broker" --bind "$2" --max-queue 1000000 2>>"$work/broker.log" & ;;
+        ceiling) "$bin/examples/ceiling" "$2" 2>>"$work/broker.log" & ;;
+    esac
+    broker_pid=$!
+    pids+=("$broker_pid")
+}
+start_workers() { # endpoint n service-prefix(optional: distinct services)
+    local n
+    for n in $(seq 0 $(( $2 - 1 ))); do
+        local service=echo
+        [ -n "${3:-}" ] && service="$3$n"
+        "$bin/worker" -c "$1" -s "$service" 2>>"$work/worker.log" &
+        pids+=("$!")
+    done
+}
+wait_ready() { # endpoint service: until a request to the service is answered
+    local tries=0
+    until "$bin/client" -c "$1" -s "$2" -t 500 -r 1 ping >/dev/null 2>&1; do
+        tries=$(( tries + 1 ))
+        [ $tries -lt 40 ] || { echo "bench.sh: no worker for $2 at $1" >&2; return 1; }
+    done
+}
+stop_all() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    pids=()
+}
+
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+
+declare -A ceiling_rate
+printf '%-8s %-9s %-4s %-6s %-7s %-3s %9s %9s %9s %8s %7s %10s\n' \
+    broker mode net body workers cli "req/s" p50_us p99_us cpu_us rss_mb vs_ceiling
+row() { # kind mode(window|sync|services|clients) transport size workers
+    local kind=$1 mode=$2 net=$3 size=$4 workers=$5
+    local endpoint clients=1
+    if [ "$kind" = external ]; then
+        endpoint=$external
+    else
+        endpoint=$(next_endpoint "$net")
+        start_broker "$kind" "$endpoint"
+    fi
+    case "$mode" in
+        services) start_workers "$endpoint" "$workers" svc- ; wait_ready "$endpoint" "svc-$(( workers - 1 ))" ;;
+        *) start_workers "$endpoint" "$workers"; wait_ready "$endpoint" echo ;;
+    esac
+    # Every worker must be registered before the clock starts: one more check per worker.
+    sleep 0.3
+    local before=0
+    [ "$kind" = external ] || before=$(cpu_ticks "$broker_pid")
+    local start end stats requests
+    start=$(date +%s.%N)
+    case "$mode" in
+        window)
+            requests=$count
+            stats=$("$bin/client" -c "$endpoint" --count "$count" --window 1000 --size "$size" --stats) ;;
+        sync)
+            requests=$latency_count
+            stats=$("$bin/client" -c "$endpoint" --count "$latency_count" --size "$size" --stats) ;;
+        services|clients)
+            clients=$([ "$mode" = services ] && echo "$workers" || echo 50)
+            requests=$(( count / clients * clients ))
+            local n client_pids=()
+            for n in $(seq 0 $(( clients - 1 ))); do
+                local service=echo
+                [ "$mode" = services ] && service="svc-$n"
+                "$bin/client" -c "$endpoint" -s "$service" --count $(( count / clients )) \
+                    --window 20 --size "$size" --stats >"$work/client$n.out" &
+                client_pids+=("$!")
+            done
+            wait "${client_pids[@]}" || true
+            local p50
+            p50=$(sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' "$work"/client*.out | sort -n |
+                awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+            stats=$(cat "$work"/client*.out | awk -v p50="$p50" '
+                { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+                  replies += v["replies"]; failed += v["failed"]
+                  if (v["p99_us"] + 0 > p99) p99 = v["p99_us"] + 0 }
+                END { printf "replies=%d failed=%d p50_us=%d p99_us=%d\n", replies, failed, p50, p99 }')
+            rm -f "$work"/client*.out ;;
+    esac
+    end=$(date +%s.%N)
+    local replies rate cpu_us="-" rss_mb="-" ratio="-"
+    replies=$(field replies "$stats")
+    rate=$(awk -v n="$replies" -v s="$start" -v e="$end" 'BEGIN { printf "%d", n / (e - s) }')
+    [ "$mode" = window ] || [ "$mode" = sync ] && rate=$(awk -v r="$(field req_per_s "$stats")" 'BEGIN { printf "%d", r }')
+    if [ "$kind" != external ]; then
+        local after
+        after=$(cpu_ticks "$broker_pid")
+        cpu_us=$(awk -v t=$(( after - before )) -v hz="$ticks_per_s" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+        rss_mb=$(awk -v kb="$(hwm_kb "$broker_pid")" 'BEGIN { printf "%.1f", kb / 1024 }')
+    fi
+    local key="$mode/$net/$size/$workers"
+    if [ "$kind" = ceiling ]; then
+        ceiling_rate[$key]=$rate
+    elif [ -n "${ceiling_rate[$key]:-}" ] && [ "${ceiling_rate[$key]}" -gt 0 ]; then
+        ratio=$(awk -v a="$rate" -v b="${ceiling_rate[$key]}" 'BEGIN { printf "%.2f", a / b }')
+    fi
+    printf '%-8s %-9s %-4s %-6s %-7s %-3s %9s %9s %9s %8s %7s %10s\n' \
+        "$kind" "$mode" "$net" "$size" "$workers" "$clients" "$rate" \
+        "$(field p50_us "$stats")" "$(field p99_us "$stats")" "$cpu_us" "$rss_mb" "$ratio"
+    [ "$(field failed "$stats")" = 0 ] || echo "  ($(field failed "$stats") requests failed)"
+    stop_all
+}
+
+ours=broker
+[ -n "$external" ] && ours=external
+nets="tcp ipc"
+sizes="16 4096"
+worker_counts="1 2 4"
+if [ -n "$quick" ]; then nets=tcp; sizes=16; worker_counts="1 4"; fi
+for net in $nets; do
+    [ -n "$external" ] && [ "$net" = ipc ] && continue
+    for size in $sizes; do
+        for workers in $worker_counts; do
+            for kind in ceiling "$ours"; do row "$kind" window "$net" "$size" "$workers"; done
+        done
+        for kind in ceiling "$ours"; do row "$kind" sync "$net" "$size" 1; done
+    done
+done
+for kind in ceiling "$ours"; do row "$kind" clients tcp 16 4; done
+row "$ours" services tcp 16 100
