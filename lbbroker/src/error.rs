@@ -1,0 +1,109 @@
+//! The one error type of this crate. Each variant says what was being done and keeps the
+//! underlying cause as its `source()`, so the binary can print the whole chain, for example:
+//!
+//! ```text
+//! error: cannot bind the frontend ROUTER to ipc:///no/such/dir/frontend.ipc
+//!   caused by: No such file or directory
+//! ```
+
+use std::io;
+
+/// Everything that can stop a broker, a processor, a client or the demo.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is out of range (for example `clients: 0`).
+    #[error("invalid {setting}: {reason}")]
+    InvalidSetting {
+        /// The setting, named like its command-line flag.
+        setting: &'static str,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+
+    /// A socket could not be bound: a directory that does not exist, a TCP port in use, a typo.
+    #[error("cannot bind the {socket} to {endpoint}")]
+    Bind {
+        /// Which socket, e.g. "frontend ROUTER".
+        socket: &'static str,
+        /// The endpoint as given.
+        endpoint: String,
+        /// What libzmq said.
+        source: zmq::Error,
+    },
+
+    /// A socket could not connect. ZeroMQ connects in the background, so this only happens for
+    /// an endpoint it cannot even parse; a peer that is not there yet is not an error.
+    #[error("{identity} cannot connect to {endpoint}")]
+    Connect {
+        /// Who was connecting.
+        identity: String,
+        /// The endpoint as given.
+        endpoint: String,
+        /// What libzmq said.
+        source: zmq::Error,
+    },
+
+    /// Any other ZeroMQ call failed.
+    #[error("{doing} failed")]
+    Zmq {
+        /// What was being done, e.g. "polling the broker's sockets".
+        doing: &'static str,
+        /// What libzmq said.
+        source: zmq::Error,
+    },
+
+    /// A processor received a request without the `[client][]` envelope the broker always puts
+    /// in front: it cannot know where the reply should go.
+    #[error("{processor} received a request without a client envelope: {frames}")]
+    MissingEnvelope {
+        /// The processor's identity.
+        processor: String,
+        /// The frames it received, as [`crate::frames::describe`] shows them.
+        frames: String,
+    },
+
+    /// A role's thread stopped with an error of its own.
+    #[error("{role} stopped")]
+    RoleFailed {
+        /// The role, e.g. "PROCESSOR-1" or "broker".
+        role: String,
+        /// Why it stopped.
+        source: Box<Error>,
+    },
+
+    /// A role's thread panicked. That is a bug in this crate.
+    #[error("the {role} thread panicked")]
+    Panicked {
+        /// The role whose thread it was.
+        role: String,
+    },
+
+    /// A thread could not be started.
+    #[error("cannot start the {role} thread")]
+    Spawn {
+        /// The role it was for.
+        role: String,
+        /// What the operating system said.
+        source: io::Error,
+    },
+
+    /// The lines could not be written out (for example stdout was a closed pipe).
+    #[error("cannot write the output")]
+    Output(#[source] io::Error),
+
+    /// The run was interrupted (Ctrl-C) before every client had its reply.
+    #[error("interrupted before every client had its reply ({replies} of {clients} replies)")]
+    Interrupted {
+        /// Replies received so far.
+        replies: usize,
+        /// Clients started.
+        clients: usize,
+    },
+}
+
+impl Error {
+    /// Wraps a `zmq::Error` with what was being done.
+    pub(crate) fn zmq(doing: &'static str) -> impl FnOnce(zmq::Error) -> Error {
+        move |source| Error::Zmq { doing, source }
+    }
+}
