@@ -54,6 +54,7 @@ pub fn run_processors(
     interrupt: &StopSignal,
 ) -> Result<usize, Error> {
     check_count("processors", group.count, MAX_PROCESSORS)?;
+    check_first_id(group.first_id, group.count)?;
     let mut roles = RoleThreads::new();
     let outcome = serve_processors(group, &mut roles, out, interrupt);
     let joined = roles.stop_and_join();
@@ -121,6 +122,7 @@ pub fn run_clients(
     interrupt: &StopSignal,
 ) -> Result<Vec<ClientReply>, Error> {
     check_count("clients", group.count, MAX_CLIENTS)?;
+    check_first_id(group.first_id, group.count)?;
     let seed = group.seed.unwrap_or_else(rand::random);
     info!("client loads drawn with seed {seed} (pass --seed {seed} to repeat them)");
     let mut roles = RoleThreads::new();
@@ -130,6 +132,17 @@ pub fn run_clients(
     outcome?;
     joined?;
     Ok(replies)
+}
+
+/// Checks that the identities `first_id..first_id + count` can all be numbered.
+fn check_first_id(first_id: usize, count: usize) -> Result<(), Error> {
+    match first_id.checked_add(count) {
+        Some(_) => Ok(()),
+        None => Err(Error::InvalidSetting {
+            setting: "first-id",
+            reason: format!("{first_id} leaves no room for {count} more numbers"),
+        }),
+    }
 }
 
 fn await_replies(
@@ -173,4 +186,27 @@ fn await_replies(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_id_too_large_to_count_from_is_refused_before_anything_starts() {
+        let group = ProcessorGroup {
+            count: 2,
+            first_id: usize::MAX,
+            backend: "ipc://unused.ipc".to_owned(),
+            unit: Duration::from_millis(1),
+        };
+        let error = run_processors(&group, &mut Vec::new(), &StopSignal::never()).unwrap_err();
+        assert!(matches!(
+            error,
+            Error::InvalidSetting {
+                setting: "first-id",
+                ..
+            }
+        ));
+    }
 }

@@ -89,9 +89,14 @@ impl RoleThreads {
         Ok(())
     }
 
-    /// Waits for the next event; `None` once `interrupt` is raised. (The channel itself cannot
-    /// close: `self` keeps a sender.)
+    /// Waits for the next event; `None` once `interrupt` is raised and every event already
+    /// sent has been taken. (The channel itself cannot close: `self` keeps a sender.)
     pub(crate) fn next_event(&self, interrupt: &StopSignal) -> Option<Event> {
+        // Events that are already here come first: `select!` picks at random among ready
+        // channels, and a line reported before Ctrl-C should still be printed.
+        if let Ok(event) = self.events.try_recv() {
+            return Some(event);
+        }
         select! {
             recv(self.events) -> event => event.ok(),
             recv(interrupt.receiver()) -> _ => None,
