@@ -327,6 +327,10 @@ fn wait_for_request(
     // A reply was just sent, or the worker was idle without listening: either way the broker's
     // silence up to now proves nothing.
     link.restart_broker_countdown(Instant::now());
+    // The broker sends a worker its next request only after our reply has reached it, so right
+    // after a reply nothing is waiting yet: poll first, then drain what poll says is there. (A
+    // receive that finds nothing is not free: libzmq checks its command pipe with a system call.)
+    let mut may_have_message = false;
     loop {
         if stop.is_requested() {
             return Err(Error::Stopped);
@@ -337,13 +341,15 @@ fn wait_for_request(
                 return Err(Error::Stopped);
             }
             link.connect()?;
+            may_have_message = false;
         }
-        // Drain before polling: under load the next request is often already here, and a
-        // non-blocking receive is cheaper than a poll.
-        if let Some(frames) = link.try_recv()? {
-            match link.handle(frames, Instant::now()) {
-                Received::Request { client, body } => return Ok((client, body)),
-                Received::Nothing => continue,
+        if may_have_message {
+            match link.try_recv()? {
+                Some(frames) => match link.handle(frames, Instant::now()) {
+                    Received::Request { client, body } => return Ok((client, body)),
+                    Received::Nothing => continue,
+                },
+                None => may_have_message = false,
             }
         }
         let now = Instant::now();
@@ -370,6 +376,7 @@ fn wait_for_request(
                 })
             }
         }
+        may_have_message = items[0].is_readable();
     }
 }
 
