@@ -3,7 +3,7 @@
 //! An `ipc://path` endpoint is a Unix domain socket: binding it creates a socket file at `path`
 //! (relative paths are relative to the current directory, as in the gist). libzmq 4.3 does not
 //! delete that file when the socket closes, so the Ruby gist leaves `frontend.ipc` and
-//! `backend.ipc` behind; the broker here removes the files it created ([`SocketFile`]). Binding
+//! `backend.ipc` behind; the broker here removes the files it created (see `SocketFile`). Binding
 //! also replaces a file left at the same path by an earlier run, which is why two brokers must
 //! not share a directory: the second would silently take the path from the first. Give each its
 //! own directory ([`Endpoints::in_dir`]) or its own `tcp://` port.
