@@ -46,7 +46,8 @@ struct Args {
     #[arg(short = 'n', long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
-    /// Keep this many requests in flight (asynchronous client; no resends).
+    /// Keep up to this many requests in flight, refilled in batches of W/8 (asynchronous
+    /// client; no resends).
     #[arg(short, long, value_name = "W", value_parser = clap::value_parser!(u64).range(1..))]
     window: Option<u64>,
     /// Send a body of this many bytes instead of FRAMEs or stdin.
@@ -216,9 +217,15 @@ fn run_windowed(
     };
     let mut client = AsyncClient::connect(&args.endpoint, config)?;
     let window = usize::try_from(window).unwrap_or(usize::MAX);
+    // Refill in batches of W/8: libzmq wakes its I/O thread once for a burst of sends but once
+    // per send when they trickle, so this saves about a third of the client's CPU per request
+    // (measured), while keeping between 7/8 W and W requests in flight.
+    let batch = (window / 8).max(1);
     let mut tally = Tally::default();
     while tally.requests < args.count || client.outstanding() > 0 {
-        while tally.requests < args.count && client.outstanding() < window {
+        let room = window.saturating_sub(client.outstanding());
+        let refill = room >= batch || tally.requests + (room as u64) >= args.count;
+        while refill && tally.requests < args.count && client.outstanding() < window {
             // Each request needs its own messages (sending consumes them); this is the one copy.
             let frames: Frames = body
                 .iter()
