@@ -27,7 +27,8 @@
 //! * A service is forgotten as soon as it has no worker and no waiting request.
 //! * `mmi.service` looks at the first body frame; the reply body is one frame, the status code.
 //! * When a busy worker dies its request is lost (logged) unless `redeliver` is on; then it goes
-//!   back to the front of its queue, at most once per request, and may run twice.
+//!   back to the front of its queue, at most once per request, and may run twice. A redelivered
+//!   request obeys the queue limits like a new one: if they are reached, it is lost.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -559,7 +560,11 @@ impl Broker {
                 redelivered,
                 queued_at,
             } => match request {
-                Some(body) if !redelivered && service.requests.len() < self.config.max_queue => {
+                Some(body)
+                    if !redelivered
+                        && service.requests.len() < self.config.max_queue
+                        && self.queued_total < self.config.max_queued_total =>
+                {
                     info!(
                         "worker {} died holding a request from client {}: redelivering it",
                         dump::Identity(identity),
