@@ -22,8 +22,11 @@
 //! * A REPLY must carry the address of the client whose request the worker holds; a reply for
 //!   any other client is a protocol error, so a worker cannot answer someone else's request.
 //! * Requests wait per service, at most `max_queue` per service and `max_queued_total` in all,
-//!   for at most `request_ttl`. A request refused or expired is logged at warn and counted; the
-//!   client hears nothing (MDP/0.1 has no error reply) and its own timeout and retry take over.
+//!   for at most `request_ttl` (the purge that drops them runs at least once per heartbeat
+//!   interval, so up to one interval more). A request an idle worker takes at once does not
+//!   wait, so the limits never refuse it. A request refused or expired is logged at warn and
+//!   counted; the client hears nothing (MDP/0.1 has no error reply) and its own timeout and
+//!   retry take over.
 //! * A service is forgotten as soon as it has no worker and no waiting request.
 //! * `mmi.service` looks at the first body frame; the reply body is one frame, the status code.
 //! * When a busy worker dies its request is lost (logged) unless `redeliver` is on; then it goes
@@ -283,10 +286,28 @@ impl Broker {
             queued_at: now,
             redelivered: false,
         };
-        let service = self.services.entry(name.clone()).or_default();
-        if service.requests.len() >= self.config.max_queue
-            || self.queued_total >= self.config.max_queued_total
+        self.services
+            .entry(name.clone())
+            .or_default()
+            .requests
+            .push_back(waiting);
+        self.queued_total += 1;
+        // Only a request that has to wait counts against the limits: one that an idle worker takes
+        // at once is never refused, so a flood of requests for a service nobody serves cannot
+        // shut out the services that have workers.
+        let dispatched_before = self.stats.requests_dispatched;
+        self.dispatch(&name, out);
+        let taken = self.stats.requests_dispatched > dispatched_before;
+        let Some(service) = self.services.get_mut(&name) else {
+            return;
+        };
+        if !taken
+            && (service.requests.len() > self.config.max_queue
+                || self.queued_total > self.config.max_queued_total)
         {
+            // No worker took anything, so the request just added is still the last one.
+            service.requests.pop_back();
+            self.queued_total -= 1;
             self.stats.requests_refused_queue_full += 1;
             debug!(
                 "dropping request from client {} for service {name}: queue full ({} waiting for it, {} in all)",
@@ -299,16 +320,9 @@ impl Broker {
             }
             return;
         }
-        service.requests.push_back(waiting);
-        self.queued_total += 1;
-        self.dispatch(&name, out);
         // If no worker took it, it waits: give back the spare room of the frame list it arrived
         // in (a few hundred bytes, which add up over 100,000 waiting requests).
-        if let Some(waiting) = self
-            .services
-            .get_mut(&name)
-            .and_then(|service| service.requests.back_mut())
-        {
+        if let Some(waiting) = service.requests.back_mut() {
             waiting.body.shrink_to_fit();
         }
     }
