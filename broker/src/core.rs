@@ -618,13 +618,19 @@ impl Broker {
     /// Purges workers silent for longer than the expiry and requests older than the TTL, then
     /// schedules the next purge for the earliest moment a worker could expire.
     fn purge(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
-        let expired: Vec<Identity> = self
+        let mut expired: Vec<(bool, Identity)> = self
             .workers
             .iter()
             .filter(|(_, worker)| worker.expires_at <= now)
-            .map(|(identity, _)| identity.clone())
+            .map(|(identity, worker)| {
+                let busy = matches!(worker.state, WorkerState::Busy { .. });
+                (busy, identity.clone())
+            })
             .collect();
-        for identity in expired {
+        // Idle ones first: a busy one's request, if redelivered, must not be handed to a worker
+        // that this same pass is about to purge.
+        expired.sort_unstable_by_key(|(busy, _)| *busy);
+        for (_, identity) in expired {
             warn!(
                 "worker {} silent for {:?}: purging it",
                 dump::Identity(&identity),
