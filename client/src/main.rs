@@ -16,7 +16,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use client::{AsyncClient, AsyncClientConfig, Client, ClientConfig, Frames, Outcome, ServiceName};
+use client::{
+    AsyncClient, AsyncClientConfig, Client, ClientConfig, Frames, Matching, Outcome, ServiceName,
+};
 
 /// Send requests to an MDP/0.1 service through a broker and print the replies.
 #[derive(Debug, Parser)]
@@ -50,6 +52,11 @@ struct Args {
     /// client; no resends).
     #[arg(short, long, value_name = "W", value_parser = clap::value_parser!(u64).range(1..))]
     window: Option<u64>,
+    /// With --window: match each reply to its request exactly by a tag frame put first in the
+    /// request body, which the worker must echo first (the echo service does). Without it a
+    /// reply answers the oldest outstanding request to its service.
+    #[arg(long, requires = "window")]
+    tag: bool,
     /// Send a body of this many bytes instead of FRAMEs or stdin.
     #[arg(long, value_name = "BYTES", conflicts_with = "frames")]
     size: Option<usize>,
@@ -213,7 +220,11 @@ fn run_windowed(
 ) -> Result<Tally, client::Error> {
     let config = AsyncClientConfig {
         timeout,
-        ..AsyncClientConfig::default()
+        matching: if args.tag {
+            Matching::ByTag
+        } else {
+            Matching::ByService
+        },
     };
     let mut client = AsyncClient::connect(&args.endpoint, config)?;
     let window = usize::try_from(window).unwrap_or(usize::MAX);
@@ -327,4 +338,44 @@ impl std::fmt::Display for DisplayChain<'_> {
 
 fn error_chain(error: &dyn std::error::Error) -> String {
     DisplayChain(error).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 50), 50);
+        assert_eq!(percentile(&values, 99), 99);
+        assert_eq!(percentile(&[7], 99), 7);
+        assert_eq!(percentile(&[], 50), 0);
+    }
+
+    #[test]
+    fn the_stats_line_has_exactly_the_documented_fields() {
+        let mut tally = Tally {
+            requests: 3,
+            replies: 2,
+            failed: 1,
+            latencies_us: vec![300, 100],
+        };
+        assert_eq!(
+            tally.summary(Duration::from_millis(500)),
+            "requests=3 replies=2 failed=1 seconds=0.500 req_per_s=4 p50_us=100 p99_us=300"
+        );
+    }
+
+    #[test]
+    fn usage_errors_are_caught_by_clap() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        assert!(
+            Args::try_parse_from(["client", "--tag", "x"]).is_err(),
+            "--tag needs --window"
+        );
+        assert!(Args::try_parse_from(["client", "--size", "3", "x"]).is_err());
+        assert!(Args::try_parse_from(["client", "-s", "", "x"]).is_err());
+    }
 }

@@ -255,6 +255,16 @@ fn three_terminal_flow() {
         ]
     );
 
+    let tagged = run(
+        "client",
+        &[
+            "-c", c, "--count", "300", "--window", "30", "--tag", "--stats", "x",
+        ],
+    );
+    assert!(stdout(&tagged).starts_with("requests=300 replies=300 failed=0 "));
+    let tagged_reply = run("client", &["-c", c, "--window", "1", "--tag", "untouched"]);
+    assert_eq!(stdout(&tagged_reply), "untouched\n", "the tag is removed");
+
     let sequential = run("client", &["-c", c, "--count", "20", "--stats", "x"]);
     assert!(stdout(&sequential).starts_with("requests=20 replies=20 failed=0 "));
 
