@@ -16,6 +16,8 @@
 pub mod core;
 pub mod server;
 mod service;
+#[doc(hidden)]
+pub mod testing;
 
 pub use crate::core::{Broker, Config, Outgoing, Stats};
 pub use crate::server::{Server, ServerError, Stopper};
