@@ -26,7 +26,7 @@
 //! ```
 
 pub mod async_client;
-mod sync_client;
+pub mod sync_client;
 
 use std::time::{Duration, Instant};
 

@@ -125,6 +125,7 @@ impl Client {
     /// Asks the broker's `mmi.service` (spec 8) whether `service` has a worker: true for `200`,
     /// false for `404`.
     pub fn has_service(&mut self, service: &ServiceName) -> Result<bool, Error> {
+        // A constant, valid name: this cannot fail.
         let mmi_service = ServiceName::new(mmi::SERVICE)?;
         let reply = self.send(&mmi_service, &[service.as_bytes()])?;
         match reply.first().map(|frame| &frame[..]) {
