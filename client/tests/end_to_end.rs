@@ -139,9 +139,9 @@ fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> boo
     started.elapsed()
 }
 
-/// Asks the broker's `mmi.service` whether `service` has a worker; false if the broker does not
-/// answer within a short timeout.
-fn broker_knows(endpoint: &str, service: &str) -> bool {
+/// Asks the broker's `mmi.service` whether `service` has a worker: `Some(true)` for 200,
+/// `Some(false)` for 404, `None` if the broker does not answer within a short timeout.
+fn mmi_service(endpoint: &str, service: &str) -> Option<bool> {
     let config = ClientConfig {
         timeout: Duration::from_millis(500),
         retries: 1,
@@ -149,7 +149,11 @@ fn broker_knows(endpoint: &str, service: &str) -> bool {
     let service: ServiceName = service.parse().unwrap();
     Client::connect(endpoint, config)
         .and_then(|mut client| client.has_service(&service))
-        .unwrap_or(false)
+        .ok()
+}
+
+fn broker_knows(endpoint: &str, service: &str) -> bool {
+    mmi_service(endpoint, service) == Some(true)
 }
 
 fn ipc_endpoint(dir: &TempDir) -> String {
@@ -316,7 +320,7 @@ fn a_killed_workers_request_is_answered_by_another_worker_on_retry() {
 
     // The broker notices the silence and purges the worker: mmi.service says 404.
     let purged_after = wait_until("the broker purges the killed worker", PATIENCE, || {
-        !broker_knows(&endpoint, "slow")
+        mmi_service(&endpoint, "slow") == Some(false)
     });
     let interval_x_liveness = Duration::from_millis(300);
     eprintln!("killed worker purged after {purged_after:?} (interval x liveness = {interval_x_liveness:?})");
