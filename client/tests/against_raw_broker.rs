@@ -324,3 +324,38 @@ fn async_client_drops_malformed_replies() {
     }
     assert_eq!(client.dropped_replies(), 2);
 }
+
+#[test]
+fn async_client_retired_socket_still_collects_replies_for_what_it_carried() {
+    let broker = RawBroker::bind();
+    let mut client = async_client(&broker.endpoint, 1000, Matching::ByService);
+    let first = client.send(&service("echo"), one_frame("first")).unwrap();
+    let first_request = broker.expect_request();
+    // Half a timeout later, a second request on the same socket.
+    assert!(client
+        .recv_timeout(Duration::from_millis(500))
+        .unwrap()
+        .is_none());
+    let second = client.send(&service("echo"), one_frame("second")).unwrap();
+    let second_request = broker.expect_request();
+    assert_eq!(first_request[0], second_request[0], "same socket so far");
+
+    match client.recv().unwrap() {
+        Outcome::TimedOut { id, .. } => assert_eq!(id, first),
+        other => panic!("expected the first to time out, got {other:?}"),
+    }
+    assert_eq!(
+        client.open_connections(),
+        2,
+        "retired, not closed: second is outstanding"
+    );
+    broker.reply(&second_request[0], b"echo", &[b"reply to second"]);
+    match client.recv().unwrap() {
+        Outcome::Reply { id, body, .. } => {
+            assert_eq!(id, second);
+            assert_eq!(texts(&body), ["reply to second"]);
+        }
+        other => panic!("expected the reply to second, got {other:?}"),
+    }
+    assert_eq!(client.open_connections(), 1, "drained, so closed");
+}
