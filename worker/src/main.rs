@@ -2,7 +2,8 @@
 //! either as `echo` (the reply is the request) or by running a shell command per request
 //! (`--exec`; see the `worker::exec` module for how bodies map to stdin and stdout).
 //!
-//! SIGINT or SIGTERM make it send DISCONNECT to the broker and exit 0.
+//! SIGINT or SIGTERM make it send DISCONNECT to the broker and exit 0. Exit status 2 means a usage
+//! error (a bad flag, service name or endpoint), 1 any other failure.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -61,7 +62,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("worker: {}", error_chain(error.as_ref()));
-            ExitCode::FAILURE
+            match error.downcast_ref::<worker::Error>() {
+                // A malformed endpoint is a typo on the command line: a usage error, as clap's.
+                Some(worker::Error::Connect { .. }) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
