@@ -99,14 +99,22 @@ impl Drop for Process {
 
 /// Runs a program to completion (or kills it at the deadline) and returns what it printed.
 fn run(program: &str, args: &[&str]) -> Output {
+    run_with_stdin(program, args, b"")
+}
+
+fn run_with_stdin(program: &str, args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(binary(program))
         .args(args)
         .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Small enough for the pipe's buffer, so writing cannot block on a child that waits.
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, input).unwrap();
+    drop(stdin);
     let deadline = Instant::now() + PATIENCE;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -221,6 +229,9 @@ fn three_terminal_flow() {
 
     let upper = run("client", &["-c", c, "-s", "upper", "hello", "world"]);
     assert_eq!(stdout(&upper), "HELLO\nWORLD\n");
+    // Without FRAMEs, stdin is the body: through `tr` and back, text comes out as it went in.
+    let piped = run_with_stdin("client", &["-c", c, "-s", "upper"], b"line one\nline two\n");
+    assert_eq!(stdout(&piped), "LINE ONE\nLINE TWO\n");
 
     // A failing command is a reply too: three frames, ERROR first. The worker goes on.
     let failed = run("client", &["-c", c, "-s", "fails", "x"]);
