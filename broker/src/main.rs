@@ -1,6 +1,7 @@
 //! `broker`: the Majordomo broker on the command line.
 
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker::server::SocketOptions;
@@ -107,8 +108,25 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     let mut server = Server::bind(&args.bind, config, &options)?;
-    let stopper = server.stopper()?;
-    ctrlc::set_handler(move || stopper.stop())?;
-    server.run()?;
+    // The signal handler lives as long as the process, but its stop socket must not: while any
+    // socket is open the ZeroMQ context is never terminated, and only terminating it waits for
+    // the final DISCONNECTs to leave. So the handler borrows the stopper from a slot that is
+    // emptied once the server has stopped.
+    let stopper_slot = Arc::new(Mutex::new(Some(server.stopper()?)));
+    let handler_slot = Arc::clone(&stopper_slot);
+    ctrlc::set_handler(move || {
+        if let Ok(slot) = handler_slot.lock() {
+            if let Some(stopper) = slot.as_ref() {
+                stopper.stop();
+            }
+        }
+    })?;
+    let result = server.run();
+    if let Ok(mut slot) = stopper_slot.lock() {
+        slot.take();
+    }
+    // Closing the last socket and the context lets the DISCONNECTs out (linger 500 ms).
+    drop(server);
+    result?;
     Ok(())
 }
