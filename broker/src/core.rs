@@ -511,11 +511,7 @@ impl Broker {
         };
         let workers = &mut self.workers;
         while !service.requests.is_empty() {
-            let is_live = |entry: &IdleEntry| {
-                matches!(workers.get(&entry.worker),
-                    Some(Worker { state: WorkerState::Idle { token }, .. }) if *token == entry.token)
-            };
-            let Some(entry) = service.pop_idle(is_live) else {
+            let Some(entry) = service.pop_idle(|entry| is_live_idle_entry(workers, entry)) else {
                 break;
             };
             let Some(request) = service.requests.pop_front() else {
@@ -563,10 +559,7 @@ impl Broker {
         match worker.state {
             WorkerState::Idle { .. } => {
                 let workers = &self.workers;
-                service.idle_entry_died(|entry| {
-                    matches!(workers.get(&entry.worker),
-                        Some(Worker { state: WorkerState::Idle { token }, .. }) if *token == entry.token)
-                });
+                service.idle_entry_died(|entry| is_live_idle_entry(workers, entry));
             }
             WorkerState::Busy {
                 client,
@@ -746,6 +739,13 @@ impl Broker {
             }
         }
     }
+}
+
+/// True when `entry` is the one live idle-list entry of its worker: the worker still exists, is
+/// idle, and went idle with this entry's token.
+fn is_live_idle_entry(workers: &HashMap<Identity, Worker>, entry: &IdleEntry) -> bool {
+    matches!(workers.get(&entry.worker),
+        Some(Worker { state: WorkerState::Idle { token }, .. }) if *token == entry.token)
 }
 
 /// Gives a map's memory back once it holds less than a quarter of what it could.
