@@ -266,7 +266,7 @@ impl Server {
     }
 
     /// Reads one whole message if one is waiting: the sender's identity and the frames after it.
-    fn receive(&mut self) -> Result<Option<(Vec<u8>, Frames)>, ServerError> {
+    fn receive(&mut self) -> Result<Option<(zmq::Message, Frames)>, ServerError> {
         let mut identity = zmq::Message::new();
         match self.socket.recv(&mut identity, zmq::DONTWAIT) {
             Ok(()) => {}
@@ -296,7 +296,7 @@ impl Server {
                 dump::Message(&frames)
             );
         }
-        Ok(Some((identity.to_vec(), frames)))
+        Ok(Some((identity, frames)))
     }
 
     /// Sends every message in `out`, emptying it; a message that cannot be routed is logged and
@@ -319,13 +319,23 @@ impl Server {
                 dump::Message(&frames[1.min(frames.len())..])
             );
         }
-        let last = frames.len().saturating_sub(1);
-        let mut recipient = Vec::new();
-        for (index, frame) in frames.into_iter().enumerate() {
-            if index == 0 {
-                recipient = frame.to_vec();
-            }
-            let flags = if index < last {
+        let mut frames = frames.into_iter();
+        let Some(recipient) = frames.next() else {
+            return Ok(());
+        };
+        let more = frames.len();
+        // The identity goes out as a copy of its bytes (a few, copied into the message itself,
+        // no allocation), so it is still at hand if the ROUTER cannot route the message.
+        let flags = if more > 0 {
+            zmq::SNDMORE | zmq::DONTWAIT
+        } else {
+            zmq::DONTWAIT
+        };
+        if let Err(error) = self.socket.send(&recipient[..], flags) {
+            return Err(Unsent { recipient, error });
+        }
+        for (index, frame) in frames.enumerate() {
+            let flags = if index + 1 < more {
                 zmq::SNDMORE | zmq::DONTWAIT
             } else {
                 zmq::DONTWAIT
@@ -366,7 +376,7 @@ fn release_free_memory() {}
 
 /// A message that could not be sent, and to whom.
 struct Unsent {
-    recipient: Vec<u8>,
+    recipient: zmq::Message,
     error: zmq::Error,
 }
 
