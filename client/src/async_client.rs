@@ -43,6 +43,18 @@
 //!
 //! Timeouts are reported oldest first: every request has the same timeout, so the oldest
 //! outstanding request is always the next to expire.
+//!
+//! # Resending
+//!
+//! By default a request is sent once: when its timeout passes it ends as [`Outcome::TimedOut`],
+//! so that a load generator sees exactly what was lost. With [`AsyncClientConfig::retries`] above
+//! 1 the client keeps a copy of each request's body and, when a try times out, sends the request
+//! again (on the current socket, a new one after a timeout with `ByService`) with a fresh
+//! timeout, up to that many tries in all, as the synchronous client does. Each try is a request
+//! of its own on the wire (its own tag with `ByTag`), so a late reply to an abandoned try is
+//! dropped like any other late reply: a request still ends as exactly one [`Outcome`], whose
+//! `tries` says how many times it was sent. The latency of a reply counts from the first try.
+//! Resending is for idempotent services: an abandoned try may still have run.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -69,6 +81,10 @@ pub struct AsyncClientConfig {
     pub timeout: Duration,
     /// How replies are matched to requests. Default [`Matching::ByService`].
     pub matching: Matching,
+    /// How many times a request is sent in all before [`Outcome::TimedOut`], counted as
+    /// [`crate::ClientConfig::retries`] counts them; see [Resending](self#resending).
+    /// Default 1: no resends. 0 counts as 1.
+    pub retries: u32,
 }
 
 impl Default for AsyncClientConfig {
@@ -76,6 +92,7 @@ impl Default for AsyncClientConfig {
         AsyncClientConfig {
             timeout: Duration::from_millis(2500),
             matching: Matching::ByService,
+            retries: 1,
         }
     }
 }
@@ -93,16 +110,22 @@ impl std::fmt::Display for RequestId {
 /// How one request ended.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The reply came: its body, and the time from sending to receiving it.
+    /// The reply came: its body, the time from the first try to receiving it, and how many
+    /// times the request was sent (1 unless a try timed out and it was resent).
     Reply {
         id: RequestId,
         service: ServiceName,
         body: Frames,
         latency: Duration,
+        tries: u32,
     },
-    /// No reply came within the timeout; the request is given up, and a reply that still comes
-    /// for it is dropped.
-    TimedOut { id: RequestId, service: ServiceName },
+    /// No reply came to any of its `tries`, each within the timeout; the request is given up,
+    /// and a reply that still comes for it is dropped.
+    TimedOut {
+        id: RequestId,
+        service: ServiceName,
+        tries: u32,
+    },
 }
 
 /// An asynchronous MDP client. See the [module docs](self).
@@ -115,9 +138,14 @@ pub struct AsyncClient {
     /// Sockets retired after a timeout (see the module docs): they only collect replies for the
     /// requests they carried, and are closed when none of those is outstanding.
     retired: Vec<Connection>,
+    /// The next [`RequestId`].
     next_id: u64,
+    /// The next try's number: it names the try's slot, and is its tag on the wire with `ByTag`.
+    /// Equal to `next_id` until a request is resent.
+    next_try: u64,
     outstanding: usize,
     dropped_replies: u64,
+    resends: u64,
 }
 
 impl std::fmt::Debug for AsyncClient {
@@ -128,6 +156,7 @@ impl std::fmt::Debug for AsyncClient {
             .field("retired_connections", &self.retired.len())
             .field("outstanding", &self.outstanding)
             .field("dropped_replies", &self.dropped_replies)
+            .field("resends", &self.resends)
             .finish_non_exhaustive()
     }
 }
@@ -149,14 +178,24 @@ struct Connection {
     outstanding: usize,
 }
 
+/// One try of a request.
 struct Slot {
+    /// The try's number (see `AsyncClient::next_try`); increasing along `in_flight`.
     id: u64,
     pending: Option<Pending>,
 }
 
 struct Pending {
+    request: RequestId,
     service: ServiceName,
+    /// When this try was sent: it expires a timeout later.
     sent_at: Instant,
+    /// When the first try was sent, for the latency.
+    first_sent_at: Instant,
+    /// How many times the request has been sent, this try included.
+    tries: u32,
+    /// A copy of the body for the next try, kept only while tries are left.
+    resend: Option<Frames>,
 }
 
 impl Connection {
@@ -176,10 +215,8 @@ impl Connection {
     }
 
     /// Takes the request in slot `index` off the books.
-    fn resolve(&mut self, index: usize) -> Option<(u64, Pending)> {
-        let slot = self.in_flight.get_mut(index)?;
-        let pending = slot.pending.take()?;
-        let id = slot.id;
+    fn resolve(&mut self, index: usize) -> Option<Pending> {
+        let pending = self.in_flight.get_mut(index)?.pending.take()?;
         self.outstanding -= 1;
         while self
             .in_flight
@@ -188,7 +225,7 @@ impl Connection {
         {
             self.in_flight.pop_front();
         }
-        Some((id, pending))
+        Some(pending)
     }
 
     fn oldest(&self) -> Option<&Pending> {
@@ -229,18 +266,40 @@ impl AsyncClient {
             endpoint: endpoint.to_owned(),
             config,
             next_id: 0,
+            next_try: 0,
             outstanding: 0,
             dropped_replies: 0,
+            resends: 0,
         })
     }
 
     /// Sends a request without waiting for its reply. The body frames are sent as they are,
-    /// without copying; an empty body is sent as one empty frame (spec 7 wants at least one).
+    /// without copying (with `retries` above 1, a copy is kept for resending); an empty body is
+    /// sent as one empty frame (spec 7 wants at least one).
     pub fn send(&mut self, service: &ServiceName, body: Frames) -> Result<RequestId, Error> {
-        let id = self.next_id;
+        let request = RequestId(self.next_id);
+        let now = Instant::now();
+        let pending = Pending {
+            request,
+            service: service.clone(),
+            sent_at: now,
+            first_sent_at: now,
+            tries: 1,
+            resend: (self.config.retries > 1).then(|| copy_frames(&body)),
+        };
+        self.transmit(pending, body)?;
+        self.outstanding += 1;
+        self.next_id += 1;
+        Ok(request)
+    }
+
+    /// Sends one try of a request on the current socket and books it.
+    fn transmit(&mut self, pending: Pending, body: Frames) -> Result<(), Error> {
+        let try_number = self.next_try;
         let connection = &mut self.current;
+        let service = &pending.service;
         let tag = match self.config.matching {
-            Matching::ByTag => Some(zmq::Message::from(&id.to_be_bytes()[..])),
+            Matching::ByTag => Some(zmq::Message::from(&try_number.to_be_bytes()[..])),
             Matching::ByService => None,
         };
         if log_enabled!(Level::Debug) {
@@ -271,16 +330,12 @@ impl AsyncClient {
             socket.send(frame, flags).map_err(failed)?;
         }
         connection.in_flight.push_back(Slot {
-            id,
-            pending: Some(Pending {
-                service: service.clone(),
-                sent_at: Instant::now(),
-            }),
+            id: try_number,
+            pending: Some(pending),
         });
         connection.outstanding += 1;
-        self.outstanding += 1;
-        self.next_id += 1;
-        Ok(RequestId(id))
+        self.next_try += 1;
+        Ok(())
     }
 
     /// Waits for the next outcome: a reply, or the oldest request timing out.
@@ -308,6 +363,12 @@ impl AsyncClient {
     /// or with an unknown tag) or because they were malformed.
     pub fn dropped_replies(&self) -> u64 {
         self.dropped_replies
+    }
+
+    /// How many times a request was sent again after a try timed out (see
+    /// [Resending](self#resending)), over the client's life.
+    pub fn resends(&self) -> u64 {
+        self.resends
     }
 
     /// How many sockets are open: 1, plus retired ones still collecting replies (see the
@@ -387,41 +448,62 @@ impl AsyncClient {
             .min()
     }
 
-    /// Gives up the oldest outstanding request if its time is up.
+    /// Handles the oldest outstanding tries whose time is up: resends each request that has
+    /// tries left, and gives up the first one that has none.
     fn expire_oldest(&mut self, now: Instant) -> Result<Option<Outcome>, Error> {
         let timeout = self.config.timeout;
-        let oldest = self
-            .connections()
-            .filter_map(|(which, connection)| Some((which, connection.oldest()?.sent_at)))
-            .min_by_key(|&(_, sent_at)| sent_at);
-        let Some((which, sent_at)) = oldest else {
-            return Ok(None);
-        };
-        if now < sent_at + timeout {
-            return Ok(None);
-        }
-        let Some((id, pending)) = self.connection(which).resolve(0) else {
-            return Ok(None);
-        };
-        self.outstanding -= 1;
-        if which == Which::Current && self.config.matching == Matching::ByService {
-            info!(
-                "request #{id} to {} timed out; later requests go on a new socket, so its late reply cannot be taken for theirs",
-                pending.service
-            );
-            let fresh = Connection::open(&self.context, &self.endpoint)?;
-            let retired = std::mem::replace(&mut self.current, fresh);
-            if retired.outstanding > 0 {
-                self.retired.push(retired);
+        loop {
+            let oldest = self
+                .connections()
+                .filter_map(|(which, connection)| Some((which, connection.oldest()?.sent_at)))
+                .min_by_key(|&(_, sent_at)| sent_at);
+            let Some((which, sent_at)) = oldest else {
+                return Ok(None);
+            };
+            if now < sent_at + timeout {
+                return Ok(None);
             }
-            // else: dropped here, closing the socket, so the late reply dies at the broker.
-        } else {
-            self.close_if_drained(which);
+            let Some(mut pending) = self.connection(which).resolve(0) else {
+                return Ok(None);
+            };
+            if which == Which::Current && self.config.matching == Matching::ByService {
+                info!(
+                    "request {} to {} timed out; later requests go on a new socket, so its late reply cannot be taken for theirs",
+                    pending.request, pending.service
+                );
+                let fresh = Connection::open(&self.context, &self.endpoint)?;
+                let retired = std::mem::replace(&mut self.current, fresh);
+                if retired.outstanding > 0 {
+                    self.retired.push(retired);
+                }
+                // else: dropped here, closing the socket, so the late reply dies at the broker.
+            } else {
+                self.close_if_drained(which);
+            }
+            let retries = self.config.retries.max(1);
+            if pending.tries < retries {
+                if let Some(body) = pending.resend.take() {
+                    pending.tries += 1;
+                    info!(
+                        "no reply to request {} from {} within {timeout:?}, resending it (try {} of {retries})",
+                        pending.request, pending.service, pending.tries
+                    );
+                    if pending.tries < retries {
+                        pending.resend = Some(copy_frames(&body));
+                    }
+                    pending.sent_at = Instant::now();
+                    self.transmit(pending, body)?;
+                    self.resends += 1;
+                    continue;
+                }
+            }
+            self.outstanding -= 1;
+            return Ok(Some(Outcome::TimedOut {
+                id: pending.request,
+                service: pending.service,
+                tries: pending.tries,
+            }));
         }
-        Ok(Some(Outcome::TimedOut {
-            id: RequestId(id),
-            service: pending.service,
-        }))
     }
 
     /// Finds the request a reply received on connection `index` answers, or drops the reply.
@@ -454,7 +536,7 @@ impl AsyncClient {
                 (pending.service == reply.service).then_some(index)
             }),
         };
-        let Some((id, pending)) = slot.and_then(|slot| connection.resolve(slot)) else {
+        let Some(pending) = slot.and_then(|slot| connection.resolve(slot)) else {
             debug!(
                 "dropped a reply from {} that no request is waiting for (late, duplicate or untagged)",
                 reply.service
@@ -466,13 +548,14 @@ impl AsyncClient {
         if self.config.matching == Matching::ByTag {
             reply.body.remove(0);
         }
-        let latency = pending.sent_at.elapsed();
+        let latency = pending.first_sent_at.elapsed();
         self.close_if_drained(which);
         Some(Outcome::Reply {
-            id: RequestId(id),
+            id: pending.request,
             service: reply.service,
             body: reply.body,
             latency,
+            tries: pending.tries,
         })
     }
 
@@ -487,7 +570,15 @@ impl AsyncClient {
     }
 }
 
-/// The request id in a tagged reply's first frame.
+/// A copy of each frame, for a later resend (sending consumes a message).
+fn copy_frames(frames: &Frames) -> Frames {
+    frames
+        .iter()
+        .map(|frame| zmq::Message::from(&frame[..]))
+        .collect()
+}
+
+/// The try number in a tagged reply's first frame.
 fn tag_of(body: &Frames) -> Option<u64> {
     let bytes: [u8; 8] = body.first()?[..].try_into().ok()?;
     Some(u64::from_be_bytes(bytes))

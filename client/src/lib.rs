@@ -10,8 +10,9 @@
 //!   a closed socket and cannot be mistaken for the answer to a later request.
 //! * [`AsyncClient`]: many requests in flight on one DEALER socket. [`AsyncClient::send`] returns
 //!   at once; [`AsyncClient::recv`] returns the next [`Outcome`]: a reply, or a request that has
-//!   waited longer than its timeout and is given up. How replies are matched to requests, when
-//!   MDP/0.1 replies carry no request id, is explained in the [`async_client`] module.
+//!   waited longer than its timeout and is given up (by default after one try; with
+//!   [`AsyncClientConfig::retries`] it is resent first). How replies are matched to requests,
+//!   when MDP/0.1 replies carry no request id, is explained in the [`async_client`] module.
 //!
 //! ```no_run
 //! use client::{Client, ClientConfig};

@@ -3,9 +3,11 @@
 //! that prints one summary line instead.
 //!
 //! Without `--window` requests go one at a time through the synchronous [`client::Client`]
-//! (timeout, then resend on a new socket, `--retries` sends in all). With `--window W` the
-//! [`client::AsyncClient`] keeps W requests in flight; a request whose reply does not come within
-//! the timeout is counted as failed (no resends: the point is to see what was lost).
+//! (timeout, then resend on a new socket, `--retries` sends in all, 3 by default). With
+//! `--window W` the [`client::AsyncClient`] keeps W requests in flight; by default a request whose
+//! reply does not come within the timeout is counted as failed (no resends: the point is to see
+//! what was lost), and with `--retries N` it is resent up to N sends in all before it fails.
+//! `--stats` counts the requests that were sent more than once as `retried`.
 //!
 //! Exit status: 0 when every request got its reply, 1 when any did not (the reasons on stderr),
 //! 2 for usage errors.
@@ -40,16 +42,17 @@ struct Args {
     #[arg(short = 't', long = "timeout", value_name = "TIMEOUT_MS", default_value_t = 2500,
           value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: u64,
-    /// How many times a request is sent in all before it counts as failed (without --window).
-    #[arg(short, long, value_name = "RETRIES", default_value_t = 3,
+    /// How many times a request is sent in all before it counts as failed, each try waiting
+    /// TIMEOUT_MS [default: 3; with --window: 1, no resends]
+    #[arg(short, long, value_name = "RETRIES",
           value_parser = clap::value_parser!(u32).range(1..))]
-    retries: u32,
+    retries: Option<u32>,
     /// How many requests to send.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..))]
     count: u64,
     /// Keep up to this many requests in flight, refilled in batches of W/8 (asynchronous
-    /// client; no resends).
+    /// client; resends only with --retries).
     #[arg(short, long, value_name = "W", value_parser = clap::value_parser!(u64).range(1..))]
     window: Option<u64>,
     /// With --window: match each reply to its request exactly by a tag frame put first in the
@@ -74,7 +77,8 @@ struct Args {
 
 const AFTER_HELP: &str = "\
 Output: each reply frame on its own line, or with --stats exactly one line:
-  requests=N replies=N failed=N seconds=S req_per_s=R p50_us=X p99_us=Y
+  requests=N replies=N failed=N retried=N seconds=S req_per_s=R p50_us=X p99_us=Y
+(retried: requests sent more than once; latency counts from the first send.)
 Exit status: 0 when every request got its reply, 1 when any failed, 2 for usage errors.";
 
 fn parse_service(name: &str) -> Result<ServiceName, String> {
@@ -116,6 +120,8 @@ struct Tally {
     requests: u64,
     replies: u64,
     failed: u64,
+    /// Requests sent more than once (answered or failed).
+    retried: u64,
     /// Round-trip times of the answered requests, in microseconds.
     latencies_us: Vec<u64>,
 }
@@ -146,10 +152,11 @@ impl Tally {
             0.0
         };
         format!(
-            "requests={} replies={} failed={} seconds={:.3} req_per_s={:.0} p50_us={} p99_us={}",
+            "requests={} replies={} failed={} retried={} seconds={:.3} req_per_s={:.0} p50_us={} p99_us={}",
             self.requests,
             self.replies,
             self.failed,
+            self.retried,
             seconds,
             rate,
             percentile(&self.latencies_us, 50),
@@ -189,14 +196,19 @@ fn run_synchronous(
 ) -> Result<Tally, client::Error> {
     let config = ClientConfig {
         timeout,
-        retries: args.retries,
+        retries: args.retries.unwrap_or(ClientConfig::default().retries),
     };
     let mut client = Client::connect(&args.endpoint, config)?;
     let mut tally = Tally::default();
     for request in 1..=args.count {
         tally.requests += 1;
         let sent_at = Instant::now();
-        match client.send(&args.service, body) {
+        let resends_before = client.resends();
+        let outcome = client.send(&args.service, body);
+        if client.resends() > resends_before {
+            tally.retried += 1;
+        }
+        match outcome {
             Ok(reply) => {
                 tally.answered(sent_at.elapsed());
                 if !args.stats {
@@ -211,7 +223,8 @@ fn run_synchronous(
     Ok(tally)
 }
 
-/// `window` requests in flight, replies as they come, timeouts counted as failures.
+/// `window` requests in flight, replies as they come, resends if asked, then timeouts counted
+/// as failures.
 fn run_windowed(
     args: &Args,
     body: &[Vec<u8>],
@@ -225,6 +238,7 @@ fn run_windowed(
         } else {
             Matching::ByService
         },
+        retries: args.retries.unwrap_or(1),
     };
     let mut client = AsyncClient::connect(&args.endpoint, config)?;
     let window = usize::try_from(window).unwrap_or(usize::MAX);
@@ -246,14 +260,29 @@ fn run_windowed(
             tally.requests += 1;
         }
         match client.recv()? {
-            Outcome::Reply { body, latency, .. } => {
+            Outcome::Reply {
+                body,
+                latency,
+                tries,
+                ..
+            } => {
                 tally.answered(latency);
+                if tries > 1 {
+                    tally.retried += 1;
+                }
                 if !args.stats {
                     print_frames(&body);
                 }
             }
-            Outcome::TimedOut { id, service } => {
-                let reason = format!("no reply from service {service} within {timeout:?}");
+            Outcome::TimedOut { id, service, tries } => {
+                let reason = if tries > 1 {
+                    tally.retried += 1;
+                    format!(
+                        "no reply from service {service} after {tries} tries of {timeout:?} each"
+                    )
+                } else {
+                    format!("no reply from service {service} within {timeout:?}")
+                };
                 tally.failed(id.0 + 1, &reason);
             }
         }
@@ -359,12 +388,22 @@ mod tests {
             requests: 3,
             replies: 2,
             failed: 1,
+            retried: 1,
             latencies_us: vec![300, 100],
         };
         assert_eq!(
             tally.summary(Duration::from_millis(500)),
-            "requests=3 replies=2 failed=1 seconds=0.500 req_per_s=4 p50_us=100 p99_us=300"
+            "requests=3 replies=2 failed=1 retried=1 seconds=0.500 req_per_s=4 p50_us=100 p99_us=300"
         );
+    }
+
+    #[test]
+    fn retries_default_to_three_sync_and_one_windowed() {
+        let sync = Args::try_parse_from(["client", "x"]).unwrap();
+        assert_eq!(sync.retries, None, "3 is applied in run_synchronous");
+        let windowed = Args::try_parse_from(["client", "-w", "8", "-r", "2", "x"]).unwrap();
+        assert_eq!(windowed.retries, Some(2));
+        assert!(Args::try_parse_from(["client", "-r", "0", "x"]).is_err());
     }
 
     #[test]

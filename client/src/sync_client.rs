@@ -48,6 +48,7 @@ pub struct Client {
     endpoint: String,
     config: ClientConfig,
     socket: zmq::Socket,
+    resends: u64,
 }
 
 impl std::fmt::Debug for Client {
@@ -55,6 +56,7 @@ impl std::fmt::Debug for Client {
         f.debug_struct("Client")
             .field("endpoint", &self.endpoint)
             .field("config", &self.config)
+            .field("resends", &self.resends)
             .finish_non_exhaustive()
     }
 }
@@ -79,6 +81,7 @@ impl Client {
             endpoint: endpoint.to_owned(),
             config,
             socket,
+            resends: 0,
         })
     }
 
@@ -100,6 +103,7 @@ impl Client {
                     self.config.timeout
                 );
                 self.reopen()?;
+                self.resends += 1;
             }
             self.send_request(service, body)?;
             if let Some(frames) = self.wait_for_reply()? {
@@ -120,6 +124,12 @@ impl Client {
             attempts,
             timeout: self.config.timeout,
         })
+    }
+
+    /// How many times a request was sent again after a try timed out, over the client's life;
+    /// compare it before and after [`Client::send`] to know whether that request was resent.
+    pub fn resends(&self) -> u64 {
+        self.resends
     }
 
     /// Asks the broker's `mmi.service` (spec 8) whether `service` has a worker: true for `200`,

@@ -190,9 +190,19 @@ fn has_service_asks_mmi_service() {
 }
 
 fn async_client(endpoint: &str, timeout_ms: u64, matching: Matching) -> AsyncClient {
+    async_client_with_retries(endpoint, timeout_ms, matching, 1)
+}
+
+fn async_client_with_retries(
+    endpoint: &str,
+    timeout_ms: u64,
+    matching: Matching,
+    retries: u32,
+) -> AsyncClient {
     let config = AsyncClientConfig {
         timeout: Duration::from_millis(timeout_ms),
         matching,
+        retries,
     };
     AsyncClient::connect(endpoint, config).unwrap()
 }
@@ -358,4 +368,133 @@ fn async_client_retired_socket_still_collects_replies_for_what_it_carried() {
         other => panic!("expected the reply to second, got {other:?}"),
     }
     assert_eq!(client.open_connections(), 1, "drained, so closed");
+}
+
+#[test]
+fn async_client_sends_once_by_default() {
+    let broker = RawBroker::bind();
+    let mut client = async_client(&broker.endpoint, 200, Matching::ByTag);
+    let only = client.send(&service("echo"), one_frame("once")).unwrap();
+    broker.expect_request();
+    match client.recv().unwrap() {
+        Outcome::TimedOut { id, tries, .. } => assert_eq!((id, tries), (only, 1)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(
+        broker.recv_request(Duration::from_millis(300)).is_none(),
+        "no resend"
+    );
+    assert_eq!(client.resends(), 0);
+}
+
+#[test]
+fn async_client_resends_a_timed_out_request_then_gives_up() {
+    let broker = RawBroker::bind();
+    let mut client = async_client_with_retries(&broker.endpoint, 200, Matching::ByTag, 3);
+    let request_id = client.send(&service("echo"), one_frame("again")).unwrap();
+    let receiver = thread::spawn(move || {
+        let tries: Vec<_> = (0..3).map(|_| broker.expect_request()).collect();
+        let fourth = broker.recv_request(Duration::from_millis(500));
+        (tries, fourth)
+    });
+    match client.recv().unwrap() {
+        Outcome::TimedOut { id, tries, .. } => assert_eq!((id, tries), (request_id, 3)),
+        other => panic!("expected a timeout after 3 tries, got {other:?}"),
+    }
+    assert_eq!(client.outstanding(), 0);
+    assert_eq!(client.resends(), 2);
+    let (tries, fourth) = receiver.join().unwrap();
+    assert!(fourth.is_none(), "no 4th try");
+    for request in &tries {
+        assert_eq!(request[3], b"echo");
+        assert_eq!(request[5], b"again", "each try carries the same body");
+    }
+    assert_ne!(tries[0][4], tries[1][4], "each try has its own tag");
+    assert_ne!(tries[1][4], tries[2][4], "each try has its own tag");
+}
+
+#[test]
+fn async_client_takes_the_reply_to_a_resend_and_drops_the_late_one() {
+    let broker = RawBroker::bind();
+    let mut client = async_client_with_retries(&broker.endpoint, 200, Matching::ByTag, 2);
+    let request_id = client.send(&service("echo"), one_frame("job")).unwrap();
+    let receiver = thread::spawn(move || {
+        // Nothing comes for the first try within its timeout, so the client sends it again.
+        let first_try = broker.expect_request();
+        let second_try = broker.expect_request();
+        // Both tries get answered, the abandoned one first: it must not count.
+        broker.reply(&first_try[0], b"echo", &[&first_try[4], b"late"]);
+        broker.reply(&second_try[0], b"echo", &[&second_try[4], b"on time"]);
+        (first_try, second_try)
+    });
+    match client.recv().unwrap() {
+        Outcome::Reply {
+            id,
+            body,
+            tries,
+            latency,
+            ..
+        } => {
+            assert_eq!((id, tries), (request_id, 2));
+            assert_eq!(texts(&body), ["on time"]);
+            assert!(
+                latency >= Duration::from_millis(200),
+                "latency counts from the first try: {latency:?}"
+            );
+        }
+        other => panic!("expected the reply to the resend, got {other:?}"),
+    }
+    let (first_try, second_try) = receiver.join().unwrap();
+    assert_eq!(first_try[0], second_try[0], "ByTag keeps one socket");
+    assert_eq!(client.dropped_replies(), 1, "the late reply was dropped");
+    assert_eq!(client.outstanding(), 0);
+}
+
+#[test]
+fn async_client_by_service_resends_on_a_new_socket() {
+    let broker = RawBroker::bind();
+    let mut client = async_client_with_retries(&broker.endpoint, 200, Matching::ByService, 2);
+    let request_id = client.send(&service("echo"), one_frame("job")).unwrap();
+    let first_try = broker.expect_request();
+    let receiver = thread::spawn(move || {
+        let second_try = broker.expect_request();
+        // The late reply goes to the first socket, closed by now: it cannot count.
+        broker.reply(&first_try[0], b"echo", &[b"late"]);
+        broker.reply(&second_try[0], b"echo", &[b"on time"]);
+        (first_try, second_try)
+    });
+    match client.recv().unwrap() {
+        Outcome::Reply {
+            id, body, tries, ..
+        } => {
+            assert_eq!((id, tries), (request_id, 2));
+            assert_eq!(texts(&body), ["on time"]);
+        }
+        other => panic!("expected the reply to the resend, got {other:?}"),
+    }
+    let (first_try, second_try) = receiver.join().unwrap();
+    assert_ne!(
+        first_try[0], second_try[0],
+        "the resend goes on a new socket"
+    );
+    assert_eq!(second_try[3..], [b"echo".to_vec(), b"job".to_vec()]);
+    assert_eq!(client.open_connections(), 1);
+    assert_eq!(client.resends(), 1);
+}
+
+#[test]
+fn synchronous_client_counts_its_resends() {
+    let broker = RawBroker::bind();
+    let endpoint = broker.endpoint.clone();
+    let thread = thread::spawn(move || {
+        let mut client = Client::connect(&endpoint, quick(2)).unwrap();
+        let reply = client.send(&service("echo"), &["x"]);
+        (reply, client.resends())
+    });
+    broker.expect_request();
+    let second_try = broker.expect_request();
+    broker.reply(&second_try[0], b"echo", &[b"x"]);
+    let (reply, resends) = thread.join().unwrap();
+    assert_eq!(texts(&reply.unwrap()), ["x"]);
+    assert_eq!(resends, 1);
 }

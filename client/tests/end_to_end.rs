@@ -250,7 +250,7 @@ fn three_terminal_flow() {
     let line = stdout(&load);
     assert_eq!(line.lines().count(), 1, "exactly one line: {line:?}");
     assert!(
-        line.starts_with("requests=300 replies=300 failed=0 seconds="),
+        line.starts_with("requests=300 replies=300 failed=0 retried=0 seconds="),
         "{line}"
     );
     let fields: Vec<&str> = line
@@ -263,6 +263,7 @@ fn three_terminal_flow() {
             "requests",
             "replies",
             "failed",
+            "retried",
             "seconds",
             "req_per_s",
             "p50_us",
@@ -351,6 +352,54 @@ fn a_killed_workers_request_is_answered_by_another_worker_on_retry() {
         stderr(&output)
     );
     drop(broker);
+}
+
+#[test]
+fn the_windowed_client_resends_a_killed_workers_request_with_retries() {
+    let dir = TempDir::new().unwrap();
+    let endpoint = ipc_endpoint(&dir);
+    let _broker = start_broker(&dir, "broker", &endpoint);
+    let marker = dir.path().join("doomed-worker-has-the-request");
+    let hold = format!("touch '{}'; sleep 60", marker.display());
+    let mut doomed = start_worker(
+        &dir,
+        "doomed-worker",
+        &endpoint,
+        &["-s", "slow", "--exec", &hold],
+    );
+    wait_until("the doomed worker is registered", PATIENCE, || {
+        broker_knows(&endpoint, "slow")
+    });
+
+    // The asynchronous client, with one resend allowed; its first try goes to the doomed worker.
+    let client = thread::spawn({
+        let endpoint = endpoint.clone();
+        move || {
+            run(
+                "client",
+                &[
+                    "-c", &endpoint, "-s", "slow", "--count", "1", "--window", "1", "--tag", "-t",
+                    "2000", "-r", "2", "--stats", "job",
+                ],
+            )
+        }
+    });
+    wait_until("the doomed worker holds the request", PATIENCE, || {
+        marker.exists()
+    });
+    doomed.kill();
+    wait_until("the broker purges the killed worker", PATIENCE, || {
+        mmi_service(&endpoint, "slow") == Some(false)
+    });
+    // The resend waits in the broker's queue if it comes before this worker registers.
+    let _rescuer = start_worker(&dir, "rescuer", &endpoint, &["-s", "slow"]);
+    let output = client.join().unwrap();
+    assert!(output.status.success(), "client: {}", stderr(&output));
+    assert!(
+        stdout(&output).starts_with("requests=1 replies=1 failed=0 retried=1 "),
+        "answered on the resend: {}",
+        stdout(&output)
+    );
 }
 
 #[test]
