@@ -10,10 +10,14 @@
 //!   says what to send. No sockets, no clock: tested with a fake clock and fuzzed alone.
 //! * [`server`]: the thin I/O loop: binds the ROUTER socket, polls it, feeds the core, sends what
 //!   the core says, and sleeps until the core's next deadline.
+//! * [`monitor`]: a thread that logs what happens to the ROUTER's connections (accepted, closed,
+//!   refused), read from a ZeroMQ socket monitor: the only trace of a peer that libzmq cut off for
+//!   a frame over `--max-message-size`.
 //!
 //! The choices made where the specs are silent are listed in [`core`]'s documentation.
 
 pub mod core;
+pub mod monitor;
 pub mod server;
 mod service;
 #[doc(hidden)]
