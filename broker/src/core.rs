@@ -32,6 +32,9 @@
 //! * When a busy worker dies its request is lost (logged) unless `redeliver` is on; then it goes
 //!   back to the front of its queue, at most once per request, and may run twice. A redelivered
 //!   request obeys the queue limits like a new one: if they are reached, it is lost.
+//!   A request the socket refused whole ([`Broker::refused`]: the worker was already gone when it
+//!   was dispatched) never reached a worker, so it goes back to the front of its queue whether
+//!   `redeliver` is on or not, and without using up its one redelivery.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -132,6 +135,15 @@ impl std::fmt::Display for Stats {
             self.malformed_messages
         )
     }
+}
+
+/// Whether a request a busy worker held may have reached it, when that worker is forgotten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// It was sent and may have run: redelivered only if `redeliver` is on, and once.
+    Unknown,
+    /// The socket refused it: it cannot have run, so it is always queued again.
+    Refused,
 }
 
 #[derive(Debug)]
@@ -249,6 +261,46 @@ impl Broker {
                 dump::Identity(recipient)
             );
             self.remove_worker(recipient, out);
+        }
+    }
+
+    /// The socket refused the whole of `message` (an [`Outgoing`]'s frames, identity first)
+    /// before queuing any of it: the ROUTER knows the peer is gone, or its queue is full. The
+    /// recipient is handled as by [`Broker::undeliverable`], except that if the message is the
+    /// REQUEST the worker holds, that request cannot have reached it: it goes back to the front of
+    /// its queue (to the next idle worker) instead of being lost. This is what happens to a
+    /// request dispatched to a worker that died while idle, before a heartbeat bounced.
+    pub fn refused(&mut self, message: Frames, out: &mut Vec<Outgoing>) {
+        let mut frames = message.into_iter();
+        let Some(recipient) = frames.next() else {
+            return;
+        };
+        let mut returned = false;
+        if let (Ok(ToWorker::Request { client, body }), Some(worker)) = (
+            ToWorker::parse(frames.collect()),
+            self.workers.get_mut(&recipient[..]),
+        ) {
+            if let WorkerState::Busy {
+                client: holding,
+                request,
+                ..
+            } = &mut worker.state
+            {
+                if holding[..] == client[..] {
+                    // The body is back in our hands: no copy needed, whatever `redeliver` says.
+                    *request = Some(body);
+                    returned = true;
+                }
+            }
+        }
+        if returned {
+            warn!(
+                "worker {} cannot be reached: forgetting it, and queuing again the request it never got",
+                dump::Identity(&recipient)
+            );
+            self.remove_worker_with(&recipient, Delivery::Refused, out);
+        } else {
+            self.undeliverable(&recipient, out);
         }
     }
 
@@ -548,6 +600,11 @@ impl Broker {
     /// Forgets a worker: it leaves its service's count and idle list, the request it held is
     /// redelivered or reported lost, and the service goes if nothing else uses it.
     fn remove_worker(&mut self, identity: &[u8], out: &mut Vec<Outgoing>) {
+        self.remove_worker_with(identity, Delivery::Unknown, out);
+    }
+
+    /// [`Broker::remove_worker`], told whether the request a busy worker holds may have reached it.
+    fn remove_worker_with(&mut self, identity: &[u8], delivery: Delivery, out: &mut Vec<Outgoing>) {
         let Some(worker) = self.workers.remove(identity) else {
             return;
         };
@@ -568,21 +625,33 @@ impl Broker {
                 queued_at,
             } => match request {
                 Some(body)
-                    if !redelivered
+                    if (delivery == Delivery::Refused || !redelivered)
                         && service.requests.len() < self.config.max_queue
                         && self.queued_total < self.config.max_queued_total =>
                 {
-                    info!(
-                        "worker {} died holding a request from client {}: redelivering it",
-                        dump::Identity(identity),
-                        dump::Identity(&client)
-                    );
-                    self.stats.requests_redelivered += 1;
+                    let redelivered = match delivery {
+                        Delivery::Refused => {
+                            // It never left: it was not dispatched after all (so the counters
+                            // still add up), and it keeps its one redelivery.
+                            self.stats.requests_dispatched =
+                                self.stats.requests_dispatched.saturating_sub(1);
+                            redelivered
+                        }
+                        Delivery::Unknown => {
+                            info!(
+                                "worker {} died holding a request from client {}: redelivering it",
+                                dump::Identity(identity),
+                                dump::Identity(&client)
+                            );
+                            self.stats.requests_redelivered += 1;
+                            true
+                        }
+                    };
                     service.requests.push_front(QueuedRequest {
                         client,
                         body,
                         queued_at,
-                        redelivered: true,
+                        redelivered,
                     });
                     self.queued_total += 1;
                     self.dispatch(&name, out);

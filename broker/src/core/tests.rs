@@ -106,6 +106,17 @@ impl Harness {
         self.finish(out)
     }
 
+    /// The socket refused `message` (identity first) whole.
+    fn refused(&mut self, message: &Wire) -> Vec<Wire> {
+        let mut out = Vec::new();
+        let frames = message
+            .iter()
+            .map(|part| zmq::Message::from(&part[..]))
+            .collect();
+        self.broker.refused(frames, &mut out);
+        self.finish(out)
+    }
+
     fn shutdown(&mut self) -> Vec<Wire> {
         let mut out = Vec::new();
         self.broker.shutdown(&mut out);
@@ -997,4 +1008,72 @@ fn workers_that_leave_while_idle_are_skipped_and_their_entries_swept() {
         assert_eq!(broker.request(2, b"C1", b"echo", b"x")[0][0], *worker);
     }
     assert!(broker.request(3, b"C1", b"echo", b"x").is_empty());
+}
+
+#[test]
+fn a_request_refused_by_a_gone_idle_worker_goes_to_the_next_one_even_without_redelivery() {
+    // W1 died while idle: the broker has not noticed, and dispatches to it (LRU) first.
+    let mut broker = Harness::new();
+    broker.ready(0, b"W1", b"echo");
+    broker.ready(0, b"W2", b"echo");
+    let dispatched = broker.request(1, b"C1", b"echo", b"x");
+    assert_eq!(dispatched, vec![request_to(b"W1", b"C1", &[b"x"])]);
+    // The ROUTER refuses it whole: it never left, so W2 gets it and nothing is lost.
+    assert_eq!(
+        broker.refused(&dispatched[0]),
+        vec![request_to(b"W2", b"C1", &[b"x"])]
+    );
+    assert_eq!(broker.broker.worker_count(), 1);
+    assert_eq!(broker.stats().requests_lost_with_worker, 0);
+    assert_eq!(broker.stats().requests_redelivered, 0);
+    assert_eq!(
+        broker.stats().requests_dispatched,
+        1,
+        "the refused dispatch is not counted"
+    );
+    assert_eq!(
+        broker.reply(2, b"W2", b"C1", b"x"),
+        vec![reply_to(b"C1", b"echo", &[b"x"])]
+    );
+}
+
+#[test]
+fn a_refused_request_waits_for_a_worker_and_keeps_its_one_redelivery() {
+    let mut broker = Harness::with(config(|c| c.redeliver = true));
+    broker.ready(0, b"W1", b"echo");
+    let dispatched = broker.request(0, b"C1", b"echo", b"x");
+    // No other worker: it waits at the front of the queue.
+    assert_eq!(broker.refused(&dispatched[0]), Vec::<Wire>::new());
+    assert_eq!(broker.broker.queued_requests(), 1);
+    assert_eq!(
+        broker.ready(1, b"W2", b"echo"),
+        vec![request_to(b"W2", b"C1", &[b"x"])]
+    );
+    // W2 dies holding it (it was sent): the one redelivery is still there, W3 gets it.
+    broker.ready(1, b"W3", b"echo");
+    assert_eq!(
+        broker.undeliverable(b"W2"),
+        vec![request_to(b"W3", b"C1", &[b"x"])]
+    );
+    assert_eq!(broker.stats().requests_redelivered, 1);
+    assert_eq!(broker.stats().requests_lost_with_worker, 0);
+}
+
+#[test]
+fn a_refused_heartbeat_is_no_proof_the_held_request_did_not_arrive() {
+    // W1 got the request, then a heartbeat to it bounced: the request may have run, so without
+    // redelivery it is lost, as with any undeliverable message.
+    let mut broker = Harness::new();
+    broker.ready(0, b"W1", b"echo");
+    broker.ready(0, b"W2", b"echo");
+    broker.request(1, b"C1", b"echo", b"x");
+    assert_eq!(broker.refused(&heartbeat_to(b"W1")), Vec::<Wire>::new());
+    assert_eq!(broker.stats().requests_lost_with_worker, 1);
+    assert_eq!(broker.broker.worker_count(), 1);
+    // A refused message for a peer that is not a worker (a client's reply) changes nothing.
+    assert_eq!(
+        broker.refused(&reply_to(b"C9", b"echo", &[b"y"])),
+        Vec::<Wire>::new()
+    );
+    assert_eq!(broker.broker.worker_count(), 1);
 }
