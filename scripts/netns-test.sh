@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# What it shows: the broker's heartbeats over a real network cut. (Needs root and iproute2.) The
+# broker, two workers and a client run in four network namespaces, each host joined to the
+# broker's namespace by its own veth pair on its own /30 subnet:
+#
+#     worker A  10.99.1.2 ---- 10.99.1.1 \
+#     worker B  10.99.2.2 ---- 10.99.2.1  +- broker, tcp://*:5555
+#     client    10.99.3.2 ---- 10.99.3.1 /
+#
+# Both workers serve `echo` with `--exec 'echo worker-A'` (and B), so each reply says who
+# answered. With heartbeats of 500 ms and liveness 3, traffic flows, then worker A's link is cut
+# (`ip link set eth0 down` on A's side: packets stop both ways and nothing is closed) and later
+# restored. It prints the time from the cut to the purge and from the restore to A's new READY,
+# and checks:
+#   * before the cut, both workers answer;
+#   * a request sent right at the cut is answered by B (if the broker gave it to A, the client's
+#     resend on a new socket reaches B);
+#   * the broker purges A by heartbeat, interval x liveness after the last it heard from A (1.0 to
+#     1.5 s after the cut, with some slack for scheduling), and never purges B;
+#   * while A is cut off, every request is answered by B;
+#   * A notices the broker's silence by itself; the link stays down until 2 x interval x liveness
+#     after the cut, so A has given up and is trying to reconnect into an unreachable network;
+#   * once the link is back, A registers again by itself and answers requests again.
+#
+# Usage: scripts/netns-test.sh [--debug] [--skip-if-unavailable]
+#   --debug                  use the debug programs in ${CARGO_TARGET_DIR:-target}/debug, as
+#                            `cargo test --workspace` leaves them, instead of building release ones
+#   --skip-if-unavailable    without root or `ip netns`, print "skipped: ..." and exit 0 (else 2)
+#   NETNS_BIN_DIR=DIR        use the broker, client and worker found in DIR
+#   KEEP_LOGS=DIR            keep the logs (broker, workers, client)
+# Prints one PASS/FAIL line per check and ends with "N passed, N failed"; exits 1 if any failed.
+# Namespaces are named mdp-<pid>-*, so runs in parallel do not clash; all are deleted on exit.
+set -euo pipefail
+
+bin_dir=
+if [ -n "${NETNS_BIN_DIR:-}" ]; then
+    bin_dir=$(cd "$NETNS_BIN_DIR" && pwd)
+fi
+debug=
+skip_if_unavailable=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --debug) debug=1 ;;
+        --skip-if-unavailable) skip_if_unavailable=1 ;;
+        -h|--help) sed -n '2,/^[^#]/ { /^#/p }' "$0"; exit 0 ;;
+        *) echo "netns-test.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+cd "$(dirname "$0")/.."
+
+unavailable() {
+    if [ -n "$skip_if_unavailable" ]; then
+        echo "skipped: needs root and ip netns ($1)"
+        echo "0 passed, 0 failed"
+        exit 0
+    fi
+    echo "netns-test.sh: needs root and ip netns ($1)" >&2
+    exit 2
+}
+[ "$(id -u)" = 0 ] || unavailable "not running as root"
+command -v ip >/dev/null || unavailable "no ip command: install iproute2"
+probe=mdp-$$-probe
+if ! probe_error=$(ip netns add "$probe" 2>&1); then
+    unavailable "ip netns add failed: $probe_error"
+fi
+ip netns del "$probe"
+
+if [ -z "$bin_dir" ]; then
+    if [ -n "$debug" ]; then
+        bin_dir=${CARGO_TARGET_DIR:-target}/debug
+    else
+        cargo build --release -q -p broker -p client -p worker --bins
+        bin_dir=${CARGO_TARGET_DIR:-target}/release
+    fi
+    bin_dir=$(cd "$bin_dir" && pwd)
+fi
+for program in broker client worker; do
+    if [ ! -x "$bin_dir/$program" ]; then
+        echo "netns-test.sh: $bin_dir/$program is missing (cargo build --workspace)" >&2
+        exit 2
+    fi
+done
+
+heartbeat_ms=500
+liveness=3
+expiry_ms=$(( heartbeat_ms * liveness ))
+ns_broker=mdp-$$-broker
+ns_a=mdp-$$-worker-a
+ns_b=mdp-$$-worker-b
+ns_client=mdp-$$-client
+namespaces=()
+work=$(mktemp -d)
+pids=()
+passed=0
+failed=0
+finished=
+
+cleanup() {
+    local status=$? pid ns
+    if [ -z "$finished" ]; then
+        echo "FAIL netns-test.sh stopped early (exit status $status) before finishing its checks"
+        failed=$(( failed + 1 ))
+        echo "$passed passed, $failed failed"
+    fi
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    # Whatever still runs in this run's namespaces was started by it too (the worker's --exec
+    # children, a client cut off mid-request): a namespace's name does not end its processes.
+    for ns in "${namespaces[@]}"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+    done
+    wait 2>/dev/null || true
+    # Deleting a namespace deletes the veth ends inside it, and so their peers.
+    for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    if [ -n "${KEEP_LOGS:-}" ]; then
+        mkdir -p "$KEEP_LOGS" && cp -r "$work"/. "$KEEP_LOGS"/
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+pass() { echo "PASS $*"; passed=$(( passed + 1 )); }
+fail() { echo "FAIL $*"; failed=$(( failed + 1 )); }
+# abort WHAT: the set-up failed and nothing after it can run: one FAIL line, the summary, exit 1.
+abort() {
+    fail "$*"
+    finished=1
+    echo "$passed passed, $failed failed"
+    exit 1
+}
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# wait_until SECONDS COMMAND...: polls COMMAND every 50 ms; false if it never succeeds in time.
+wait_until() {
+    local deadline=$(( $(now_ms) + $1 * 1000 ))
+    shift
+    until "$@"; do
+        [ "$(now_ms)" -lt "$deadline" ] || return 1
+        sleep 0.05
+    done
+}
+count_lines() { grep -c -- "$1" "$2" 2>/dev/null || true; }
+
+# --- the network ----------------------------------------------------------------------------
+for ns in "$ns_broker" "$ns_a" "$ns_b" "$ns_client"; do
+    ip netns add "$ns"
+    namespaces+=("$ns")
+    ip -n "$ns" link set lo up
+done
+# link NAMESPACE SUBNET: a veth pair from the broker's namespace (end named after the subnet) to
+# NAMESPACE (end named eth0), broker 10.99.SUBNET.1/30, host 10.99.SUBNET.2/30.
+link() {
+    ip -n "$ns_broker" link add "host$2" type veth peer name eth0 netns "$1"
+    ip -n "$ns_broker" addr add "10.99.$2.1/30" dev "host$2"
+    ip -n "$1" addr add "10.99.$2.2/30" dev eth0
+    ip -n "$ns_broker" link set "host$2" up
+    ip -n "$1" link set eth0 up
+}
+link "$ns_a" 1
+link "$ns_b" 2
+link "$ns_client" 3
+
+# --- the programs ---------------------------------------------------------------------------
+broker_log=$work/broker.log
+# Programs start as `ip netns exec NS PROGRAM ... &`, never through a shell function: `ip netns
+# exec` execs the program, so $! is the program itself and killing it kills it.
+ip netns exec "$ns_broker" "$bin_dir/broker" --bind 'tcp://*:5555' --heartbeat-ms "$heartbeat_ms" \
+    --liveness "$liveness" 2>"$broker_log" &
+pids+=("$!")
+wait_until 10 grep -q 'is active at' "$broker_log" ||
+    abort "the broker did not start: $(tail -n 3 "$broker_log")"
+
+registrations() { count_lines 'registered for service' "$broker_log"; }
+# start_worker NAME NAMESPACE SUBNET: an echo worker whose replies say NAME; waits until the broker
+# has registered it and sets identity_NAME to the identity the broker logs for it.
+start_worker() {
+    local before
+    before=$(registrations)
+    ip netns exec "$2" "$bin_dir/worker" -c "tcp://10.99.$3.1:5555" -s echo --heartbeat-ms "$heartbeat_ms" \
+        --liveness "$liveness" --exec "echo worker-$1" 2>"$work/worker-$1.log" &
+    pids+=("$!")
+    registered_more() { [ "$(registrations)" -gt "$before" ]; }
+    wait_until 10 registered_more || abort "worker $1 did not register within 10 s"
+    printf -v "identity_$1" '%s' \
+        "$(sed -n 's/.*worker \(0x[0-9a-f]*\) registered for service echo.*/\1/p' "$broker_log" | tail -n 1)"
+}
+start_worker A "$ns_a" 1
+start_worker B "$ns_b" 2
+# ask [TIMEOUT_MS RETRIES]: one request from the client's namespace; prints the reply.
+ask() {
+    timeout 20 ip netns exec "$ns_client" "$bin_dir/client" -c tcp://10.99.3.1:5555 \
+        -t "${1:-1000}" -r "${2:-3}" hello 2>>"$work/client.log"
+}
+# ask_times N: N requests one after the other; prints how many each worker answered.
+ask_times() {
+    local n reply a=0 b=0 other=0
+    for n in $(seq 1 "$1"); do
+        reply=$(ask) || true
+        case "$reply" in
+            worker-A) a=$(( a + 1 )) ;;
+            worker-B) b=$(( b + 1 )) ;;
+            *) other=$(( other + 1 )) ;;
+        esac
+    done
+    echo "$a $b $other"
+}
+
+read -r a b other < <(ask_times 4)
+if [ "$a" -gt 0 ] && [ "$b" -gt 0 ] && [ "$other" = 0 ]; then
+    pass "before the cut, both workers answer over tcp across namespaces (A: $a, B: $b of 4)"
+else
+    fail "before the cut, expected answers from both workers (A: $a, B: $b, none or other: $other of 4)"
+fi
+
+# --- the cut ----------------------------------------------------------------------------------
+cut_at=$(now_ms)
+ip -n "$ns_a" link set eth0 down
+at_cut_ms=$(now_ms)
+at_cut=$(ask 1000 3) || true
+at_cut_ms=$(( $(now_ms) - at_cut_ms ))
+if [ "$at_cut" = worker-B ]; then
+    pass "a request sent right at the cut was answered by B in ${at_cut_ms} ms"
+else
+    fail "a request sent right at the cut got '${at_cut:-no reply}' instead of worker-B"
+fi
+
+purged() { grep -q "worker $1 silent for .*: purging it" "$broker_log"; }
+if wait_until 10 purged "$identity_A"; then
+    purge_ms=$(( $(now_ms) - cut_at ))
+    # The broker last heard from A at most one interval before the cut (a HEARTBEAT or a reply),
+    # so the purge is due between expiry - interval and expiry after it.
+    if [ "$purge_ms" -ge $(( expiry_ms - heartbeat_ms )) ] && [ "$purge_ms" -le $(( expiry_ms + 1000 )) ]; then
+        pass "the broker purged A $purge_ms ms after the cut (interval ${heartbeat_ms} ms x liveness ${liveness} = ${expiry_ms} ms after A's last message)"
+    else
+        fail "the broker purged A $purge_ms ms after the cut, outside $(( expiry_ms - heartbeat_ms ))..$(( expiry_ms + 1000 )) ms"
+    fi
+else
+    purge_ms=-
+    fail "the broker did not purge A within 10 s of the cut"
+fi
+
+read -r a b other < <(ask_times 3)
+if [ "$b" = 3 ]; then
+    pass "while A is cut off, B answered all 3 requests"
+else
+    fail "while A is cut off, expected B to answer 3 of 3 (A: $a, B: $b, none or other: $other)"
+fi
+
+# Keep the link down until A has given up on the broker too (it hears nothing for interval x
+# liveness, closes its socket and tries again, and again, into a network that is unreachable).
+a_gave_up() { grep -q 'no heartbeat from the broker' "$work/worker-A.log"; }
+if wait_until 10 a_gave_up; then
+    pass "A noticed the broker's silence by itself $(( $(now_ms) - cut_at )) ms after the cut and keeps trying to reconnect"
+else
+    fail "A did not notice the broker's silence within 10 s of the cut"
+fi
+hold_until=$(( cut_at + 2 * expiry_ms ))
+while [ "$(now_ms)" -lt "$hold_until" ]; do sleep 0.05; done
+
+# --- the restore ------------------------------------------------------------------------------
+before=$(registrations)
+restore_at=$(now_ms)
+ip -n "$ns_a" link set eth0 up
+registered_again() { [ "$(registrations)" -gt "$before" ]; }
+if wait_until 15 registered_again; then
+    register_ms=$(( $(now_ms) - restore_at ))
+    new_identity=$(sed -n 's/.*worker \(0x[0-9a-f]*\) registered for service echo.*/\1/p' "$broker_log" | tail -n 1)
+    if grep -q 'reconnected to broker' "$work/worker-A.log" && [ "$new_identity" != "$identity_A" ] &&
+        [ "$new_identity" != "$identity_B" ]; then
+        pass "A registered again $register_ms ms after the link came back (new identity $new_identity, was $identity_A)"
+    else
+        fail "a worker registered after the restore, but not as a new A ($new_identity)"
+    fi
+else
+    register_ms=-
+    fail "A did not register again within 15 s of the restore"
+fi
+
+read -r a b other < <(ask_times 4)
+if [ "$a" -gt 0 ] && [ "$b" -gt 0 ] && [ "$other" = 0 ]; then
+    pass "after the restore, both workers answer again (A: $a, B: $b of 4)"
+else
+    fail "after the restore, expected answers from both workers (A: $a, B: $b, none or other: $other of 4)"
+fi
+
+if grep -q "worker $identity_B silent" "$broker_log"; then
+    fail "the broker purged B, whose link was never cut"
+else
+    pass "the broker never purged B"
+fi
+
+echo "timings: purge_ms=$purge_ms reregister_ms=$register_ms cut_to_end_ms=$(( $(now_ms) - cut_at )) total_s=$SECONDS"
+finished=1
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
