@@ -24,6 +24,8 @@
 #   --debug      use the debug binaries in ${CARGO_TARGET_DIR:-target}/debug (as `cargo test
 #                --workspace` leaves them) instead of building release ones
 #   OVERLOAD_BIN_DIR=DIR   use the broker, client, worker and examples/misbehave found in DIR
+#   RSS_BOUND_MB=N         the bound on the broker's peak RSS (default 64)
+#   KEEP_LOGS=DIR          keep the logs (each case's broker log, the workers', the clients')
 set -euo pipefail
 
 bin_dir=
@@ -34,7 +36,7 @@ debug=
 while [ $# -gt 0 ]; do
     case "$1" in
         --debug) debug=1 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^[^#]/ { /^#/p }' "$0"; exit 0 ;;
         *) echo "overload.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -61,10 +63,19 @@ work=$(mktemp -d)
 pids=()
 passed=0
 failed=0
+finished=
 cleanup() {
-    local pid
+    local status=$? pid
+    if [ -z "$finished" ]; then
+        echo "FAIL overload.sh stopped early (exit status $status) before finishing its checks"
+        failed=$(( failed + 1 ))
+        echo "$passed passed, $failed failed"
+    fi
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [ -n "${KEEP_LOGS:-}" ]; then
+        mkdir -p "$KEEP_LOGS" && cp -r "$work"/. "$KEEP_LOGS"/
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -75,6 +86,7 @@ fail() { echo "FAIL $*"; failed=$(( failed + 1 )); }
 # abort WHAT: a case cannot go on (its setup failed): one FAIL line, the summary, exit 1.
 abort() {
     fail "$*"
+    finished=1
     echo "$passed passed, $failed failed"
     exit 1
 }
@@ -297,5 +309,6 @@ fi
 check_rss oversize
 end_case
 
+finished=1
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
