@@ -270,10 +270,12 @@ impl Broker {
     /// REQUEST the worker holds, that request cannot have reached it: it goes back to the front of
     /// its queue (to the next idle worker) instead of being lost. This is what happens to a
     /// request dispatched to a worker that died while idle, before a heartbeat bounced.
-    pub fn refused(&mut self, message: Frames, out: &mut Vec<Outgoing>) {
+    ///
+    /// Returns true if the message was taken back (queued again), false if it is dropped.
+    pub fn refused(&mut self, message: Frames, out: &mut Vec<Outgoing>) -> bool {
         let mut frames = message.into_iter();
         let Some(recipient) = frames.next() else {
-            return;
+            return false;
         };
         let mut returned = false;
         if let (Ok(ToWorker::Request { client, body }), Some(worker)) = (
@@ -302,6 +304,7 @@ impl Broker {
         } else {
             self.undeliverable(&recipient, out);
         }
+        returned
     }
 
     /// Shutting down: DISCONNECT to every worker, so they re-register with the next broker

@@ -318,21 +318,26 @@ impl Server {
                 dump::Message(&frames[1.min(frames.len())..])
             );
         }
-        let mut frames = frames.into_iter();
-        let Some(recipient) = frames.next() else {
+        let Some(recipient) = frames.first() else {
             return Ok(());
         };
-        let more = frames.len();
-        // The identity goes out as a copy of its bytes (a few, copied into the message itself,
-        // no allocation), so it is still at hand if the ROUTER cannot route the message.
+        let more = frames.len() - 1;
+        // The ROUTER decides whether it can route the message when it gets the identity frame,
+        // and refuses it there (peer gone, or its queue full) before taking anything: so the
+        // identity goes out as a copy of its bytes (a few, copied into the message itself, no
+        // allocation), and a refused message is still whole for the core to take back.
         let flags = if more > 0 {
             zmq::SNDMORE | zmq::DONTWAIT
         } else {
             zmq::DONTWAIT
         };
         if let Err(error) = self.socket.send(&recipient[..], flags) {
-            return Err(Unsent { recipient, error });
+            return Err(Unsent::Refused { frames, error });
         }
+        let mut frames = frames.into_iter();
+        let Some(recipient) = frames.next() else {
+            return Ok(());
+        };
         for (index, frame) in frames.enumerate() {
             let flags = if index + 1 < more {
                 zmq::SNDMORE | zmq::DONTWAIT
@@ -340,20 +345,33 @@ impl Server {
                 zmq::DONTWAIT
             };
             if let Err(error) = self.socket.send(frame, flags) {
-                return Err(Unsent { recipient, error });
+                return Err(Unsent::Cut { recipient, error });
             }
         }
         Ok(())
     }
 
     fn report_unsent(&mut self, unsent: Unsent, out: &mut Vec<Outgoing>) {
-        let peer = dump::Identity(&unsent.recipient);
-        match unsent.error {
+        let (recipient, error) = match unsent {
+            // The core may take back what it sent: a request the worker never got.
+            Unsent::Refused { frames, error } => {
+                let recipient = frames.first().map(|f| zmq::Message::from(&f[..]));
+                if self.core.refused(frames, out) {
+                    return;
+                }
+                (recipient.unwrap_or_else(zmq::Message::new), error)
+            }
+            Unsent::Cut { recipient, error } => {
+                self.core.undeliverable(&recipient, out);
+                (recipient, error)
+            }
+        };
+        let peer = dump::Identity(&recipient);
+        match error {
             zmq::Error::EHOSTUNREACH => warn!("dropping message for {peer}: peer is gone"),
             zmq::Error::EAGAIN => warn!("dropping message for {peer}: peer is not reading"),
             other => warn!("dropping message for {peer}: {other}"),
         }
-        self.core.undeliverable(&unsent.recipient, out);
     }
 }
 
@@ -373,10 +391,16 @@ fn release_free_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
 
-/// A message that could not be sent, and to whom.
-struct Unsent {
-    recipient: zmq::Message,
-    error: zmq::Error,
+/// A message that could not be sent.
+enum Unsent {
+    /// The ROUTER refused it at the identity frame, before taking any of it: here it is, whole.
+    Refused { frames: Frames, error: zmq::Error },
+    /// The ROUTER took the first frames and failed on a later one (it should not happen: it
+    /// refuses at the identity frame); only the recipient is left.
+    Cut {
+        recipient: zmq::Message,
+        error: zmq::Error,
+    },
 }
 
 impl Drop for Server {
