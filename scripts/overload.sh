@@ -10,7 +10,7 @@
 #              after --request-ttl-ms ("dropped N request(s): no worker took them").
 #   deaf       a client that sends 2000 requests of 16 KiB and never reads its replies
 #              (misbehave deaf-client): once its queue is full the broker drops what it cannot
-#              send ("dropping message for ...: peer is not reading") instead of blocking or
+#              send ("...: peer is not reading") instead of blocking or
 #              growing without bound.
 #   oversize   a request over --max-message-size (1 MiB): libzmq cuts the connection, and the
 #              broker's connection monitor (broker/src/monitor.rs) logs it; a request just under
@@ -253,7 +253,7 @@ start "$bin_dir/examples/misbehave" deaf-client "$endpoint" echo "$deaf_requests
 deaf_client=$pid
 wait_until 20 log_has "$work/deaf.out" "^sent " ||
     abort "deaf: the deaf client did not get its requests out"
-check_log deaf "the replies it would not take" 'dropping message for .*: peer is not reading'
+check_log deaf "the replies it would not take" ': peer is not reading'
 check_echo deaf
 # The broker has handled every request once the echo worker is idle again: wait for the drops to
 # stop growing, then count them.
