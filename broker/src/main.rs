@@ -53,7 +53,8 @@ struct Args {
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
     request_ttl_ms: u64,
 
-    /// Largest message a peer may send, in bytes; libzmq disconnects a peer that sends a larger
+    /// Largest frame a peer may send, in bytes (ZMQ_MAXMSGSIZE counts each frame of a multipart
+    /// message, not their total); libzmq drops the connection of a peer that sends a larger
     /// one. 0 means no limit.
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
     max_message_size: u64,
