@@ -8,6 +8,9 @@
 #   req/s      replies per second seen by the client(s)
 #   p50/p99    request latency in microseconds (with --window, time in flight including queueing)
 #   cpu_us     broker CPU (user+sys, all its threads) per request, in microseconds
+#   usr_us     the user-space part of cpu_us (the rest is the kernel: TCP and thread wake-ups)
+#   wrk_us     CPU of all the workers together, per request
+#   cli_us     CPU of all the clients together, per request
 #   rss_mb     broker peak RSS (VmHWM)
 #   vs_ceiling req/s of this row divided by the ceiling's req/s for the same load
 #
@@ -28,7 +31,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1; count=20000 ;;
         --count) count=$2; shift ;;
         --broker-endpoint) external=$2; shift ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -54,7 +57,12 @@ next_endpoint() { # transport -> a fresh endpoint
         ipc) echo "ipc://$work/b$port.ipc" ;;
     esac
 }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { # pid... -> user+sys clock ticks, summed
+    local pid total=0
+    for pid in "$@"; do total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") )); done
+    echo "$total"
+}
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 ticks_per_s=$(getconf CLK_TCK)
 
@@ -73,6 +81,7 @@ start_workers() { # endpoint n service-prefix(optional: distinct services)
         [ -n "${3:-}" ] && service="$3$n"
         "$bin/worker" -c "$1" -s "$service" 2>>"$work/worker.log" &
         pids+=("$!")
+        worker_pids+=("$!")
     done
 }
 wait_ready() { # endpoint service: until a request to the service is answered
@@ -86,13 +95,22 @@ stop_all() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     pids=()
+    worker_pids=()
+}
+worker_pids=()
+# Clients run under bash's `time`, which reports the CPU a finished child used.
+TIMEFORMAT='%U %S'
+timed_client() { # output-file args... : runs the client, its --stats line to the file, CPU to file.cpu
+    local out=$1
+    shift
+    { time "$bin/client" "$@" >"$out" 2>>"$work/client.log"; } 2>"$out.cpu"
 }
 
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
 declare -A ceiling_rate
-printf '%-8s %-9s %-4s %-6s %-7s %-3s %9s %9s %9s %8s %7s %10s\n' \
-    broker mode net body workers cli "req/s" p50_us p99_us cpu_us rss_mb vs_ceiling
+printf '%-8s %-9s %-4s %-6s %-7s %-3s %9s %9s %9s %7s %7s %7s %7s %7s %10s\n' \
+    broker mode net body workers cli "req/s" p50_us p99_us cpu_us usr_us wrk_us cli_us rss_mb vs_ceiling
 row() { # kind mode(window|sync|services|clients) transport size workers
     local kind=$1 mode=$2 net=$3 size=$4 workers=$5
     local endpoint clients=1
@@ -108,17 +126,21 @@ row() { # kind mode(window|sync|services|clients) transport size workers
     esac
     # Every worker must be registered before the clock starts: one more check per worker.
     sleep 0.3
-    local before=0
+    local before=0 user_before=0 workers_before
     [ "$kind" = external ] || before=$(cpu_ticks "$broker_pid")
+    [ "$kind" = external ] || user_before=$(user_ticks "$broker_pid")
+    workers_before=$(cpu_ticks "${worker_pids[@]}")
     local start end stats requests
     start=$(date +%s.%N)
     case "$mode" in
         window)
             requests=$count
-            stats=$("$bin/client" -c "$endpoint" --count "$count" --window 1000 --size "$size" --stats) ;;
+            timed_client "$work/client0.out" -c "$endpoint" --count "$count" --window 1000 --size "$size" --stats
+            stats=$(cat "$work/client0.out") ;;
         sync)
             requests=$latency_count
-            stats=$("$bin/client" -c "$endpoint" --count "$latency_count" --size "$size" --stats) ;;
+            timed_client "$work/client0.out" -c "$endpoint" --count "$latency_count" --size "$size" --stats
+            stats=$(cat "$work/client0.out") ;;
         services|clients)
             clients=$([ "$mode" = services ] && echo "$workers" || echo 50)
             requests=$(( count / clients * clients ))
@@ -126,8 +148,8 @@ row() { # kind mode(window|sync|services|clients) transport size workers
             for n in $(seq 0 $(( clients - 1 ))); do
                 local service=echo
                 [ "$mode" = services ] && service="svc-$n"
-                "$bin/client" -c "$endpoint" -s "$service" --count $(( count / clients )) \
-                    --window 20 --size "$size" --stats >"$work/client$n.out" &
+                timed_client "$work/client$n.out" -c "$endpoint" -s "$service" \
+                    --count $(( count / clients )) --window 20 --size "$size" --stats &
                 client_pids+=("$!")
             done
             wait "${client_pids[@]}" || true
@@ -138,11 +160,15 @@ row() { # kind mode(window|sync|services|clients) transport size workers
                 { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
                   replies += v["replies"]; failed += v["failed"]
                   if (v["p99_us"] + 0 > p99) p99 = v["p99_us"] + 0 }
-                END { printf "replies=%d failed=%d p50_us=%d p99_us=%d\n", replies, failed, p50, p99 }')
-            rm -f "$work"/client*.out ;;
+                END { printf "replies=%d failed=%d p50_us=%d p99_us=%d\n", replies, failed, p50, p99 }') ;;
     esac
     end=$(date +%s.%N)
-    local replies rate cpu_us="-" rss_mb="-" ratio="-"
+    local workers_after wrk_us cli_us
+    workers_after=$(cpu_ticks "${worker_pids[@]}")
+    wrk_us=$(awk -v t=$(( workers_after - workers_before )) -v hz="$ticks_per_s" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    cli_us=$(cat "$work"/client*.out.cpu | awk -v n="$requests" '{ s += $1 + $2 } END { printf "%.1f", s * 1e6 / n }')
+    rm -f "$work"/client*.out "$work"/client*.out.cpu
+    local replies rate cpu_us="-" usr_us="-" rss_mb="-" ratio="-"
     replies=$(field replies "$stats")
     rate=$(awk -v n="$replies" -v s="$start" -v e="$end" 'BEGIN { printf "%d", n / (e - s) }')
     [ "$mode" = window ] || [ "$mode" = sync ] && rate=$(awk -v r="$(field req_per_s "$stats")" 'BEGIN { printf "%d", r }')
@@ -150,6 +176,7 @@ row() { # kind mode(window|sync|services|clients) transport size workers
         local after
         after=$(cpu_ticks "$broker_pid")
         cpu_us=$(awk -v t=$(( after - before )) -v hz="$ticks_per_s" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+        usr_us=$(awk -v t=$(( $(user_ticks "$broker_pid") - user_before )) -v hz="$ticks_per_s" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
         rss_mb=$(awk -v kb="$(hwm_kb "$broker_pid")" 'BEGIN { printf "%.1f", kb / 1024 }')
     fi
     local key="$mode/$net/$size/$workers"
@@ -158,9 +185,10 @@ row() { # kind mode(window|sync|services|clients) transport size workers
     elif [ -n "${ceiling_rate[$key]:-}" ] && [ "${ceiling_rate[$key]}" -gt 0 ]; then
         ratio=$(awk -v a="$rate" -v b="${ceiling_rate[$key]}" 'BEGIN { printf "%.2f", a / b }')
     fi
-    printf '%-8s %-9s %-4s %-6s %-7s %-3s %9s %9s %9s %8s %7s %10s\n' \
+    printf '%-8s %-9s %-4s %-6s %-7s %-3s %9s %9s %9s %7s %7s %7s %7s %7s %10s\n' \
         "$kind" "$mode" "$net" "$size" "$workers" "$clients" "$rate" \
-        "$(field p50_us "$stats")" "$(field p99_us "$stats")" "$cpu_us" "$rss_mb" "$ratio"
+        "$(field p50_us "$stats")" "$(field p99_us "$stats")" "$cpu_us" "$usr_us" "$wrk_us" "$cli_us" \
+        "$rss_mb" "$ratio"
     [ "$(field failed "$stats")" = 0 ] || echo "  ($(field failed "$stats") requests failed)"
     stop_all
 }
