@@ -109,10 +109,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
     };
     let mut server = Server::bind(&args.bind, config, &options)?;
-    // The signal handler lives as long as the process, but its stop socket must not: while any
-    // socket is open the ZeroMQ context is never terminated, and only terminating it waits for
-    // the final DISCONNECTs to leave. So the handler borrows the stopper from a slot that is
-    // emptied once the server has stopped.
+    // The signal handler lives as long as the process, but its stopper must not: the stopper
+    // holds the ZeroMQ context, and only terminating the context (when its last holder lets go)
+    // waits for the final DISCONNECTs to leave. So the handler borrows the stopper from a slot
+    // that is emptied once the server has stopped.
     let stopper_slot = Arc::new(Mutex::new(Some(server.stopper()?)));
     let handler_slot = Arc::clone(&stopper_slot);
     ctrlc::set_handler(move || {

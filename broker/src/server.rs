@@ -48,6 +48,8 @@ pub enum ServerError {
     },
     #[error("no endpoint to bind")]
     NoEndpoint,
+    #[error("cannot start the connection monitor")]
+    Monitor(#[from] crate::monitor::MonitorError),
     #[error("socket error while {action}")]
     Socket {
         action: &'static str,
@@ -79,6 +81,8 @@ impl Default for SocketOptions {
 pub struct Server {
     // Field order is drop order: sockets close before the context they belong to.
     socket: zmq::Socket,
+    /// Logs the ROUTER's connections; declared after `socket`, whose closing is what stops it.
+    _monitor: crate::monitor::Monitor,
     context: zmq::Context,
     /// Raised by a [`Stopper`]; checked after every receive.
     stop_requested: Arc<AtomicBool>,
@@ -98,10 +102,13 @@ impl std::fmt::Debug for Server {
 }
 
 /// A handle that stops a running [`Server`] from another thread (or a signal handler).
+///
+/// It holds no socket until it is used: a socket connected to the server's ROUTER over
+/// `inproc://` would have to take part in closing the ROUTER, which only happens when its owner
+/// calls into libzmq, so a handle kept beside a server that is being dropped would stall it.
 pub struct Stopper {
     stop_requested: Arc<AtomicBool>,
-    /// A DEALER connected to the server's ROUTER over `inproc://`, only to wake it.
-    socket: zmq::Socket,
+    context: zmq::Context,
 }
 
 impl std::fmt::Debug for Stopper {
@@ -115,11 +122,24 @@ impl Stopper {
     pub fn stop(&self) {
         // The flag first: the loop must see it when the wake-up message arrives.
         self.stop_requested.store(true, Ordering::SeqCst);
-        if let Err(error) = self.socket.send(zmq::Message::new(), zmq::DONTWAIT) {
+        if let Err(error) = self.wake() {
             warn!("could not signal the broker to stop: {error}");
         }
     }
+
+    /// Sends one empty message to the server's ROUTER from a DEALER made for the purpose.
+    fn wake(&self) -> Result<(), zmq::Error> {
+        let socket = self.context.socket(zmq::DEALER)?;
+        // Closing the DEALER must not discard the message before the server has read it, and
+        // must not hold up the end of the process if the server is already gone.
+        socket.set_linger(WAKE_LINGER_MS)?;
+        socket.connect(STOP_ENDPOINT)?;
+        socket.send(zmq::Message::new(), zmq::DONTWAIT)
+    }
 }
+
+/// How long a [`Stopper`]'s wake-up message may wait to be read once its socket is closed.
+const WAKE_LINGER_MS: i32 = 100;
 
 impl Server {
     /// Binds a ROUTER socket to every endpoint. An endpoint such as `tcp://127.0.0.1:*` gets a
@@ -167,8 +187,11 @@ impl Server {
         socket
             .bind(STOP_ENDPOINT)
             .map_err(socket_error("binding the stop endpoint"))?;
+        // Last, after every step that can fail: a monitor must not outlive an open socket.
+        let monitor = crate::monitor::spawn(&context, &socket, options.max_message_size)?;
         Ok(Server {
             socket,
+            _monitor: monitor,
             context,
             stop_requested: Arc::new(AtomicBool::new(false)),
             endpoints: bound,
@@ -190,19 +213,9 @@ impl Server {
 
     /// A handle to stop [`Server::run`] from elsewhere.
     pub fn stopper(&self) -> Result<Stopper, ServerError> {
-        let socket = self
-            .context
-            .socket(zmq::DEALER)
-            .map_err(socket_error("creating a stop handle"))?;
-        socket
-            .set_linger(0)
-            .map_err(socket_error("setting ZMQ_LINGER"))?;
-        socket
-            .connect(STOP_ENDPOINT)
-            .map_err(socket_error("connecting a stop handle"))?;
         Ok(Stopper {
             stop_requested: Arc::clone(&self.stop_requested),
-            socket,
+            context: self.context.clone(),
         })
     }
 
