@@ -27,7 +27,7 @@ name=soak.sh
 
 duration=${1:-10m}
 case "$duration" in
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *[0-9]s|*[0-9]) seconds=${duration%s} ;;
     *[0-9]m) seconds=$(( ${duration%m} * 60 )) ;;
     *[0-9]h) seconds=$(( ${duration%h} * 3600 )) ;;

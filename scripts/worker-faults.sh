@@ -40,7 +40,7 @@ while [ $# -gt 0 ]; do
         --kill-every) kill_every=$2; shift ;;
         --retries) retries=$2; shift ;;
         --timeout-ms) timeout_ms=$2; shift ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "$name: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
