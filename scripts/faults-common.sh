@@ -17,15 +17,12 @@ passed=0
 failed=0
 
 # Stops everything this script started: SIGTERM, two seconds' grace, then SIGKILL. If the script
-# stopped before `finish` (a set-up step failed), says so as a failed check.
+# stopped before `finish` (a set-up step failed), says so as a failed check. Children go first:
+# when stdout is a closed pipe (`| head`), the messages after that fail, harmlessly.
 finished=
 cleanup() {
     local status=$? pid deadline
-    if [ -z "$finished" ]; then
-        echo "FAIL $name stopped early (exit status $status) before finishing its checks"
-        failed=$(( failed + 1 ))
-        echo "$passed passed, $failed failed"
-    fi
+    trap '' PIPE
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     deadline=$(( SECONDS + 2 ))
     for pid in "${pids[@]}"; do
@@ -37,9 +34,19 @@ cleanup() {
         mkdir -p "$KEEP_LOGS" && cp -r "$work"/. "$KEEP_LOGS"/
     fi
     rm -rf "$work"
+    if [ -z "$finished" ]; then
+        failed=$(( failed + 1 ))
+        { echo "FAIL $name stopped early (exit status $status) before finishing its checks"
+          echo "$passed passed, $failed failed"; } 2>/dev/null || true
+    fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# A signal ends the script through `exit`, so that the EXIT trap runs; SIGPIPE too (output piped
+# into `head`), which would otherwise end bash without it and leave the workers running.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
+trap 'exit 141' PIPE
 
 say() { echo "$name: $*" >&2; }
 
