@@ -206,6 +206,11 @@ impl Broker {
         &self.stats
     }
 
+    /// True if a worker with this identity is registered.
+    pub fn has_worker(&self, identity: &[u8]) -> bool {
+        self.workers.contains_key(identity)
+    }
+
     /// How many workers are registered.
     pub fn worker_count(&self) -> usize {
         self.workers.len()

@@ -224,6 +224,10 @@ pub enum Event {
     TickAtDeadline,
     /// The socket could not deliver a message to this peer.
     Undeliverable { peer: u8 },
+    /// The peer's connection is gone: from now on the socket refuses every message to it, whole,
+    /// and the loop hands it back with [`Broker::refused`], until the peer sends again (it
+    /// reconnected). A worker that dies while idle looks like this until a message to it bounces.
+    PeerGone { peer: u8 },
     /// The broker stops (and, in this game, goes on afterwards with empty state).
     Shutdown,
 }
@@ -271,7 +275,8 @@ impl Bytes<'_> {
 ///     keep, 4 drop (index byte),
 ///     5 insert (index byte, blob), 6 replace (index byte, blob), 7 truncate (length byte);
 ///   * `8..=9` advance the clock (two bytes, little-endian milliseconds); `10` tick;
-///     `11..=12` tick at the next deadline; `13` undeliverable (peer byte); `14` shutdown;
+///     `11..=12` tick at the next deadline; `13` undeliverable (peer byte; with its high bit
+///     set, the peer is gone instead: messages to it are refused from then on); `14` shutdown;
 ///     `15` send raw frames (peer byte, frames max 7).
 ///
 /// Peer bytes index [`PEERS`] and service bytes index [`SERVICES`], modulo their length. So
@@ -349,7 +354,10 @@ pub fn decode(bytes: &[u8]) -> (Config, Vec<Event>) {
             },
             10 => Event::Tick,
             11..=12 => Event::TickAtDeadline,
-            13 => Event::Undeliverable { peer: input.byte() },
+            13 => match input.byte() {
+                peer if peer & 0x80 == 0 => Event::Undeliverable { peer },
+                peer => Event::PeerGone { peer },
+            },
             14 => Event::Shutdown,
             _ => Event::Send {
                 from: input.byte(),
@@ -393,6 +401,8 @@ pub struct Driver {
     registered: HashSet<Vec<u8>>,
     /// The client of the REQUEST each peer was sent and has not answered.
     holding: HashMap<Vec<u8>, Vec<u8>>,
+    /// Peers whose connection is gone: the socket refuses messages to them.
+    gone: HashSet<Vec<u8>>,
     requests_sent: u64,
     mmi_replies_sent: u64,
     worker_replies_sent: u64,
@@ -414,6 +424,7 @@ impl Driver {
             silenced: HashSet::new(),
             registered: HashSet::new(),
             holding: HashMap::new(),
+            gone: HashSet::new(),
             requests_sent: 0,
             mmi_replies_sent: 0,
             worker_replies_sent: 0,
@@ -459,6 +470,8 @@ impl Driver {
                     _ => None,
                 };
                 self.heard_from.insert(sender.to_vec());
+                // A peer that sends is connected (again).
+                self.gone.remove(sender);
                 match command {
                     Some(Command::Ready) => {
                         // It may register and be given work at once.
@@ -494,6 +507,9 @@ impl Driver {
                 self.broker.undeliverable(recipient, &mut out);
                 self.silenced.insert(recipient.to_vec());
             }
+            Event::PeerGone { peer: index } => {
+                self.gone.insert(peer(*index).to_vec());
+            }
             Event::Shutdown => {
                 self.waiting_at_shutdown += self.broker.queued_requests() as u64;
                 self.held_at_shutdown += self.held_by_workers();
@@ -507,10 +523,56 @@ impl Driver {
             }
         }
         self.broker.check_invariants();
-        for message in &out {
-            self.check_message(message, answering);
-        }
+        self.deliver(out, answering);
         self.check_counts();
+    }
+
+    /// Plays the socket loop's part: checks each message, and hands those for gone peers back to
+    /// the broker as refused, which may produce more messages (a request queued again goes to the
+    /// next idle worker), delivered or refused in turn.
+    fn deliver(&mut self, mut out: Vec<Outgoing>, answering: Option<&[u8]>) {
+        while !out.is_empty() {
+            // The broker made every message of a batch before hearing of any refusal in it, so
+            // each is checked against what the broker knew then.
+            let mut refused = Vec::new();
+            for message in out {
+                let delivered = !self.gone.contains(message.recipient());
+                self.check_message(&message, answering, delivered);
+                if !delivered {
+                    refused.push(message);
+                }
+            }
+            let mut more = Vec::new();
+            for message in refused {
+                let recipient = message.recipient().to_vec();
+                let dispatched_before = self.broker.stats().requests_dispatched;
+                let first_new = more.len();
+                let taken_back = self.broker.refused(message.frames, &mut more);
+                // The broker forgets a peer it cannot reach, as for `undeliverable`.
+                assert!(
+                    !self.broker.has_worker(&recipient),
+                    "worker {recipient:?} still registered after a message to it was refused"
+                );
+                self.silenced.insert(recipient.clone());
+                self.registered.remove(&recipient);
+                self.holding.remove(&recipient);
+                // A REQUEST queued again was never dispatched after all: the counter went down
+                // by one, and up by one for each REQUEST the broker sent on in its place.
+                let sent_on = more[first_new..]
+                    .iter()
+                    .filter(|message| is_request(message))
+                    .count() as u64;
+                let undispatched =
+                    dispatched_before + sent_on - self.broker.stats().requests_dispatched;
+                assert!(
+                    undispatched <= 1 && (undispatched == 0 || taken_back),
+                    "refusing one message undid {undispatched} dispatches (taken back: {taken_back})"
+                );
+                self.requests_sent -= undispatched;
+                self.broker.check_invariants();
+            }
+            out = more;
+        }
     }
 
     fn tick(&mut self, out: &mut Vec<Outgoing>) {
@@ -521,7 +583,8 @@ impl Driver {
         );
     }
 
-    fn check_message(&mut self, message: &Outgoing, answering: Option<&[u8]>) {
+    /// Checks a message the broker sent; `delivered` is false when the socket refused it.
+    fn check_message(&mut self, message: &Outgoing, answering: Option<&[u8]>, delivered: bool) {
         self.messages_sent += 1;
         let recipient = message.recipient();
         assert!(
@@ -545,7 +608,9 @@ impl Driver {
             match command {
                 ToWorker::Request { client, .. } => {
                     self.requests_sent += 1;
-                    self.holding.insert(recipient.to_vec(), client.to_vec());
+                    if delivered {
+                        self.holding.insert(recipient.to_vec(), client.to_vec());
+                    }
                     assert!(
                         self.heard_from.contains(&client[..]),
                         "REQUEST carries client {client:?}, a peer the broker never heard from"
@@ -649,6 +714,18 @@ impl Driver {
             "more workers than peers"
         );
     }
+}
+
+/// True if `message` is a REQUEST to a worker.
+fn is_request(message: &Outgoing) -> bool {
+    message
+        .frames
+        .get(2)
+        .is_some_and(|f| &f[..] == WORKER_HEADER)
+        && message
+            .frames
+            .get(3)
+            .is_some_and(|f| f[..] == [Command::Request as u8])
 }
 
 /// Byte frames as the `zmq::Message`s the core takes.

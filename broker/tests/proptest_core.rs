@@ -150,6 +150,7 @@ fn event() -> impl Strategy<Value = Event> {
         20 => Just(Event::Tick),
         30 => Just(Event::TickAtDeadline),
         10 => peer().prop_map(|peer| Event::Undeliverable { peer }),
+        10 => peer().prop_map(|peer| Event::PeerGone { peer }),
         // Rare: it wipes out the state the other events build up.
         1 => Just(Event::Shutdown),
     ]
@@ -187,6 +188,7 @@ proptest! {
                 1 => (0u16..3000).prop_map(|millis| Event::Advance { millis }),
                 1 => Just(Event::TickAtDeadline),
                 1 => peer().prop_map(|peer| Event::Undeliverable { peer }),
+                1 => peer().prop_map(|peer| Event::PeerGone { peer }),
             ],
             1..60,
         ),
