@@ -14,9 +14,10 @@
 #   rss_mb     broker peak RSS (VmHWM)
 #   vs_ceiling req/s of this row divided by the ceiling's req/s for the same load
 #
-# Usage: scripts/bench.sh [--quick] [--count N] [--broker-endpoint ENDPOINT]
+# Usage: scripts/bench.sh [--quick] [--count N] [--net tcp|ipc] [--broker-endpoint ENDPOINT]
 #   --quick                 fewer requests and rows (a smoke run, a minute or so)
 #   --count N               requests per throughput row (default 100000)
+#   --net tcp|ipc           only the rows of one transport (and not the scaling sweep)
 #   --broker-endpoint E     do not start our broker: measure the MDP/0.1 broker already listening
 #                           at E (tcp) instead, side by side with the ceiling (no CPU/RSS for it)
 # Figures, never assertions: nothing here fails because of a number.
@@ -26,9 +27,11 @@ cd "$(dirname "$0")/.."
 count=100000
 quick=
 external=
+only_net=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; count=20000 ;;
+        --net) only_net=$2; shift ;;
         --count) count=$2; shift ;;
         --broker-endpoint) external=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
@@ -199,6 +202,7 @@ nets="tcp ipc"
 sizes="16 4096"
 worker_counts="1 2 4"
 if [ -n "$quick" ]; then nets=tcp; sizes=16; worker_counts="1 4"; fi
+[ -n "$only_net" ] && nets=$only_net
 for net in $nets; do
     [ -n "$external" ] && [ "$net" = ipc ] && continue
     for size in $sizes; do
@@ -208,5 +212,6 @@ for net in $nets; do
         for kind in ceiling "$ours"; do row "$kind" sync "$net" "$size" 1; done
     done
 done
+[ -n "$only_net" ] && exit 0
 for kind in ceiling "$ours"; do row "$kind" clients tcp 16 4; done
 row "$ours" services tcp 16 100
