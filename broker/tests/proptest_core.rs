@@ -196,3 +196,33 @@ proptest! {
         Driver::run(config, &events);
     }
 }
+
+/// The fuzz target's committed seeds, replayed through the same driver, so they stay meaningful
+/// as the event format grows; the one about a worker that vanished while idle must get its
+/// request to the other worker.
+#[test]
+fn committed_fuzz_seeds_keep_the_rules() {
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/broker_core");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&seeds).unwrap() {
+        let path = entry.unwrap().path();
+        let (config, events) = broker::testing::decode(&std::fs::read(&path).unwrap());
+        let driver = Driver::run(config, &events);
+        replayed += 1;
+        if path.ends_with("peer-gone-idle-worker") {
+            let stats = driver.broker().stats();
+            assert_eq!(stats.requests_dispatched, 1, "{stats}");
+            assert_eq!(stats.requests_lost_with_worker, 0, "{stats}");
+            assert_eq!(
+                driver.broker().worker_count(),
+                1,
+                "the gone worker is forgotten"
+            );
+        }
+    }
+    assert!(
+        replayed >= 7,
+        "only {replayed} seeds in {}",
+        seeds.display()
+    );
+}
