@@ -2,7 +2,8 @@
 # What it shows: the broker's memory is bounded and comes back. It starts a release broker,
 # floods it with COUNT requests for services nobody serves (by default every request names a
 # different service), and prints the broker's RSS before, right after the flood, and once the
-# requests have expired (--request-ttl-ms) and their services were forgotten.
+# requests have expired (--request-ttl-ms) and their services were forgotten. With SERVICES=1 it
+# then floods again, starts a worker, and prints the RSS once every request was served.
 #
 # Usage: scripts/memory.sh [COUNT] [SERVICES]     (defaults: 100000 requests, 100000 services)
 set -euo pipefail
@@ -18,7 +19,7 @@ endpoint="ipc://$dir/broker.ipc"
 target/release/broker --bind "$endpoint" --request-ttl-ms "$ttl_ms" --heartbeat-ms 500 \
     --max-queue "$count" --max-queued-total "$count" 2>"$dir/broker.log" &
 broker=$!
-trap 'kill $broker 2>/dev/null || true; [ -n "${KEEP_LOG:-}" ] && cp "$dir/broker.log" "$KEEP_LOG"; rm -rf "$dir"' EXIT
+trap 'kill $broker ${worker:-} ${flood:-} 2>/dev/null || true; [ -n "${KEEP_LOG:-}" ] && cp "$dir/broker.log" "$KEEP_LOG"; rm -rf "$dir"' EXIT
 while [ ! -S "$dir/broker.ipc" ]; do sleep 0.05; done
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$broker/status"; }
@@ -35,3 +36,34 @@ expired=$(grep -o "dropped [0-9]* request(s): no worker" "$dir/broker.log" | awk
 
 printf 'requests=%s services=%s rss_before_kb=%s rss_queued_kb=%s rss_peak_kb=%s rss_after_expiry_kb=%s expired=%s\n' \
     "$count" "$services" "$before" "$during" "$peak" "$after" "$expired"
+
+# Second half: the same flood for one service, served this time. A worker starts once the
+# requests are queued, and the flood's client stays to receive every reply.
+if [ "$services" = 1 ]; then
+    # A fresh broker whose requests wait as long as serving them all takes.
+    kill "$broker" 2>/dev/null || true
+    wait "$broker" 2>/dev/null || true
+    endpoint="ipc://$dir/served.ipc"
+    target/release/broker --bind "$endpoint" --heartbeat-ms 500 \
+        --max-queue "$count" --max-queued-total "$count" 2>>"$dir/broker.log" &
+    broker=$!
+    while [ ! -S "$dir/served.ipc" ]; do sleep 0.05; done
+    target/release/examples/flood "$endpoint" "$count" 1 await >"$dir/flood.out" &
+    flood=$!
+    until grep -q queued "$dir/flood.out" 2>/dev/null; do
+        kill -0 "$flood" 2>/dev/null || { echo "memory.sh: flood ended early" >&2; exit 1; }
+        sleep 0.05
+    done
+    queued=$(rss_kb)
+    target/release/worker -c "$endpoint" -s service-0 --heartbeat-ms 500 2>"$dir/worker.log" &
+    worker=$!
+    started=$(date +%s.%N)
+    wait "$flood"
+    served_s=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+    grep -q served "$dir/flood.out" || { echo "memory.sh: not every request was served" >&2; exit 1; }
+    # The broker hands freed memory back at its next timer pass (every heartbeat, 500 ms here).
+    sleep 1
+    printf 'requests=%s services=1 rss_queued_kb=%s rss_after_served_kb=%s served_in_s=%s\n' \
+        "$count" "$queued" "$(rss_kb)" "$served_s"
+    kill "$worker" 2>/dev/null || true
+fi

@@ -4,6 +4,10 @@
 //! 16-byte requests over one DEALER, spread round-robin over SERVICES distinct service names
 //! (default: as many as requests, so every request names a service nobody serves). Used by
 //! `scripts/memory.sh` to show that the broker's memory comes back once the requests expire.
+//!
+//! With `await` as a fourth argument it prints `queued` once the broker has read every request,
+//! then stays to receive the replies, and prints `served` when all COUNT have come back (for the
+//! run where workers are started after the flood and serve it).
 
 use std::process::ExitCode;
 
@@ -22,7 +26,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match flood(endpoint, count, services) {
+    let await_replies = match args.get(3).map(String::as_str) {
+        None => false,
+        Some("await") => true,
+        Some(other) => {
+            eprintln!("flood: unknown fourth argument {other:?} (only \"await\")");
+            return ExitCode::from(2);
+        }
+    };
+    match flood(endpoint, count, services, await_replies) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flood: {error}");
@@ -31,7 +43,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn flood(endpoint: &str, count: u64, services: u64) -> Result<(), zmq::Error> {
+fn flood(endpoint: &str, count: u64, services: u64, await_replies: bool) -> Result<(), zmq::Error> {
     let context = zmq::Context::new();
     let socket = context.socket(zmq::DEALER)?;
     socket.set_sndhwm(0)?;
@@ -48,6 +60,22 @@ fn flood(endpoint: &str, count: u64, services: u64) -> Result<(), zmq::Error> {
     socket.send_multipart([&b""[..], b"MDPC01", b"mmi.service", b"flood"], 0)?;
     if socket.poll(zmq::POLLIN, 60_000)? == 0 {
         eprintln!("flood: the broker did not answer within 60 s");
+        return Ok(());
     }
+    if !await_replies {
+        return Ok(());
+    }
+    socket.recv_multipart(0)?; // the MMI answer
+    println!("queued");
+    let mut replies = 0;
+    while replies < count {
+        if socket.poll(zmq::POLLIN, 60_000)? == 0 {
+            eprintln!("flood: {replies} of {count} replies, then none for 60 s");
+            return Ok(());
+        }
+        socket.recv_multipart(0)?;
+        replies += 1;
+    }
+    println!("served");
     Ok(())
 }
