@@ -5,11 +5,11 @@
 //! requests one at a time, least recently used worker first. One ROUTER socket carries both
 //! sub-protocols.
 //!
-//! The crate has two layers, after the sans-IO style of `quinn-proto`:
+//! The crate has two layers, after the sans-IO style of `quinn-proto`, and a helper thread:
 //! * [`core`]: the broker as a pure state machine. It is given the time and each message, and
 //!   says what to send. No sockets, no clock: tested with a fake clock and fuzzed alone.
-//! * [`server`]: the thin I/O loop: binds the ROUTER socket, polls it, feeds the core, sends what
-//!   the core says, and sleeps until the core's next deadline.
+//! * [`server`]: the thin I/O loop: binds the ROUTER socket, waits in `recv` until a message or
+//!   the core's next deadline, feeds the core, and sends what the core says.
 //! * [`monitor`]: a thread that logs what happens to the ROUTER's connections (accepted, closed,
 //!   refused), read from a ZeroMQ socket monitor: the only trace of a peer that libzmq cut off for
 //!   a frame over `--max-message-size`.
