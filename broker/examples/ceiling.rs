@@ -42,6 +42,7 @@ fn main() -> Result<(), zmq::Error> {
         let sender = frames.next().map(|f| f.to_vec()).unwrap_or_default();
         frames.next();
         let header = frames.next().map(|f| f.to_vec()).unwrap_or_default();
+        let mut reply: Option<(Vec<u8>, Vec<u8>, Vec<zmq::Message>)> = None;
         if header == b"MDPC01" {
             frames.next(); // service: ignored
             waiting.push_back((sender, frames.collect()));
@@ -55,12 +56,10 @@ fn main() -> Result<(), zmq::Error> {
                 [0x03] => {
                     let client = frames.next().map(|f| f.to_vec()).unwrap_or_default();
                     frames.next();
+                    // Sent after the worker's next request (below), as the broker does: the
+                    // worker is what requests wait for.
                     let service = service_of.get(&sender).cloned().unwrap_or_default();
-                    socket.send(&client[..], zmq::SNDMORE)?;
-                    socket.send(&b""[..], zmq::SNDMORE)?;
-                    socket.send(&b"MDPC01"[..], zmq::SNDMORE)?;
-                    socket.send(&service[..], zmq::SNDMORE)?;
-                    send_rest(&socket, frames.collect())?;
+                    reply = Some((client, service, frames.collect()));
                 }
                 _ => continue,
             }
@@ -77,6 +76,13 @@ fn main() -> Result<(), zmq::Error> {
             socket.send(&[0x02u8][..], zmq::SNDMORE)?;
             socket.send(&client[..], zmq::SNDMORE)?;
             socket.send(&b""[..], zmq::SNDMORE)?;
+            send_rest(&socket, body)?;
+        }
+        if let Some((client, service, body)) = reply {
+            socket.send(&client[..], zmq::SNDMORE)?;
+            socket.send(&b""[..], zmq::SNDMORE)?;
+            socket.send(&b"MDPC01"[..], zmq::SNDMORE)?;
+            socket.send(&service[..], zmq::SNDMORE)?;
             send_rest(&socket, body)?;
         }
     }

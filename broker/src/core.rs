@@ -447,10 +447,13 @@ impl Broker {
                 match verdict {
                     Ok(service) => {
                         self.stats.replies_forwarded += 1;
+                        // The worker's next request, if one waits, goes out before this reply:
+                        // with one request per worker at a time the worker is what requests
+                        // wait for, so it should not also wait for the reply to be sent.
+                        self.worker_idle(sender, out);
                         out.push(Outgoing {
                             frames: client::Reply::encode_for_router(&client, &service, body),
                         });
-                        self.worker_idle(sender, out);
                     }
                     Err(what) => self.protocol_violation(sender, what, out),
                 }

@@ -220,16 +220,18 @@ fn idle_workers_get_requests_least_recently_used_first() {
     // Requests that find no idle worker wait, and go in arrival order.
     assert!(broker.request(10, b"C4", b"echo", b"g").is_empty());
     assert!(broker.request(11, b"C5", b"echo", b"h").is_empty());
+    // The worker's next request goes out before the reply it just sent: the worker is what
+    // requests wait for.
     let sent = broker.reply(12, b"W3", b"C2", b"E");
     assert_eq!(
         sent,
         vec![
-            reply_to(b"C2", b"echo", &[b"E"]),
-            request_to(b"W3", b"C4", &[b"g"])
+            request_to(b"W3", b"C4", &[b"g"]),
+            reply_to(b"C2", b"echo", &[b"E"])
         ]
     );
     let sent = broker.reply(13, b"W1", b"C3", b"F");
-    assert_eq!(sent[1], request_to(b"W1", b"C5", &[b"h"]));
+    assert_eq!(sent[0], request_to(b"W1", b"C5", &[b"h"]));
 }
 
 #[test]
@@ -717,7 +719,7 @@ fn the_per_service_queue_limit_refuses_requests_and_counts_them() {
         vec![request_to(b"W1", b"C1", &[b"1"])]
     );
     assert_eq!(
-        broker.reply(2, b"W1", b"C1", b"ok")[1],
+        broker.reply(2, b"W1", b"C1", b"ok")[0],
         request_to(b"W1", b"C2", &[b"2"])
     );
     assert_eq!(broker.reply(3, b"W1", b"C2", b"ok").len(), 1);
