@@ -28,6 +28,8 @@
 //!   counted; the client hears nothing (MDP/0.1 has no error reply) and its own timeout and
 //!   retry take over.
 //! * A service is forgotten as soon as it has no worker and no waiting request.
+//! * When a REPLY frees a worker that has a request waiting, that REQUEST comes before the reply
+//!   in `out`: the worker, not the client, is what waiting requests wait for.
 //! * `mmi.service` looks at the first body frame; the reply body is one frame, the status code.
 //! * When a busy worker dies its request is lost (logged) unless `redeliver` is on; then it goes
 //!   back to the front of its queue, at most once per request, and may run twice. A redelivered
