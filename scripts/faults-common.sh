@@ -1,7 +1,7 @@
 # Shared by the reliability scripts (worker-faults.sh, broker-restart.sh, soak.sh); sourced, not
-# run. It builds the release programs, keeps every process it starts in one list that is killed
-# on exit, starts brokers on a free loopback port (the broker binds tcp://127.0.0.1:* and logs
-# the port it got), and counts the PASS/FAIL lines of a script's checks.
+# run. On top of checks-common.sh (work directory, processes killed on exit, PASS/FAIL counts)
+# it builds the release programs, starts brokers on a free loopback port (the broker binds
+# tcp://127.0.0.1:* and logs the port it got), and starts and kills workers.
 #
 # A script sets `name` (for messages), sources this file, then calls `build`.
 
@@ -11,76 +11,7 @@ build() {
     bin="${CARGO_TARGET_DIR:-target}/release"
 }
 
-work=$(mktemp -d)
-pids=()
-passed=0
-failed=0
-
-# Stops everything this script started: SIGTERM, two seconds' grace, then SIGKILL. If the script
-# stopped before `finish` (a set-up step failed), says so as a failed check. Children go first:
-# when stdout is a closed pipe (`| head`), the messages after that fail, harmlessly.
-finished=
-cleanup() {
-    local status=$? pid deadline
-    trap '' PIPE
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    deadline=$(( SECONDS + 2 ))
-    for pid in "${pids[@]}"; do
-        while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    wait 2>/dev/null || true
-    if [ -n "${KEEP_LOGS:-}" ]; then
-        mkdir -p "$KEEP_LOGS" && cp -r "$work"/. "$KEEP_LOGS"/
-    fi
-    rm -rf "$work"
-    if [ -z "$finished" ]; then
-        failed=$(( failed + 1 ))
-        { echo "FAIL $name stopped early (exit status $status) before finishing its checks"
-          echo "$passed passed, $failed failed"; } 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-# A signal ends the script through `exit`, so that the EXIT trap runs; SIGPIPE too (output piped
-# into `head`), which would otherwise end bash without it and leave the workers running.
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
-trap 'exit 141' PIPE
-
-say() { echo "$name: $*" >&2; }
-
-# check CONDITION-STATUS DESCRIPTION: `check "$(( a == b ))" "a equals b"` prints PASS or FAIL.
-check() {
-    if [ "$1" = 1 ]; then
-        echo "PASS $2"
-        passed=$(( passed + 1 ))
-    else
-        echo "FAIL $2"
-        failed=$(( failed + 1 ))
-    fi
-}
-
-# The last line, and the exit status: non-zero if any check failed.
-finish() {
-    finished=1
-    echo "$passed passed, $failed failed"
-    [ "$failed" = 0 ]
-}
-
-# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.1 s; 1 if it never succeeds.
-wait_for() {
-    local limit=$1 what=$2
-    shift 2
-    local deadline=$(( SECONDS + limit ))
-    until "$@"; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            say "gave up after ${limit}s waiting until $what"
-            return 1
-        fi
-        sleep 0.1
-    done
-}
+source scripts/checks-common.sh
 
 # start_broker LOG [BROKER-FLAGS...]: sets broker_pid; broker_endpoint is the port it got, or
 # with BROKER_ENDPOINT set, that endpoint is bound instead (to restart on the same port).
@@ -163,6 +94,3 @@ sum_field() {
     awk -v name="$1" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) n += kv[2] } }
         END { print n + 0 }' "$2" 2>/dev/null || echo 0
 }
-
-# now_ms: milliseconds since the epoch.
-now_ms() { date +%s%3N; }

@@ -90,55 +90,21 @@ ns_a=mdp-$$-worker-a
 ns_b=mdp-$$-worker-b
 ns_client=mdp-$$-client
 namespaces=()
-work=$(mktemp -d)
-pids=()
-passed=0
-failed=0
-finished=
-
-cleanup() {
-    local status=$? pid ns
-    if [ -z "$finished" ]; then
-        echo "FAIL netns-test.sh stopped early (exit status $status) before finishing its checks"
-        failed=$(( failed + 1 ))
-        echo "$passed passed, $failed failed"
-    fi
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    # Whatever still runs in this run's namespaces was started by it too (the worker's --exec
-    # children, a client cut off mid-request): a namespace's name does not end its processes.
+name=netns-test.sh
+# Whatever still runs in this run's namespaces was started by it too (the worker's --exec
+# children, a client cut off mid-request): a namespace's name does not end its processes.
+# Deleting a namespace deletes the veth ends inside it, and so their peers.
+cleanup_more() {
+    local ns pid
     for ns in "${namespaces[@]}"; do
         for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
     done
     wait 2>/dev/null || true
-    # Deleting a namespace deletes the veth ends inside it, and so their peers.
     for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-    if [ -n "${KEEP_LOGS:-}" ]; then
-        mkdir -p "$KEEP_LOGS" && cp -r "$work"/. "$KEEP_LOGS"/
-    fi
-    rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-pass() { echo "PASS $*"; passed=$(( passed + 1 )); }
-fail() { echo "FAIL $*"; failed=$(( failed + 1 )); }
-# abort WHAT: the set-up failed and nothing after it can run: one FAIL line, the summary, exit 1.
-abort() {
-    fail "$*"
-    finished=1
-    echo "$passed passed, $failed failed"
-    exit 1
-}
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-# wait_until SECONDS COMMAND...: polls COMMAND every 50 ms; false if it never succeeds in time.
-wait_until() {
-    local deadline=$(( $(now_ms) + $1 * 1000 ))
-    shift
-    until "$@"; do
-        [ "$(now_ms)" -lt "$deadline" ] || return 1
-        sleep 0.05
-    done
-}
+source scripts/checks-common.sh
+# Times are read off the broker's log: poll it often.
+poll_seconds=0.05
 count_lines() { grep -c -- "$1" "$2" 2>/dev/null || true; }
 
 # --- the network ----------------------------------------------------------------------------
@@ -290,6 +256,4 @@ else
 fi
 
 echo "timings: purge_ms=$purge_ms reregister_ms=$register_ms cut_to_end_ms=$(( $(now_ms) - cut_at )) total_s=$SECONDS"
-finished=1
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+finish

@@ -59,53 +59,14 @@ for program in broker client worker examples/misbehave; do
 done
 
 rss_bound_mb=${RSS_BOUND_MB:-64}
-work=$(mktemp -d)
-pids=()
-passed=0
-failed=0
-finished=
-cleanup() {
-    local status=$? pid
-    if [ -z "$finished" ]; then
-        echo "FAIL overload.sh stopped early (exit status $status) before finishing its checks"
-        failed=$(( failed + 1 ))
-        echo "$passed passed, $failed failed"
-    fi
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    if [ -n "${KEEP_LOGS:-}" ]; then
-        mkdir -p "$KEEP_LOGS" && cp -r "$work"/. "$KEEP_LOGS"/
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-pass() { echo "PASS $*"; passed=$(( passed + 1 )); }
-fail() { echo "FAIL $*"; failed=$(( failed + 1 )); }
-# abort WHAT: a case cannot go on (its setup failed): one FAIL line, the summary, exit 1.
-abort() {
-    fail "$*"
-    finished=1
-    echo "$passed passed, $failed failed"
-    exit 1
-}
-now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+name=overload.sh
+source scripts/checks-common.sh
 
 # start PROGRAM ARGS...: runs it in the background, remembered for cleanup; sets $pid.
 start() {
     "$@" &
     pid=$!
     pids+=("$pid")
-}
-# wait_until SECONDS COMMAND...: polls COMMAND every 0.1 s; false if it never succeeds in time.
-wait_until() {
-    local deadline=$(( $(now_ms) + $1 * 1000 ))
-    shift
-    until "$@"; do
-        [ "$(now_ms)" -lt "$deadline" ] || return 1
-        sleep 0.1
-    done
 }
 log_has() { grep -qE "$2" "$1"; }
 
@@ -309,6 +270,4 @@ fi
 check_rss oversize
 end_case
 
-finished=1
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
