@@ -15,12 +15,18 @@ ttl_ms=3000
 
 cargo build --release -q -p broker --bins --examples
 dir=$(mktemp -d)
-endpoint="ipc://$dir/broker.ipc"
-target/release/broker --bind "$endpoint" --request-ttl-ms "$ttl_ms" --heartbeat-ms 500 \
-    --max-queue "$count" --max-queued-total "$count" 2>"$dir/broker.log" &
-broker=$!
-trap 'kill $broker ${worker:-} ${flood:-} 2>/dev/null || true; [ -n "${KEEP_LOG:-}" ] && cp "$dir/broker.log" "$KEEP_LOG"; rm -rf "$dir"' EXIT
-while [ ! -S "$dir/broker.ipc" ]; do sleep 0.05; done
+trap 'kill ${broker:-} ${worker:-} ${flood:-} 2>/dev/null || true; [ -n "${KEEP_LOG:-}" ] && cp "$dir/broker.log" "$KEEP_LOG"; rm -rf "$dir"' EXIT
+
+# start_broker NAME [FLAGS...]: a broker on ipc://$dir/NAME.ipc with room for every request;
+# sets $broker and $endpoint once its socket file exists.
+start_broker() {
+    endpoint="ipc://$dir/$1.ipc"
+    target/release/broker --bind "$endpoint" --heartbeat-ms 500 \
+        --max-queue "$count" --max-queued-total "$count" "${@:2}" 2>>"$dir/broker.log" &
+    broker=$!
+    while [ ! -S "$dir/$1.ipc" ]; do sleep 0.05; done
+}
+start_broker broker --request-ttl-ms "$ttl_ms"
 
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$broker/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$broker/status"; }
@@ -43,11 +49,7 @@ if [ "$services" = 1 ]; then
     # A fresh broker whose requests wait as long as serving them all takes.
     kill "$broker" 2>/dev/null || true
     wait "$broker" 2>/dev/null || true
-    endpoint="ipc://$dir/served.ipc"
-    target/release/broker --bind "$endpoint" --heartbeat-ms 500 \
-        --max-queue "$count" --max-queued-total "$count" 2>>"$dir/broker.log" &
-    broker=$!
-    while [ ! -S "$dir/served.ipc" ]; do sleep 0.05; done
+    start_broker served
     target/release/examples/flood "$endpoint" "$count" 1 await >"$dir/flood.out" &
     flood=$!
     until grep -q queued "$dir/flood.out" 2>/dev/null; do
