@@ -1,0 +1,1 @@
+//! A deterministic simulation of the whole MDP system (work in progress).
