@@ -135,15 +135,21 @@ pub enum SendError {
     /// Refused at the first frame; nothing was sent and here is the whole message.
     Refused(Refused),
     /// The socket took the first frame and failed on a later one. A ROUTER or DEALER decides at
-    /// the first frame, so this is not expected; the message is lost.
-    Failed(Error),
+    /// the first frame, so this is not expected; the message is lost but for its first frame
+    /// (on a ROUTER, the recipient's identity), kept so the caller can say who missed it.
+    Failed {
+        /// The message's first frame.
+        first_frame: zmq::Message,
+        /// What failed.
+        error: Error,
+    },
 }
 
 impl std::fmt::Display for SendError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SendError::Refused(refused) => write!(f, "cannot send: {}", refused.error),
-            SendError::Failed(error) => error.fmt(f),
+            SendError::Failed { error, .. } => error.fmt(f),
         }
     }
 }
@@ -154,7 +160,7 @@ impl From<SendError> for Error {
     fn from(error: SendError) -> Error {
         match error {
             SendError::Refused(refused) => Error::new("send", refused.error),
-            SendError::Failed(error) => error,
+            SendError::Failed { error, .. } => error,
         }
     }
 }
@@ -179,15 +185,22 @@ pub fn send(socket: &zmq::Socket, frames: Frames, flags: i32) -> Result<(), Send
     if let Err(error) = socket.send(&first[..], first_flags) {
         return Err(SendError::Refused(Refused { frames, error }));
     }
-    for (index, frame) in frames.into_iter().skip(1).enumerate() {
+    let mut frames = frames.into_iter();
+    let Some(first_frame) = frames.next() else {
+        return Ok(());
+    };
+    for (index, frame) in frames.enumerate() {
         let frame_flags = if index + 1 < more {
             flags | zmq::SNDMORE
         } else {
             flags
         };
-        socket
-            .send(frame, frame_flags)
-            .map_err(|source| SendError::Failed(Error::new("send", source)))?;
+        if let Err(source) = socket.send(frame, frame_flags) {
+            return Err(SendError::Failed {
+                first_frame,
+                error: Error::new("send", source),
+            });
+        }
     }
     Ok(())
 }
