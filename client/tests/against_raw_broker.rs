@@ -13,35 +13,25 @@ use std::time::{Duration, Instant};
 use client::{
     AsyncClient, AsyncClientConfig, Client, ClientConfig, Error, Matching, Outcome, ServiceName,
 };
+use zsocket::testing::RawRouter;
 
-/// A broker played by hand: one ROUTER socket on a free loopback port.
+/// A broker played by hand: zsocket's raw ROUTER on a free loopback port, with the checks of a
+/// client's REQUEST that every test here wants.
 struct RawBroker {
-    _context: zmq::Context,
-    router: zmq::Socket,
+    router: RawRouter,
     endpoint: String,
 }
 
 impl RawBroker {
     fn bind() -> RawBroker {
-        let context = zmq::Context::new();
-        let router = context.socket(zmq::ROUTER).unwrap();
-        router.set_linger(0).unwrap();
-        router.bind("tcp://127.0.0.1:*").unwrap();
-        let endpoint = router.get_last_endpoint().unwrap().unwrap();
-        RawBroker {
-            _context: context,
-            router,
-            endpoint,
-        }
+        let router = RawRouter::bind();
+        let endpoint = router.endpoint().to_owned();
+        RawBroker { router, endpoint }
     }
 
     /// The next request, checked for spec 7's delimiter and header, or `None` after `wait`.
     fn recv_request(&self, wait: Duration) -> Option<Vec<Vec<u8>>> {
-        let timeout = i64::try_from(wait.as_millis()).unwrap();
-        if self.router.poll(zmq::POLLIN, timeout).unwrap() == 0 {
-            return None;
-        }
-        let frames = self.router.recv_multipart(0).unwrap();
+        let frames = self.router.recv(wait)?;
         assert_eq!(frames[1], b"", "delimiter in {frames:?}");
         assert_eq!(frames[2], b"MDPC01", "header in {frames:?}");
         Some(frames)
@@ -53,9 +43,14 @@ impl RawBroker {
     }
 
     fn reply(&self, client: &[u8], service: &[u8], body: &[&[u8]]) {
-        let mut frames: Vec<&[u8]> = vec![client, b"", b"MDPC01", service];
+        let mut frames: Vec<&[u8]> = vec![b"", b"MDPC01", service];
         frames.extend_from_slice(body);
-        self.router.send_multipart(frames, 0).unwrap();
+        self.router.send_to(client, &frames);
+    }
+
+    /// Sends frames as they are, the client's identity first (for malformed replies).
+    fn send_raw(&self, frames: &[&[u8]]) {
+        self.router.send(frames);
     }
 }
 
@@ -153,10 +148,7 @@ fn synchronous_client_rejects_replies_that_break_the_protocol() {
     let request = broker.expect_request();
     broker.reply(&request[0], b"other", &[b"x"]);
     let request = broker.expect_request();
-    broker
-        .router
-        .send_multipart([&request[0][..], b"", b"MDPW01", b"echo", b"x"], 0)
-        .unwrap();
+    broker.send_raw(&[&request[0], b"", b"MDPW01", b"echo", b"x"]);
     let request = broker.expect_request();
     broker.reply(&request[0], b"echo", &[]);
     let (wrong_service, bad_header, no_body) = thread.join().unwrap();
@@ -319,10 +311,7 @@ fn async_client_drops_malformed_replies() {
     let mut client = async_client(&broker.endpoint, 5000, Matching::ByService);
     let request_id = client.send(&service("echo"), one_frame("x")).unwrap();
     let request = broker.expect_request();
-    broker
-        .router
-        .send_multipart([&request[0][..], b"", b"MDPX01", b"echo", b"x"], 0)
-        .unwrap();
+    broker.send_raw(&[&request[0], b"", b"MDPX01", b"echo", b"x"]);
     broker.reply(&request[0], b"echo", &[]);
     broker.reply(&request[0], b"echo", &[b"good"]);
     match client.recv().unwrap() {

@@ -23,6 +23,8 @@
 
 mod error;
 pub mod stop;
+#[doc(hidden)]
+pub mod testing;
 
 use std::time::Instant;
 
