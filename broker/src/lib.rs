@@ -24,4 +24,5 @@ mod service;
 pub mod testing;
 
 pub use crate::core::{Broker, Config, Outgoing, Stats};
-pub use crate::server::{Server, ServerError, Stopper};
+pub use crate::server::{Server, ServerError};
+pub use zsocket::StopHandle;

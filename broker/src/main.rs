@@ -113,7 +113,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // holds the ZeroMQ context, and only terminating the context (when its last holder lets go)
     // waits for the final DISCONNECTs to leave. So the handler borrows the stopper from a slot
     // that is emptied once the server has stopped.
-    let stopper_slot = Arc::new(Mutex::new(Some(server.stopper()?)));
+    let stopper_slot = Arc::new(Mutex::new(Some(server.stop_handle())));
     let handler_slot = Arc::clone(&stopper_slot);
     ctrlc::set_handler(move || {
         if let Ok(slot) = handler_slot.lock() {

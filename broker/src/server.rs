@@ -19,46 +19,34 @@
 //! reading (its queue is at the high-water mark) costs a log line and a dropped message, never a
 //! blocked broker.
 //!
-//! Stopping: a [`Stopper`] raises a shared flag, then wakes the loop by sending one empty message
-//! to the ROUTER itself over an `inproc://` endpoint. The loop checks the flag after every
-//! receive, so the wake-up message is never mistaken for MDP traffic, and no second socket has
-//! to be watched on every pass.
+//! Stopping: a [`StopHandle`] from [`zsocket::stop_router`] raises a shared flag, then wakes the
+//! loop by sending one empty message to the ROUTER itself over a private `inproc://` endpoint. The
+//! loop checks the flag after every receive, so the wake-up message is never mistaken for MDP
+//! traffic, and no second socket has to be watched on every pass.
+//!
+//! Receiving, sending, waiting and stopping are [`zsocket`]'s, shared with every other program of
+//! the workspace; what is the broker's own here is the order of things: tick when due, wait until
+//! the next deadline, hand each message to the core, send what it says, hand a refused message
+//! back.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, info, log_enabled, warn, Level};
 use mdp::{dump, Frames};
+use zsocket::{ResultExt, SendError, StopHandle, StopSignal};
 
 use crate::core::{Broker, Config, Outgoing, Stats};
-
-/// The endpoint the ROUTER also binds so that a [`Stopper`] can wake it; `inproc://` names are
-/// private to the server's own context.
-const STOP_ENDPOINT: &str = "inproc://broker-stop";
 
 /// What can go wrong running the broker's sockets.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot bind {endpoint}")]
-    Bind {
-        endpoint: String,
-        source: zmq::Error,
-    },
     #[error("no endpoint to bind")]
     NoEndpoint,
     #[error("cannot start the connection monitor")]
     Monitor(#[from] crate::monitor::MonitorError),
-    #[error("socket error while {action}")]
-    Socket {
-        action: &'static str,
-        source: zmq::Error,
-    },
-}
-
-fn socket_error(action: &'static str) -> impl FnOnce(zmq::Error) -> ServerError {
-    move |source| ServerError::Socket { action, source }
+    #[error(transparent)]
+    Socket(#[from] zsocket::Error),
 }
 
 /// Socket settings beyond the broker core's [`Config`].
@@ -79,13 +67,14 @@ impl Default for SocketOptions {
 
 /// A bound broker, ready to [`run`](Server::run).
 pub struct Server {
-    // Field order is drop order: sockets close before the context they belong to.
+    // Field order is drop order. Each socket holds its context, whose last holder waits, when it
+    // lets go, for what the sockets still have to send (the final DISCONNECTs, linger 500 ms).
     socket: zmq::Socket,
     /// Logs the ROUTER's connections; declared after `socket`, whose closing is what stops it.
     _monitor: crate::monitor::Monitor,
-    context: zmq::Context,
-    /// Raised by a [`Stopper`]; checked after every receive.
-    stop_requested: Arc<AtomicBool>,
+    /// Raised by a [`StopHandle`]; checked after every receive.
+    stop: StopSignal,
+    stop_handle: StopHandle,
     endpoints: Vec<String>,
     ipc_files: Vec<PathBuf>,
     core: Broker,
@@ -101,46 +90,6 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// A handle that stops a running [`Server`] from another thread (or a signal handler).
-///
-/// It holds no socket until it is used: a socket connected to the server's ROUTER over
-/// `inproc://` would have to take part in closing the ROUTER, which only happens when its owner
-/// calls into libzmq, so a handle kept beside a server that is being dropped would stall it.
-pub struct Stopper {
-    stop_requested: Arc<AtomicBool>,
-    context: zmq::Context,
-}
-
-impl std::fmt::Debug for Stopper {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Stopper")
-    }
-}
-
-impl Stopper {
-    /// Asks the server to stop: it sends DISCONNECT to its workers and returns from `run`.
-    pub fn stop(&self) {
-        // The flag first: the loop must see it when the wake-up message arrives.
-        self.stop_requested.store(true, Ordering::SeqCst);
-        if let Err(error) = self.wake() {
-            warn!("could not signal the broker to stop: {error}");
-        }
-    }
-
-    /// Sends one empty message to the server's ROUTER from a DEALER made for the purpose.
-    fn wake(&self) -> Result<(), zmq::Error> {
-        let socket = self.context.socket(zmq::DEALER)?;
-        // Closing the DEALER must not discard the message before the server has read it, and
-        // must not hold up the end of the process if the server is already gone.
-        socket.set_linger(WAKE_LINGER_MS)?;
-        socket.connect(STOP_ENDPOINT)?;
-        socket.send(zmq::Message::new(), zmq::DONTWAIT)
-    }
-}
-
-/// How long a [`Stopper`]'s wake-up message may wait to be read once its socket is closed.
-const WAKE_LINGER_MS: i32 = 100;
-
 impl Server {
     /// Binds a ROUTER socket to every endpoint. An endpoint such as `tcp://127.0.0.1:*` gets a
     /// free port; [`Server::endpoints`] tells which.
@@ -155,45 +104,32 @@ impl Server {
         let context = zmq::Context::new();
         let socket = context
             .socket(zmq::ROUTER)
-            .map_err(socket_error("creating the ROUTER socket"))?;
+            .doing("create the ROUTER socket")?;
         socket
             .set_router_mandatory(true)
-            .map_err(socket_error("setting ZMQ_ROUTER_MANDATORY"))?;
-        socket
-            .set_linger(0)
-            .map_err(socket_error("setting ZMQ_LINGER"))?;
+            .doing("set ZMQ_ROUTER_MANDATORY")?;
+        socket.set_linger(0).doing("set ZMQ_LINGER")?;
         if let Some(size) = options.max_message_size {
-            socket
-                .set_maxmsgsize(size)
-                .map_err(socket_error("setting ZMQ_MAXMSGSIZE"))?;
+            socket.set_maxmsgsize(size).doing("set ZMQ_MAXMSGSIZE")?;
         }
         let mut bound = Vec::new();
         let mut ipc_files = Vec::new();
         for endpoint in endpoints {
-            socket.bind(endpoint).map_err(|source| ServerError::Bind {
-                endpoint: endpoint.clone(),
-                source,
-            })?;
-            let actual = match socket.get_last_endpoint() {
-                Ok(Ok(actual)) => actual,
-                _ => endpoint.clone(),
-            };
+            let actual = zsocket::bind(&socket, endpoint)?;
             if let Some(path) = actual.strip_prefix("ipc://") {
                 ipc_files.push(PathBuf::from(path));
             }
             info!("MDP broker/0.1 is active at {actual}");
             bound.push(actual);
         }
-        socket
-            .bind(STOP_ENDPOINT)
-            .map_err(socket_error("binding the stop endpoint"))?;
+        let (stop_handle, stop) = zsocket::stop_router(&context, &socket)?;
         // Last, after every step that can fail: a monitor must not outlive an open socket.
         let monitor = crate::monitor::spawn(&context, &socket, options.max_message_size)?;
         Ok(Server {
             socket,
             _monitor: monitor,
-            context,
-            stop_requested: Arc::new(AtomicBool::new(false)),
+            stop,
+            stop_handle,
             endpoints: bound,
             ipc_files,
             core: Broker::new(config, Instant::now()),
@@ -211,15 +147,13 @@ impl Server {
         &self.core
     }
 
-    /// A handle to stop [`Server::run`] from elsewhere.
-    pub fn stopper(&self) -> Result<Stopper, ServerError> {
-        Ok(Stopper {
-            stop_requested: Arc::clone(&self.stop_requested),
-            context: self.context.clone(),
-        })
+    /// A handle to stop [`Server::run`] from elsewhere: the server sends DISCONNECT to its
+    /// workers and returns from `run`.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop_handle.clone()
     }
 
-    /// Serves until a [`Stopper`] fires, then sends DISCONNECT to every worker and returns the
+    /// Serves until a [`StopHandle`] fires, then sends DISCONNECT to every worker and returns the
     /// counters of what was done.
     pub fn run(&mut self) -> Result<Stats, ServerError> {
         let mut out = Vec::new();
@@ -230,14 +164,8 @@ impl Server {
                 self.send_all(&mut out);
                 self.hand_back_memory();
             }
-            let wait = self.core.next_deadline().saturating_duration_since(now);
-            // Round up, so the loop does not wake a millisecond early and spin.
-            let timeout_ms = i32::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-            self.socket
-                .set_rcvtimeo(timeout_ms)
-                .map_err(socket_error("setting ZMQ_RCVTIMEO"))?;
-            let received = self.receive()?;
-            if self.stop_requested.load(Ordering::SeqCst) {
+            let received = self.receive(now)?;
+            if self.stop.is_raised() {
                 break;
             }
             now = Instant::now();
@@ -276,31 +204,16 @@ impl Server {
         }
     }
 
-    /// Waits up to `ZMQ_RCVTIMEO` for one whole message: the sender's identity and the frames
-    /// after it. `None` when the time ran out or a signal interrupted the wait.
-    fn receive(&mut self) -> Result<Option<(zmq::Message, Frames)>, ServerError> {
-        let mut identity = zmq::Message::new();
-        match self.socket.recv(&mut identity, 0) {
-            Ok(()) => {}
-            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => return Ok(None),
-            Err(source) => {
-                return Err(ServerError::Socket {
-                    action: "receiving",
-                    source,
-                })
-            }
-        }
-        let mut frames = Vec::with_capacity(6);
-        let mut more = identity.get_more();
-        while more {
-            // The rest of a multipart message arrives with its first frame, so this never waits.
-            let mut frame = zmq::Message::new();
-            self.socket
-                .recv(&mut frame, 0)
-                .map_err(socket_error("receiving"))?;
-            more = frame.get_more();
-            frames.push(frame);
-        }
+    /// Waits until the core's next deadline for one whole message: the sender's identity and the
+    /// frames after it. `None` when the time ran out or a signal interrupted the wait.
+    fn receive(&mut self, now: Instant) -> Result<Option<(zmq::Message, Frames)>, ServerError> {
+        let Some(mut frames) =
+            zsocket::recv_until(&self.socket, Some(self.core.next_deadline()), now)?
+        else {
+            return Ok(None);
+        };
+        // A ROUTER always puts the sender's identity first.
+        let identity = frames.remove(0);
         if log_enabled!(Level::Debug) {
             debug!(
                 "from {}: {}",
@@ -323,7 +236,7 @@ impl Server {
         }
     }
 
-    fn send(&self, frames: Frames) -> Result<(), Unsent> {
+    fn send(&self, frames: Frames) -> Result<(), SendError> {
         if log_enabled!(Level::Debug) {
             debug!(
                 "to {}: {}",
@@ -331,52 +244,25 @@ impl Server {
                 dump::Message(&frames[1.min(frames.len())..])
             );
         }
-        let Some(recipient) = frames.first() else {
-            return Ok(());
-        };
-        let more = frames.len() - 1;
         // The ROUTER decides whether it can route the message when it gets the identity frame,
-        // and refuses it there (peer gone, or its queue full) before taking anything: so the
-        // identity goes out as a copy of its bytes (a few, copied into the message itself, no
-        // allocation), and a refused message is still whole for the core to take back.
-        let flags = if more > 0 {
-            zmq::SNDMORE | zmq::DONTWAIT
-        } else {
-            zmq::DONTWAIT
-        };
-        if let Err(error) = self.socket.send(&recipient[..], flags) {
-            return Err(Unsent::Refused { frames, error });
-        }
-        let mut frames = frames.into_iter();
-        let Some(recipient) = frames.next() else {
-            return Ok(());
-        };
-        for (index, frame) in frames.enumerate() {
-            let flags = if index + 1 < more {
-                zmq::SNDMORE | zmq::DONTWAIT
-            } else {
-                zmq::DONTWAIT
-            };
-            if let Err(error) = self.socket.send(frame, flags) {
-                return Err(Unsent::Cut { recipient, error });
-            }
-        }
-        Ok(())
+        // and refuses it there (peer gone, or its queue full) before taking anything, so a
+        // refused message comes back whole for the core to take back.
+        zsocket::send(&self.socket, frames, zmq::DONTWAIT)
     }
 
-    fn report_unsent(&mut self, unsent: Unsent, out: &mut Vec<Outgoing>) {
+    fn report_unsent(&mut self, unsent: SendError, out: &mut Vec<Outgoing>) {
         let (recipient, error) = match unsent {
             // The core may take back what it sent: a request the worker never got.
-            Unsent::Refused { frames, error } => {
-                let recipient = frames.first().map(|f| zmq::Message::from(&f[..]));
-                if self.core.refused(frames, out) {
+            SendError::Refused(refused) => {
+                let recipient = refused.frames.first().map(|f| zmq::Message::from(&f[..]));
+                if self.core.refused(refused.frames, out) {
                     return;
                 }
-                (recipient.unwrap_or_else(zmq::Message::new), error)
+                (recipient.unwrap_or_else(zmq::Message::new), refused.error)
             }
-            Unsent::Cut { recipient, error } => {
-                self.core.undeliverable(&recipient, out);
-                (recipient, error)
+            SendError::Failed { first_frame, error } => {
+                self.core.undeliverable(&first_frame, out);
+                (first_frame, error.zmq_error())
             }
         };
         let peer = dump::Identity(&recipient);
@@ -403,18 +289,6 @@ fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
-
-/// A message that could not be sent.
-enum Unsent {
-    /// The ROUTER refused it at the identity frame, before taking any of it: here it is, whole.
-    Refused { frames: Frames, error: zmq::Error },
-    /// The ROUTER took the first frames and failed on a later one (it should not happen: it
-    /// refuses at the identity frame); only the recipient is left.
-    Cut {
-        recipient: zmq::Message,
-        error: zmq::Error,
-    },
-}
 
 impl Drop for Server {
     fn drop(&mut self) {

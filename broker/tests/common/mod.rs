@@ -6,14 +6,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use broker::server::SocketOptions;
-use broker::{Config, Server, Stats, Stopper};
+use broker::{Config, Server, Stats, StopHandle};
 
 /// How long a test waits for a message that should come.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
 pub struct TestBroker {
     pub endpoint: String,
-    stopper: Option<Stopper>,
+    stopper: Option<StopHandle>,
     thread: Option<JoinHandle<Stats>>,
 }
 
@@ -26,7 +26,7 @@ impl TestBroker {
         )
         .unwrap();
         let endpoint = server.endpoints()[0].clone();
-        let stopper = server.stopper().unwrap();
+        let stopper = server.stop_handle();
         let thread = std::thread::spawn(move || server.run().unwrap());
         TestBroker {
             endpoint,
