@@ -27,6 +27,7 @@
 //! ```
 
 pub mod async_client;
+pub mod stats;
 pub mod sync_client;
 
 use std::time::{Duration, Instant};
