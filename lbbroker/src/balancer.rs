@@ -48,7 +48,9 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use crate::frames::{printable, Frames};
+use zsocket::Frames;
+
+use crate::frames::printable;
 
 /// The body of a processor's first message: "I have started and want work".
 pub const READY: &[u8] = b"READY";

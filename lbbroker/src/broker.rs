@@ -1,5 +1,5 @@
-//! The broker's socket loop: two ROUTER sockets, one `zmq::poll`, and the [`LoadBalancer`] that
-//! decides everything. This module only moves frames between the sockets and the balancer.
+//! The broker's socket loop: two ROUTER sockets, one wait, and the [`LoadBalancer`] that decides
+//! everything. This module only moves frames between the sockets and the balancer.
 //!
 //! Why two ROUTERs: a ROUTER remembers every peer by identity and can send to any one of them,
 //! which is exactly what both sides need. The *frontend* ROUTER faces the clients, so a reply can
@@ -8,20 +8,22 @@
 //! not). The frames each ROUTER adds and strips are drawn in [`crate::balancer`].
 //!
 //! Each turn of the loop asks the balancer whether a processor is free. If none is, only the
-//! backend is polled: the broker sleeps in `poll` until a processor speaks, and requests wait in
-//! the frontend's queue. The Ruby gist always polls both sockets and just skips the frontend when
-//! no processor is free, so a waiting request keeps `poll` returning at once and the broker spins
-//! (about 6 CPU-seconds in a 7-second run).
+//! backend is waited on: the broker sleeps until a processor speaks (or the stop is raised), and
+//! requests wait in the frontend's queue. The Ruby gist always polls both sockets and just skips
+//! the frontend when no processor is free, so a waiting request keeps `poll` returning at once and
+//! the broker spins (about 6 CPU-seconds in a 7-second run).
+
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use log::{debug, warn};
+use zsocket::{ResultExt, SendError, StopSignal, Woken};
 
-use crate::balancer::{LoadBalancer, ProcessorMessage};
+use crate::balancer::{LoadBalancer, Outgoing, ProcessorMessage};
 use crate::endpoint::{Endpoints, SocketFile};
 use crate::error::Error;
-use crate::event::Event;
-use crate::frames::{describe, recv_frames, send_frames};
-use crate::stop::{StopSignal, STOP_CHECK_INTERVAL_MS};
+use crate::frames::describe;
+use crate::roles::Event;
 
 /// How many messages went through a broker, and how many it had to drop.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +58,10 @@ impl std::fmt::Debug for Broker {
         f.debug_struct("Broker")
             .field("frontend", &self.frontend_endpoint)
             .field("backend", &self.backend_endpoint)
-            .field("balancer", &self.balancer)
+            .field(
+                "ready_processors",
+                &self.balancer.ready_processors().collect::<Vec<_>>(),
+            )
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -67,16 +72,18 @@ impl Broker {
     /// a bad endpoint is reported at once to the caller rather than from inside a thread.
     pub fn bind(context: &zmq::Context, endpoints: &Endpoints) -> Result<Broker, Error> {
         let mut socket_files = Vec::with_capacity(2);
-        let frontend = bind_router(context, "frontend ROUTER", &endpoints.frontend)?;
+        let (frontend, frontend_endpoint) =
+            bind_router(context, "frontend ROUTER", &endpoints.frontend)?;
         socket_files.push(SocketFile::created_by(&endpoints.frontend));
         // If the backend cannot bind, `socket_files` is dropped on return and the frontend's
         // file is removed again.
-        let backend = bind_router(context, "backend ROUTER", &endpoints.backend)?;
+        let (backend, backend_endpoint) =
+            bind_router(context, "backend ROUTER", &endpoints.backend)?;
         socket_files.push(SocketFile::created_by(&endpoints.backend));
 
         Ok(Broker {
-            frontend_endpoint: last_endpoint(&frontend, &endpoints.frontend),
-            backend_endpoint: last_endpoint(&backend, &endpoints.backend),
+            frontend_endpoint,
+            backend_endpoint,
             frontend,
             backend,
             balancer: LoadBalancer::new(),
@@ -106,38 +113,26 @@ impl Broker {
     /// Forwards requests and replies until `stop` is raised, then closes the sockets and removes
     /// the ipc files it created.
     pub fn run(mut self, stop: &StopSignal) -> Result<BrokerStats, Error> {
-        while !stop.is_raised() {
-            let listen_to_clients = self.balancer.wants_requests();
-            let (processor_spoke, client_spoke) = {
-                let mut items = [
-                    self.backend.as_poll_item(zmq::POLLIN),
-                    self.frontend.as_poll_item(zmq::POLLIN),
-                ];
-                // The frontend is in the poll set only while a processor is free: this is what
-                // keeps the broker asleep, rather than spinning, while all processors are busy.
-                let polled = if listen_to_clients { 2 } else { 1 };
-                match zmq::poll(&mut items[..polled], STOP_CHECK_INTERVAL_MS) {
-                    Ok(_) => {}
-                    // Interrupted by a signal (Ctrl-C): look at `stop` and poll again.
-                    Err(zmq::Error::EINTR) => continue,
-                    Err(source) => {
-                        return Err(Error::Zmq {
-                            doing: "polling the broker's sockets",
-                            source,
-                        })
-                    }
-                }
-                (
-                    items[0].is_readable(),
-                    listen_to_clients && items[1].is_readable(),
-                )
+        loop {
+            let woken = {
+                // The frontend is waited on only while a processor is free: this is what keeps
+                // the broker asleep, rather than spinning, while all processors are busy.
+                let sockets = [&self.backend, &self.frontend];
+                let listened = if self.balancer.wants_requests() { 2 } else { 1 };
+                zsocket::wait(&sockets[..listened], Some(stop), None, Instant::now())?
+            };
+            let ready = match woken {
+                Woken::Stopped => break,
+                Woken::Readable(ready) => ready,
+                // A signal (Ctrl-C) interrupted the wait: look at `stop` and wait again.
+                Woken::Timeout => continue,
             };
             // The backend first: a processor that just became free can take the request that is
             // waiting on the frontend in the same turn.
-            if processor_spoke {
+            if ready.contains(&0) {
                 self.handle_processor_message()?;
             }
-            if client_spoke {
+            if ready.contains(&1) {
                 self.handle_client_request()?;
             }
         }
@@ -147,8 +142,9 @@ impl Broker {
 
     /// One message from the backend: `[processor][][READY]` or `[processor][][client][][reply]`.
     fn handle_processor_message(&mut self) -> Result<(), Error> {
-        let frames =
-            recv_frames(&self.backend).map_err(Error::zmq("receiving from a processor"))?;
+        let Some(frames) = zsocket::recv(&self.backend, zmq::DONTWAIT)? else {
+            return Ok(());
+        };
         debug!("backend  -> broker: {}", describe(&frames));
         match self.balancer.on_processor_message(frames) {
             Ok(ProcessorMessage::Joined { processor }) => {
@@ -161,19 +157,12 @@ impl Broker {
             Ok(ProcessorMessage::Reply(reply)) => {
                 let client = reply.destination();
                 debug!("broker -> frontend: {}", describe(reply.frames()));
-                match send_frames(&self.frontend, reply.into_frames()) {
-                    Ok(()) => self.stats.replies_forwarded += 1,
+                if forward(&self.frontend, reply)? {
+                    self.stats.replies_forwarded += 1;
+                } else {
                     // The client disconnected while its request was being worked on.
-                    Err(zmq::Error::EHOSTUNREACH) => {
-                        warn!("reply dropped: client {client} is gone");
-                        self.stats.dropped += 1;
-                    }
-                    Err(source) => {
-                        return Err(Error::Zmq {
-                            doing: "sending a reply to a client",
-                            source,
-                        })
-                    }
+                    warn!("reply dropped: client {client} is gone");
+                    self.stats.dropped += 1;
                 }
             }
             Err(error) => {
@@ -186,26 +175,21 @@ impl Broker {
 
     /// One request from the frontend, `[client][][request]`, sent on to the LRU processor.
     fn handle_client_request(&mut self) -> Result<(), Error> {
-        let frames = recv_frames(&self.frontend).map_err(Error::zmq("receiving from a client"))?;
+        let Some(frames) = zsocket::recv(&self.frontend, zmq::DONTWAIT)? else {
+            return Ok(());
+        };
         debug!("frontend -> broker: {}", describe(&frames));
         match self.balancer.on_client_request(frames) {
             Ok(request) => {
                 let processor = request.destination();
                 debug!("broker -> backend:  {}", describe(request.frames()));
-                match send_frames(&self.backend, request.into_frames()) {
-                    Ok(()) => self.stats.requests_forwarded += 1,
-                    // Only a processor that is not a REQ socket can vanish between its READY and
-                    // its request; the request is lost and its client will wait.
-                    Err(zmq::Error::EHOSTUNREACH) => {
-                        warn!("request dropped: processor {processor} is gone");
-                        self.stats.dropped += 1;
-                    }
-                    Err(source) => {
-                        return Err(Error::Zmq {
-                            doing: "sending a request to a processor",
-                            source,
-                        })
-                    }
+                if forward(&self.backend, request)? {
+                    self.stats.requests_forwarded += 1;
+                } else {
+                    // Only a processor that is not a REQ socket can vanish between its READY
+                    // and its request; the request is lost and its client will wait.
+                    warn!("request dropped: processor {processor} is gone");
+                    self.stats.dropped += 1;
                 }
             }
             Err(error) => {
@@ -217,37 +201,38 @@ impl Broker {
     }
 }
 
-/// A ROUTER socket bound to `endpoint`, set up for a clean shutdown and honest errors.
+/// Sends `outgoing` on `router`: true if it went, false if its peer is gone (with
+/// `ZMQ_ROUTER_MANDATORY` the router says `EHOSTUNREACH` instead of dropping it silently).
+fn forward(router: &zmq::Socket, outgoing: Outgoing) -> Result<bool, Error> {
+    match zsocket::send(router, outgoing.into_frames(), 0) {
+        Ok(()) => Ok(true),
+        Err(SendError::Refused(refused)) if refused.error == zmq::Error::EHOSTUNREACH => Ok(false),
+        Err(error) => Err(zsocket::Error::from(error).into()),
+    }
+}
+
+/// A ROUTER socket bound to `endpoint`, set up for a clean shutdown and honest errors, and the
+/// endpoint as libzmq resolved it (a wildcard TCP port becomes a number).
 fn bind_router(
     context: &zmq::Context,
     socket: &'static str,
     endpoint: &str,
-) -> Result<zmq::Socket, Error> {
+) -> Result<(zmq::Socket, String), Error> {
     let router = context
         .socket(zmq::ROUTER)
-        .map_err(Error::zmq("creating a ROUTER socket"))?;
+        .doing("create a ROUTER socket")?;
     // libzmq's default linger is "forever": closing a socket with unsent messages would make
     // dropping the Context wait for peers that may never come back.
-    router
-        .set_linger(0)
-        .map_err(Error::zmq("setting linger on a ROUTER socket"))?;
+    router.set_linger(0).doing("set ZMQ_LINGER")?;
     // By default a ROUTER silently drops a message for an identity it does not know; with this
     // it says so (EHOSTUNREACH), and the broker logs what was lost.
     router
         .set_router_mandatory(true)
-        .map_err(Error::zmq("setting ROUTER_MANDATORY"))?;
-    router.bind(endpoint).map_err(|source| Error::Bind {
+        .doing("set ZMQ_ROUTER_MANDATORY")?;
+    let bound = zsocket::bind(&router, endpoint).map_err(|error| Error::Bind {
         socket,
         endpoint: endpoint.to_owned(),
-        source,
+        source: error.zmq_error(),
     })?;
-    Ok(router)
-}
-
-/// The endpoint as libzmq resolved it (a wildcard TCP port becomes a number), or as given.
-fn last_endpoint(socket: &zmq::Socket, given: &str) -> String {
-    match socket.get_last_endpoint() {
-        Ok(Ok(endpoint)) if !endpoint.is_empty() => endpoint,
-        _ => given.to_owned(),
-    }
+    Ok((router, bound))
 }

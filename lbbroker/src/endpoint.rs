@@ -48,7 +48,7 @@ impl Endpoints {
 /// The file an `ipc://` endpoint creates when bound, or `None` for endpoints that create no file
 /// this crate should remove: other transports, Linux abstract sockets (`ipc://@name`), and
 /// `ipc://*`, whose temporary file libzmq removes itself.
-pub fn ipc_socket_file(endpoint: &str) -> Option<PathBuf> {
+pub(crate) fn ipc_socket_file(endpoint: &str) -> Option<PathBuf> {
     let path = endpoint.strip_prefix("ipc://")?;
     if path.is_empty() || path == "*" || path.starts_with('@') {
         return None;

@@ -5,6 +5,10 @@
 //! error: cannot bind the frontend ROUTER to ipc:///no/such/dir/frontend.ipc
 //!   caused by: No such file or directory
 //! ```
+//!
+//! Failures of the socket layer itself (a receive, a send, a poll) are [`zsocket::Error`]s, which
+//! name the call that failed; binding and connecting get variants of their own, because only this
+//! crate knows which socket it was and whose.
 
 use std::io;
 
@@ -43,14 +47,13 @@ pub enum Error {
         source: zmq::Error,
     },
 
-    /// Any other ZeroMQ call failed.
-    #[error("{doing} failed")]
-    Zmq {
-        /// What was being done, e.g. "polling the broker's sockets".
-        doing: &'static str,
-        /// What libzmq said.
-        source: zmq::Error,
-    },
+    /// Any other ZeroMQ call failed; the socket layer's error names the call.
+    #[error(transparent)]
+    Socket(#[from] zsocket::Error),
+
+    /// The stop signal (a Unix socket pair) could not be created.
+    #[error("cannot create the stop signal")]
+    StopSignal(#[source] io::Error),
 
     /// A processor received a request without the `[client][]` envelope the broker always puts
     /// in front: it cannot know where the reply should go.
@@ -58,7 +61,7 @@ pub enum Error {
     MissingEnvelope {
         /// The processor's identity.
         processor: String,
-        /// The frames it received, as [`crate::frames::describe`] shows them.
+        /// The frames it received, as the debug log shows them.
         frames: String,
     },
 
@@ -99,11 +102,4 @@ pub enum Error {
         /// Clients started.
         clients: usize,
     },
-}
-
-impl Error {
-    /// Wraps a `zmq::Error` with what was being done.
-    pub(crate) fn zmq(doing: &'static str) -> impl FnOnce(zmq::Error) -> Error {
-        move |source| Error::Zmq { doing, source }
-    }
 }

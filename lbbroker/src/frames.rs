@@ -1,35 +1,16 @@
-//! Multipart messages, kept as `Vec<zmq::Message>` so frames move from socket to socket without
-//! being copied, and the helpers that show them in logs.
+//! Frames as a person reads them, in logs and error messages.
 //!
-//! A ZeroMQ message is a list of frames that always travel together. Every frame this crate
-//! receives is read into a [`zmq::Message`] (no copy into a `Vec<u8>`, unlike
-//! `Socket::recv_multipart`), and the broker sends the very same `Message`s on: routing only ever
-//! adds or removes whole frames at the front.
+//! A ZeroMQ message is a list of frames that always travel together. The socket layer
+//! ([`zsocket::recv`], [`zsocket::send`]) moves them as [`zmq::Message`]s without copying, and the
+//! broker sends the very same `Message`s on: routing only ever adds or removes whole frames at the
+//! front. What is left here is showing them: identities as text, or as hex when libzmq made them up.
 
 use std::fmt::Write as _;
-
-/// One multipart message, first frame first.
-pub type Frames = Vec<zmq::Message>;
-
-/// Receives every frame of the next message. Call it once `poll` said the socket is readable:
-/// ZeroMQ delivers a multipart message all at once, so the later frames never make it wait.
-pub fn recv_frames(socket: &zmq::Socket) -> zmq::Result<Frames> {
-    let mut frames = vec![socket.recv_msg(0)?];
-    while socket.get_rcvmore()? {
-        frames.push(socket.recv_msg(0)?);
-    }
-    Ok(frames)
-}
-
-/// Sends `frames` as one message, moving each frame into the socket.
-pub fn send_frames(socket: &zmq::Socket, frames: Frames) -> zmq::Result<()> {
-    socket.send_multipart(frames, 0)
-}
 
 /// An identity (or any frame) as a person would like to read it: the text itself when it is
 /// printable ASCII, like `CLIENT-3`; otherwise hex, like `0x0080e6a3b1` for the 5 opaque bytes
 /// libzmq makes up for a peer that did not choose an identity.
-pub fn printable(bytes: &[u8]) -> String {
+pub(crate) fn printable(bytes: &[u8]) -> String {
     if bytes
         .iter()
         .all(|byte| byte.is_ascii_graphic() || *byte == b' ')
@@ -50,7 +31,7 @@ pub fn printable(bytes: &[u8]) -> String {
 
 /// One log line for a whole message: each frame in brackets, the empty delimiter as `[]`.
 /// For example `[PROCESSOR-1][][CLIENT-3][][2]`.
-pub fn describe(frames: &[zmq::Message]) -> String {
+pub(crate) fn describe(frames: &[zmq::Message]) -> String {
     let mut line = String::new();
     for frame in frames {
         line.push('[');
@@ -76,7 +57,7 @@ mod tests {
 
     #[test]
     fn describe_shows_every_frame_and_the_empty_delimiters() {
-        let frames: Frames = vec![
+        let frames: zsocket::Frames = vec![
             "PROCESSOR-1".into(),
             zmq::Message::new(),
             "CLIENT-3".into(),

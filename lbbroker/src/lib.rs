@@ -8,36 +8,35 @@
 //!
 //! The crate is laid out the way the pattern is explained:
 //!
-//! - [`balancer`]: the broker's decisions with no sockets at all: which socket to listen to, and
+//! - `balancer`: the broker's decisions with no sockets at all: which socket to listen to, and
 //!   which frames go where. This is where the least-recently-used (LRU) rule lives and is tested.
-//! - [`broker`]: the thin loop around it: two ROUTER sockets, `zmq::poll`, and the balancer.
-//! - [`processor`] and [`client`]: the two kinds of REQ peers, one thread each.
-//! - [`demo`]: the launcher that runs everything as threads of one process, like the gist, and
-//!   reports every output line to the caller; [`standalone`] runs one role alone.
-//! - [`event`], [`stop`], [`frames`], [`endpoint`], [`error`]: the plumbing: what threads tell the
-//!   printing thread, how they are told to stop, multipart messages, ipc socket files, errors.
+//! - `broker`: the thin loop around it: two ROUTER sockets, one wait, and the balancer.
+//! - `peers`: the two kinds of REQ peers, processors and clients, and the lines they report.
+//! - `roles`: runs them, each on its own thread like the gist's, and prints what they report:
+//!   the whole demo in one process ([`run_demo`]), or one role alone ([`run_broker`],
+//!   [`run_processors`], [`run_clients`]).
+//! - `endpoint`, `frames`, `error`: where the sockets live (and the ipc files they leave),
+//!   frames as logs show them, the errors.
 //!
-//! Nothing here prints to stdout: roles send [`event::Event`]s over a crossbeam channel and the
+//! Sockets are read, written, waited on and stopped through the workspace's socket layer,
+//! [`zsocket`]. Nothing here prints to stdout: roles report [`Event`]s over a channel and the
 //! launching thread writes the gist's lines to whatever `std::io::Write` it was given.
 
-pub mod balancer;
-pub mod broker;
-pub mod client;
-pub mod demo;
-pub mod endpoint;
-pub mod error;
-pub mod event;
-pub mod frames;
-pub mod processor;
-pub mod standalone;
-pub mod stop;
+mod balancer;
+mod broker;
+mod endpoint;
+mod error;
+mod frames;
+mod peers;
+mod roles;
 
-mod threads;
-
-pub use balancer::LoadBalancer;
 pub use broker::{Broker, BrokerStats};
-pub use demo::{run_demo, DemoConfig, DemoReport};
-pub use endpoint::Endpoints;
+pub use endpoint::{Endpoints, DEFAULT_BACKEND, DEFAULT_FRONTEND};
 pub use error::Error;
-pub use event::{ClientReply, Event, TakenRequest};
-pub use stop::{stop_pair, StopHandle, StopSignal};
+pub use peers::{ClientReply, TakenRequest};
+pub use roles::{
+    run_broker, run_clients, run_demo, run_processors, ClientGroup, DemoConfig, DemoReport, Event,
+    ProcessorGroup, MAX_CLIENTS, MAX_PROCESSORS,
+};
+/// The one stop API of the workspace: see [`zsocket::stop`].
+pub use zsocket::{stop_pair, StopHandle, StopSignal};

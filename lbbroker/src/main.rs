@@ -5,14 +5,14 @@
 use std::error::Error as _;
 use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use lbbroker::demo::{run_demo, DemoConfig, MAX_CLIENTS, MAX_PROCESSORS};
-use lbbroker::endpoint::{Endpoints, DEFAULT_BACKEND, DEFAULT_FRONTEND};
-use lbbroker::standalone::{run_broker, run_clients, run_processors, ClientGroup, ProcessorGroup};
-use lbbroker::{stop_pair, Error, StopSignal};
+use lbbroker::{
+    run_broker, run_clients, run_demo, run_processors, stop_pair, ClientGroup, DemoConfig,
+    Endpoints, Error, ProcessorGroup, StopHandle, DEFAULT_BACKEND, DEFAULT_FRONTEND, MAX_CLIENTS,
+    MAX_PROCESSORS,
+};
 
 /// The load-balancing broker of the ZeroMQ guide: clients and processors that never know about
 /// each other, and a broker that gives each request to the processor that has waited longest.
@@ -187,7 +187,8 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Error> {
-    let interrupt = interrupt_on_ctrl_c();
+    let (stop, stopped) = stop_pair().map_err(Error::StopSignal)?;
+    stop_on_ctrl_c(&stop);
     let stdout = io::stdout();
     let mut out = stdout.lock();
     match cli.command.unwrap_or(Command::Demo(cli.demo)) {
@@ -202,7 +203,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 },
                 seed: args.seed.seed,
             };
-            let report = run_demo(&config, &mut out, &interrupt)?;
+            let report = run_demo(&config, &mut out, &stop, &stopped)?;
             log::info!(
                 "{} requests answered (seed {})",
                 report.replies.len(),
@@ -214,7 +215,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 frontend: args.frontend.frontend,
                 backend: args.backend.backend,
             };
-            let stats = run_broker(&endpoints, &interrupt)?;
+            let stats = run_broker(&endpoints, &stopped)?;
             log::info!("broker stopped: {stats:?}");
         }
         Command::Processor(args) => {
@@ -224,7 +225,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 backend: args.backend.backend,
                 unit: Duration::from_millis(args.unit.unit_ms),
             };
-            let taken = run_processors(&group, &mut out, &interrupt)?;
+            let taken = run_processors(&group, &mut out, &stop, &stopped)?;
             log::info!("processors stopped after {taken} requests");
         }
         Command::Client(args) => {
@@ -234,32 +235,25 @@ fn run(cli: Cli) -> Result<(), Error> {
                 frontend: args.frontend.frontend,
                 seed: args.seed.seed,
             };
-            run_clients(&group, &mut out, &interrupt)?;
+            run_clients(&group, &mut out, &stop, &stopped)?;
         }
     }
     out.flush().map_err(Error::Output)
 }
 
-/// A stop signal raised by Ctrl-C (or SIGTERM), so every role ends cleanly and the broker still
-/// removes its ipc files. Without a handler, Ctrl-C would kill the process on the spot.
-fn interrupt_on_ctrl_c() -> StopSignal {
-    let (handle, signal) = stop_pair();
-    // The handler may run more than once; only the first press drops the handle.
-    let handle = Mutex::new(Some(handle));
+/// Raises `stop` on Ctrl-C (or SIGTERM), so every role ends cleanly and the broker still removes
+/// its ipc files. Without a handler, Ctrl-C would kill the process on the spot.
+fn stop_on_ctrl_c(stop: &StopHandle) {
+    let stop = stop.clone();
+    // The handler may run more than once; stopping again is harmless, logging it once is enough.
     let installed = ctrlc::set_handler(move || {
-        if let Ok(mut handle) = handle.lock() {
-            if let Some(handle) = handle.take() {
-                log::info!("interrupted: stopping");
-                handle.stop();
-            }
+        if !stop.is_raised() {
+            log::info!("interrupted: stopping");
         }
+        stop.stop();
     });
-    match installed {
-        Ok(()) => signal,
-        Err(error) => {
-            log::warn!("Ctrl-C will end the process at once: {error}");
-            StopSignal::never()
-        }
+    if let Err(error) = installed {
+        log::warn!("Ctrl-C will end the process at once: {error}");
     }
 }
 

@@ -14,7 +14,7 @@ const PATIENCE_MS: i64 = 10_000;
 struct RunningBroker {
     endpoints: Endpoints,
     events: Receiver<Event>,
-    stop: Option<StopHandle>,
+    stop: StopHandle,
     thread: Option<JoinHandle<Result<BrokerStats, Error>>>,
     context: zmq::Context,
     /// Holds the ipc files; deleted after the test.
@@ -30,12 +30,12 @@ impl RunningBroker {
         let broker = Broker::bind(&context, &endpoints)
             .unwrap()
             .report_to(events_sender);
-        let (stop, signal) = stop_pair();
+        let (stop, signal) = stop_pair().unwrap();
         let thread = thread::spawn(move || broker.run(&signal));
         RunningBroker {
             endpoints,
             events,
-            stop: Some(stop),
+            stop,
             thread: Some(thread),
             context,
             dir,
@@ -66,8 +66,15 @@ impl RunningBroker {
     }
 
     fn stop(mut self) -> BrokerStats {
-        drop(self.stop.take());
+        self.stop.stop();
         self.thread.take().unwrap().join().unwrap().unwrap()
+    }
+}
+
+impl Drop for RunningBroker {
+    /// A test that fails half-way still stops its broker.
+    fn drop(&mut self) {
+        self.stop.stop();
     }
 }
 
@@ -155,7 +162,7 @@ fn stopping_the_broker_removes_its_ipc_files() {
     let dir = broker.dir.path().to_owned();
     assert!(dir.join("frontend.ipc").exists());
     assert!(dir.join("backend.ipc").exists());
-    drop(broker.stop.take());
+    broker.stop.stop();
     broker.thread.take().unwrap().join().unwrap().unwrap();
     // The directory is still there (`broker` holds it); only the socket files are gone.
     assert!(dir.exists());

@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use lbbroker::{run_demo, DemoConfig, DemoReport, Endpoints, Error, StopSignal};
+use lbbroker::{run_demo, stop_pair, DemoConfig, DemoReport, Endpoints, Error};
 use tempfile::TempDir;
 
 /// The gist's run (10 clients, 3 processors) with 1 ms units, in `dir`.
@@ -19,9 +19,15 @@ fn quick_demo(dir: &TempDir, seed: Option<u64>) -> DemoConfig {
     }
 }
 
+/// Runs the demo with a stop that nothing raises before the run ends.
+fn demo(config: &DemoConfig, out: &mut Vec<u8>) -> Result<DemoReport, Error> {
+    let (stop, stopped) = stop_pair().unwrap();
+    run_demo(config, out, &stop, &stopped)
+}
+
 fn run(config: &DemoConfig) -> (DemoReport, Vec<String>) {
     let mut out = Vec::new();
-    let report = run_demo(config, &mut out, &StopSignal::never()).unwrap();
+    let report = demo(config, &mut out).unwrap();
     let lines = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -189,7 +195,7 @@ fn an_endpoint_that_cannot_be_bound_is_an_error_and_prints_nothing() {
         ..quick_demo(&dir, None)
     };
     let mut out = Vec::new();
-    let error = run_demo(&config, &mut out, &StopSignal::never()).unwrap_err();
+    let error = demo(&config, &mut out).unwrap_err();
     assert!(
         matches!(
             error,
@@ -214,7 +220,7 @@ fn the_backend_failing_to_bind_removes_the_frontend_file_again() {
         },
         ..quick_demo(&dir, None)
     };
-    let error = run_demo(&config, &mut Vec::new(), &StopSignal::never()).unwrap_err();
+    let error = demo(&config, &mut Vec::new()).unwrap_err();
     assert!(
         matches!(
             error,
@@ -235,7 +241,7 @@ fn zero_clients_is_refused_before_anything_starts() {
         clients: 0,
         ..quick_demo(&dir, None)
     };
-    let error = run_demo(&config, &mut Vec::new(), &StopSignal::never()).unwrap_err();
+    let error = demo(&config, &mut Vec::new()).unwrap_err();
     assert!(matches!(
         error,
         Error::InvalidSetting {
@@ -254,9 +260,9 @@ fn an_interrupt_stops_every_thread_and_reports_how_far_it_got() {
         unit: Duration::from_secs(600),
         ..quick_demo(&dir, None)
     };
-    let (interrupt_handle, interrupt) = lbbroker::stop_pair();
+    let (interrupt_handle, interrupt) = stop_pair().unwrap();
     interrupt_handle.stop();
-    let error = run_demo(&config, &mut Vec::new(), &interrupt).unwrap_err();
+    let error = run_demo(&config, &mut Vec::new(), &interrupt_handle, &interrupt).unwrap_err();
     assert!(
         matches!(
             error,

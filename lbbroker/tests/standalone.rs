@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use std::thread;
 use std::time::Duration;
 
-use lbbroker::standalone::{run_broker, run_clients, run_processors, ClientGroup, ProcessorGroup};
-use lbbroker::{stop_pair, Endpoints, StopSignal};
+use lbbroker::{
+    run_broker, run_clients, run_processors, stop_pair, ClientGroup, Endpoints, ProcessorGroup,
+};
 use tempfile::TempDir;
 
 #[test]
@@ -23,15 +24,18 @@ fn clients_started_first_are_served_once_a_broker_and_processors_arrive() {
     };
     let clients = thread::spawn(move || {
         let mut out = Vec::new();
-        let replies = run_clients(&client_group, &mut out, &StopSignal::never()).unwrap();
+        // Nothing raises this stop: the clients end once each has its reply.
+        let (stop, stopped) = stop_pair().unwrap();
+        let replies = run_clients(&client_group, &mut out, &stop, &stopped).unwrap();
         (replies, String::from_utf8(out).unwrap())
     });
 
-    let (broker_stop, broker_signal) = stop_pair();
+    let (broker_stop, broker_signal) = stop_pair().unwrap();
     let broker_endpoints = endpoints.clone();
     let broker = thread::spawn(move || run_broker(&broker_endpoints, &broker_signal).unwrap());
 
-    let (processors_stop, processors_signal) = stop_pair();
+    let (processors_stop, processors_signal) = stop_pair().unwrap();
+    let processors_handle = processors_stop.clone();
     let processor_group = ProcessorGroup {
         count: 2,
         first_id: 5,
@@ -40,7 +44,13 @@ fn clients_started_first_are_served_once_a_broker_and_processors_arrive() {
     };
     let processors = thread::spawn(move || {
         let mut out = Vec::new();
-        let taken = run_processors(&processor_group, &mut out, &processors_signal).unwrap();
+        let taken = run_processors(
+            &processor_group,
+            &mut out,
+            &processors_handle,
+            &processors_signal,
+        )
+        .unwrap();
         (taken, String::from_utf8(out).unwrap())
     });
 
