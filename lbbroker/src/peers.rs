@@ -179,14 +179,14 @@ pub(crate) fn run_processor(
     Ok(answered)
 }
 
-/// Sends the load, waits for the reply and reports it as an [`Event::ReplyReceived`].
-/// Returns the reply, or `None` if `stop` was raised first.
+/// Sends the load, waits for the reply and reports it as an [`Event::ReplyReceived`], unless
+/// `stop` is raised first.
 pub(crate) fn run_client(
     context: &zmq::Context,
     config: &ClientConfig,
     events: &Sender<Event>,
     stop: &StopSignal,
-) -> Result<Option<ClientReply>, Error> {
+) -> Result<(), Error> {
     let socket = connect_req(context, &config.identity, &config.frontend)?;
     // Queued by ZeroMQ until the connection is up, so the broker may start later.
     socket
@@ -194,16 +194,16 @@ pub(crate) fn run_client(
         .doing("send a request")?;
 
     let Some(frames) = recv_unless_stopped(&socket, stop)? else {
-        return Ok(None);
+        return Ok(());
     };
     debug!("{} received {}", config.identity, describe(&frames));
     let reply = ClientReply {
         client: config.identity.clone(),
         reply: as_text(&frames),
     };
-    // If nobody listens any more, the reply still counts for the caller.
-    let _ = events.send(Event::ReplyReceived(reply.clone()));
-    Ok(Some(reply))
+    // If nobody listens any more, the run is over anyway.
+    let _ = events.send(Event::ReplyReceived(reply));
+    Ok(())
 }
 
 /// A REQ socket with `identity`, connected to `endpoint`. The identity is set before connecting

@@ -147,12 +147,11 @@ pub fn run_demo(
 ) -> Result<DemoReport, Error> {
     config.validate()?;
     let seed = draw_seed(config.seed);
-    let mut roles = Roles::new(stop, stopped);
+    let roles = Roles::new(stop, stopped);
     let broker = Broker::bind(&roles.context, &config.endpoints)?;
     let processors = processors(0, config.processors, broker.backend_endpoint(), config.unit);
     let clients = clients(0, config.clients, broker.frontend_endpoint(), seed);
-    let (requests, replies) = roles.serve(Some(broker), processors, clients, out)?;
-    roles.stop_and_join()?;
+    let (requests, replies) = roles.run(Some(broker), processors, clients, out)?;
     Ok(DemoReport {
         seed,
         requests,
@@ -183,10 +182,8 @@ pub fn run_processors(
 ) -> Result<usize, Error> {
     check_count("processors", group.count, MAX_PROCESSORS)?;
     check_first_id(group.first_id, group.count)?;
-    let mut roles = Roles::new(stop, stopped);
     let processors = processors(group.first_id, group.count, &group.backend, group.unit);
-    let (requests, _) = roles.serve(None, processors, Vec::new(), out)?;
-    roles.stop_and_join()?;
+    let (requests, _) = Roles::new(stop, stopped).run(None, processors, Vec::new(), out)?;
     Ok(requests.len())
 }
 
@@ -201,10 +198,8 @@ pub fn run_clients(
     check_count("clients", group.count, MAX_CLIENTS)?;
     check_first_id(group.first_id, group.count)?;
     let seed = draw_seed(group.seed);
-    let mut roles = Roles::new(stop, stopped);
     let clients = clients(group.first_id, group.count, &group.frontend, seed);
-    let (_, replies) = roles.serve(None, Vec::new(), clients, out)?;
-    roles.stop_and_join()?;
+    let (_, replies) = Roles::new(stop, stopped).run(None, Vec::new(), clients, out)?;
     Ok(replies)
 }
 
@@ -275,9 +270,7 @@ impl Role {
                 let answered = run_processor(context, &processor, events, stopped)?;
                 debug!("{} answered {answered} requests", processor.identity);
             }
-            Role::Client(client) => {
-                run_client(context, &client, events, stopped)?;
-            }
+            Role::Client(client) => run_client(context, &client, events, stopped)?,
         }
         Ok(())
     }
@@ -334,10 +327,11 @@ impl Roles {
         Ok(())
     }
 
-    /// Steps 2 to 4 of the module description: starts the roles, writes every line to `out`,
-    /// and returns the lines once the run is over (see the module docs for when that is).
-    fn serve(
-        &mut self,
+    /// Steps 2 to 5 of the module description: starts the roles, writes every line to `out`
+    /// until the run is over (see the module docs for when that is), stops and joins every
+    /// thread, and returns the lines.
+    fn run(
+        mut self,
         broker: Option<Broker>,
         processors: Vec<ProcessorConfig>,
         clients: Vec<ClientConfig>,
@@ -408,6 +402,7 @@ impl Roles {
                 clients: client_count,
             });
         }
+        self.stop_and_join()?;
         Ok((requests, replies))
     }
 
