@@ -38,6 +38,7 @@
 //! use to make a blocked [`Worker::recv`] return [`Error::Stopped`]. Dropping the worker sends the
 //! broker a DISCONNECT so it forgets the worker at once rather than after its heartbeat timeout.
 
+pub mod core;
 pub mod exec;
 mod link;
 

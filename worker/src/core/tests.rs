@@ -1,0 +1,615 @@
+//! The worker core's rules, in virtual time: a base `Instant` and offsets in milliseconds, never
+//! a sleep. Each test says one rule; the frames are built and read with `mdp`'s codecs.
+
+use std::time::{Duration, Instant};
+
+use mdp::worker::{FromWorker, Inbound, ToWorker};
+
+use super::*;
+
+/// One heartbeat a second, liveness 3, backoff 100 ms doubling to 5 s.
+fn config() -> WorkerConfig {
+    WorkerConfig {
+        heartbeat_interval: Duration::from_millis(1000),
+        liveness: 3,
+        reconnect_initial: Duration::from_millis(100),
+        reconnect_max: Duration::from_millis(5000),
+    }
+}
+
+/// What an action did, in a form a test can compare and read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Did {
+    Open(usize),
+    Ready(usize, String),
+    Heartbeat(usize),
+    /// The link, the client address and the body.
+    Reply(usize, Vec<u8>, Vec<Vec<u8>>),
+    Disconnect(usize),
+    Close(usize),
+    /// The link, the client address and the body.
+    Deliver(usize, Vec<u8>, Vec<Vec<u8>>),
+}
+
+fn bytes(frames: &[zmq::Message]) -> Vec<Vec<u8>> {
+    frames.iter().map(|frame| frame.to_vec()).collect()
+}
+
+fn did(action: &Action) -> Did {
+    match action {
+        Action::Open { link } => Did::Open(link.0),
+        Action::Close { link } => Did::Close(link.0),
+        Action::Deliver(request) => Did::Deliver(
+            request.reply_to.link().0,
+            request.reply_to.client_address().to_vec(),
+            bytes(&request.body),
+        ),
+        Action::Send { link, frames } => {
+            let copy: Frames = frames
+                .iter()
+                .map(|frame| zmq::Message::from(&frame[..]))
+                .collect();
+            match Inbound::parse(copy) {
+                Ok(Inbound::Worker(FromWorker::Ready { service })) => {
+                    Did::Ready(link.0, service.to_string())
+                }
+                Ok(Inbound::Worker(FromWorker::Heartbeat)) => Did::Heartbeat(link.0),
+                Ok(Inbound::Worker(FromWorker::Disconnect)) => Did::Disconnect(link.0),
+                Ok(Inbound::Worker(FromWorker::Reply { client, body })) => {
+                    Did::Reply(link.0, client, bytes(&body))
+                }
+                other => panic!("the worker sent {other:?}"),
+            }
+        }
+    }
+}
+
+/// A core under test, its base time, and the requests it delivered and the test has not
+/// answered yet.
+struct Harness {
+    core: WorkerCore,
+    base: Instant,
+    delivered: Vec<Request>,
+}
+
+impl Harness {
+    /// A started core with `links` links, and what the start did.
+    fn started(links: usize) -> (Harness, Vec<Did>) {
+        Harness::started_with(config(), links)
+    }
+
+    fn started_with(config: WorkerConfig, links: usize) -> (Harness, Vec<Did>) {
+        let base = Instant::now();
+        let service = "echo".parse().expect("a service name");
+        let mut harness = Harness {
+            core: WorkerCore::new(service, config, links, base),
+            base,
+            delivered: Vec::new(),
+        };
+        let mut out = Vec::new();
+        harness.core.start(base, &mut out);
+        let started = harness.collect(out);
+        (harness, started)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.base + Duration::from_millis(ms)
+    }
+
+    /// The time of `instant`, in milliseconds since the base.
+    fn ms(&self, instant: Instant) -> u64 {
+        u64::try_from(instant.duration_since(self.base).as_millis()).expect("a short test")
+    }
+
+    fn collect(&mut self, out: Vec<Action>) -> Vec<Did> {
+        let described = out.iter().map(did).collect();
+        for action in out {
+            if let Action::Deliver(request) = action {
+                self.delivered.push(request);
+            }
+        }
+        described
+    }
+
+    fn tick(&mut self, ms: u64) -> Vec<Did> {
+        let mut out = Vec::new();
+        self.core.tick(self.at(ms), &mut out);
+        self.collect(out)
+    }
+
+    fn handle(&mut self, ms: u64, link: usize, frames: Frames) -> Vec<Did> {
+        let mut out = Vec::new();
+        self.core
+            .handle(self.at(ms), LinkId(link), frames, &mut out);
+        self.collect(out)
+    }
+
+    /// Answers the oldest request not answered yet with `body`.
+    fn reply(&mut self, ms: u64, body: &[&[u8]]) -> Vec<Did> {
+        let request = self.delivered.remove(0);
+        let mut out = Vec::new();
+        self.core
+            .reply(self.at(ms), request.reply_to, frames(body), &mut out);
+        self.collect(out)
+    }
+
+    fn next_deadline(&self) -> u64 {
+        self.ms(self.core.next_deadline())
+    }
+}
+
+fn frames(parts: &[&[u8]]) -> Frames {
+    parts.iter().map(|part| zmq::Message::from(*part)).collect()
+}
+
+/// What the worker's DEALER receives when a broker sends `command`: everything after the
+/// identity the broker's ROUTER routes on.
+fn from_broker(command: ToWorker) -> Frames {
+    let mut wire = command.encode_for_router(b"W");
+    wire.remove(0);
+    wire
+}
+
+fn heartbeat() -> Frames {
+    from_broker(ToWorker::Heartbeat)
+}
+
+fn disconnect() -> Frames {
+    from_broker(ToWorker::Disconnect)
+}
+
+fn request(client: &[u8], body: &[&[u8]]) -> Frames {
+    from_broker(ToWorker::Request {
+        client: zmq::Message::from(client),
+        body: frames(body),
+    })
+}
+
+fn ready(link: usize) -> Did {
+    Did::Ready(link, "echo".into())
+}
+
+fn deliver(link: usize, client: &[u8], body: &[&[u8]]) -> Did {
+    Did::Deliver(
+        link,
+        client.to_vec(),
+        body.iter().map(|b| b.to_vec()).collect(),
+    )
+}
+
+fn reply(link: usize, client: &[u8], body: &[&[u8]]) -> Did {
+    Did::Reply(
+        link,
+        client.to_vec(),
+        body.iter().map(|b| b.to_vec()).collect(),
+    )
+}
+
+#[test]
+fn start_opens_every_link_and_says_ready_on_each() {
+    let (harness, started) = Harness::started(1);
+    assert_eq!(started, [Did::Open(0), ready(0)]);
+    assert!(harness.core.is_open(LinkId(0)));
+    assert_eq!(harness.core.generation(LinkId(0)), 1);
+
+    let (_, started) = Harness::started(3);
+    assert_eq!(
+        started,
+        [
+            Did::Open(0),
+            ready(0),
+            Did::Open(1),
+            ready(1),
+            Did::Open(2),
+            ready(2)
+        ]
+    );
+}
+
+#[test]
+fn ready_is_spec_7s_four_frames() {
+    let service = "echo".parse().expect("a service name");
+    let mut core = WorkerCore::new(service, config(), 1, Instant::now());
+    let mut out = Vec::new();
+    core.start(Instant::now(), &mut out);
+    let Some(Action::Send { frames, .. }) = out.get(1) else {
+        panic!("READY after Open: {out:?}");
+    };
+    assert_eq!(
+        bytes(frames),
+        [
+            b"".to_vec(),
+            b"MDPW01".to_vec(),
+            b"\x01".to_vec(),
+            b"echo".to_vec()
+        ]
+    );
+}
+
+#[test]
+fn a_heartbeat_is_due_one_interval_after_ready() {
+    let (mut harness, _) = Harness::started(1);
+    assert_eq!(harness.next_deadline(), 1000);
+    assert_eq!(harness.tick(999), []);
+    assert_eq!(harness.tick(1000), [Did::Heartbeat(0)]);
+    assert_eq!(harness.next_deadline(), 2000);
+    assert_eq!(harness.tick(1500), []);
+    assert_eq!(harness.tick(2000), [Did::Heartbeat(0)]);
+}
+
+#[test]
+fn a_late_tick_sends_one_heartbeat_and_counts_the_interval_from_then() {
+    let (mut harness, _) = Harness::started(1);
+    harness.handle(2400, 0, heartbeat());
+    assert_eq!(harness.tick(2500), [Did::Heartbeat(0)]);
+    assert_eq!(harness.next_deadline(), 3500);
+}
+
+#[test]
+fn a_reply_counts_as_a_heartbeat_and_pushes_the_next_one_back() {
+    let (mut harness, _) = Harness::started(1);
+    assert_eq!(
+        harness.handle(500, 0, request(b"C", &[b"x"])),
+        [deliver(0, b"C", &[b"x"])]
+    );
+    assert_eq!(harness.reply(700, &[b"x"]), [reply(0, b"C", &[b"x"])]);
+    assert_eq!(harness.tick(1000), [], "the REPLY was the sign of life");
+    assert_eq!(harness.next_deadline(), 1700);
+    assert_eq!(harness.tick(1700), [Did::Heartbeat(0)]);
+}
+
+#[test]
+fn heartbeats_go_out_every_interval_while_a_request_is_in_hand() {
+    let (mut harness, _) = Harness::started(1);
+    harness.handle(500, 0, request(b"C", &[b"long"]));
+    assert!(harness.core.holds_request(LinkId(0)));
+    // Twenty intervals, far past the broker's liveness: heartbeats, and no giving up on a
+    // broker that does not heartbeat a busy worker.
+    for second in 1..=20 {
+        assert_eq!(harness.next_deadline(), second * 1000);
+        assert_eq!(
+            harness.tick(second * 1000),
+            [Did::Heartbeat(0)],
+            "at {second} s"
+        );
+    }
+    assert_eq!(
+        harness.reply(20_500, &[b"done"]),
+        [reply(0, b"C", &[b"done"])]
+    );
+    assert!(!harness.core.holds_request(LinkId(0)));
+    // Ready to listen again: the broker's countdown starts from the REPLY.
+    assert_eq!(harness.tick(21_500), [Did::Heartbeat(0)]);
+    assert_eq!(harness.tick(22_500), [Did::Heartbeat(0)]);
+    assert_eq!(harness.tick(23_499), []);
+    assert_eq!(harness.next_deadline(), 23_500);
+    assert_eq!(harness.tick(23_500), [Did::Close(0)]);
+}
+
+#[test]
+fn the_broker_is_dead_after_exactly_interval_times_liveness_of_silence() {
+    let (mut harness, _) = Harness::started(1);
+    assert_eq!(harness.tick(1000), [Did::Heartbeat(0)]);
+    assert_eq!(harness.tick(2000), [Did::Heartbeat(0)]);
+    assert_eq!(harness.tick(2999), []);
+    assert_eq!(harness.next_deadline(), 3000);
+    // The heartbeat due at 3000 is not sent: nobody is listening.
+    assert_eq!(harness.tick(3000), [Did::Close(0)]);
+    assert!(!harness.core.is_open(LinkId(0)));
+}
+
+#[test]
+fn a_heartbeat_or_a_request_from_the_broker_restarts_its_countdown() {
+    let (mut harness, _) = Harness::started(1);
+    assert_eq!(harness.handle(2500, 0, heartbeat()), []);
+    harness.tick(1000);
+    harness.tick(2000);
+    harness.tick(3000);
+    harness.tick(4000);
+    harness.tick(5000);
+    assert_eq!(harness.tick(5499), []);
+    assert_eq!(harness.tick(5500), [Did::Close(0)]);
+
+    let (mut harness, _) = Harness::started(1);
+    harness.handle(2500, 0, request(b"C", &[b"x"]));
+    harness.reply(2500, &[b"x"]);
+    assert_eq!(harness.tick(5499), [Did::Heartbeat(0)]);
+    assert_eq!(harness.tick(5500), [Did::Close(0)]);
+}
+
+#[test]
+fn disconnect_closes_at_once_and_registers_again_on_a_new_socket_after_the_backoff() {
+    let (mut harness, _) = Harness::started(1);
+    assert_eq!(
+        harness.handle(500, 0, disconnect()),
+        [Did::Close(0)],
+        "not a word back"
+    );
+    assert_eq!(harness.next_deadline(), 600);
+    assert_eq!(harness.tick(599), []);
+    assert_eq!(harness.tick(600), [Did::Open(0), ready(0)]);
+    assert_eq!(harness.core.generation(LinkId(0)), 2);
+    // A fresh conversation: fresh clocks.
+    assert_eq!(harness.next_deadline(), 1600);
+    assert_eq!(harness.tick(3599), [Did::Heartbeat(0)]);
+    assert_eq!(harness.tick(3600), [Did::Close(0)]);
+}
+
+#[test]
+fn the_backoff_doubles_up_to_the_cap_and_falls_back_once_the_broker_speaks() {
+    let (mut harness, _) = Harness::started(1);
+    // A broker that never says anything: record how long each closed link waits to reopen.
+    let mut waits = Vec::new();
+    let mut closed_at = None;
+    while waits.len() < 9 {
+        let now = harness.next_deadline();
+        for action in harness.tick(now) {
+            match action {
+                Did::Close(0) => closed_at = Some(now),
+                Did::Open(0) => waits.push(now - closed_at.take().expect("closed first")),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+
+    // The broker answers on the new socket: the next failure waits the initial delay again.
+    let now = harness.next_deadline();
+    assert_eq!(harness.tick(now), [Did::Heartbeat(0)]);
+    harness.handle(now, 0, heartbeat());
+    assert_eq!(harness.handle(now + 10, 0, disconnect()), [Did::Close(0)]);
+    assert_eq!(harness.next_deadline(), now + 10 + 100);
+}
+
+#[test]
+fn a_disconnect_is_not_a_sign_of_life_so_repeated_ones_back_off_further() {
+    let (mut harness, _) = Harness::started(1);
+    harness.handle(10, 0, disconnect());
+    assert_eq!(harness.tick(110), [Did::Open(0), ready(0)]);
+    harness.handle(120, 0, disconnect());
+    assert_eq!(harness.next_deadline(), 320);
+}
+
+#[test]
+fn a_reply_from_an_ended_conversation_is_dropped() {
+    let (mut harness, _) = Harness::started(1);
+    harness.handle(100, 0, request(b"C", &[b"x"]));
+    harness.handle(200, 0, disconnect());
+    // During the backoff, and on the new socket: the REPLY would reach a broker that never
+    // sent this socket the request.
+    assert_eq!(harness.reply(250, &[b"x"]), []);
+    harness.handle(260, 0, request(b"C", &[b"y"]));
+    assert_eq!(harness.tick(300), [Did::Open(0), ready(0)]);
+    harness.handle(400, 0, request(b"D", &[b"z"]));
+    harness.handle(500, 0, disconnect());
+    harness.tick(700);
+    assert_eq!(harness.reply(800, &[b"z"]), []);
+    assert!(
+        harness.delivered.is_empty(),
+        "the message for the closed socket was ignored"
+    );
+}
+
+#[test]
+fn the_reply_carries_the_clients_address_and_the_body_as_spec_7_says() {
+    let (mut harness, _) = Harness::started(1);
+    harness.handle(
+        100,
+        0,
+        request(b"\x00\x80\x00\x00\x01", &[b"hello", b"world"]),
+    );
+    let request = harness.delivered.remove(0);
+    let mut out = Vec::new();
+    harness
+        .core
+        .reply(harness.at(200), request.reply_to, request.body, &mut out);
+    let [Action::Send { link, frames }] = &out[..] else {
+        panic!("one REPLY: {out:?}");
+    };
+    assert_eq!(*link, LinkId(0));
+    let expected: [&[u8]; 7] = [
+        b"",
+        b"MDPW01",
+        b"\x03",
+        b"\x00\x80\x00\x00\x01",
+        b"",
+        b"hello",
+        b"world",
+    ];
+    assert_eq!(bytes(frames), expected.map(<[u8]>::to_vec));
+}
+
+#[test]
+fn an_empty_reply_body_goes_out_as_one_empty_frame() {
+    let (mut harness, _) = Harness::started(1);
+    harness.handle(100, 0, request(b"C", &[b"x"]));
+    assert_eq!(harness.reply(200, &[]), [reply(0, b"C", &[b""])]);
+}
+
+#[test]
+fn malformed_messages_are_dropped_counted_and_change_nothing() {
+    let (mut harness, _) = Harness::started(1);
+    let garbage: Vec<Vec<&[u8]>> = vec![
+        vec![],
+        vec![b"no delimiter"],
+        vec![b"", b"MDPC01", b"echo", b"x"],
+        vec![b"", b"MDPW01"],
+        vec![b"", b"MDPW01", b"\x09"],
+        vec![b"", b"MDPW01", b"\x02"],
+        vec![b"", b"MDPW01", b"\x02", b"C"],
+        vec![b"", b"MDPW01", b"\x02", b"C", b"not empty", b"x"],
+        vec![b"", b"MDPW01", b"\x02", b"C", b""],
+        vec![b"", b"MDPW01", b"\x04", b"extra"],
+        vec![b"", b"MDPW01", b"\x05", b"extra"],
+        vec![b"", b"MDPW01", b"\x01", b"echo"],
+        vec![b"", b"MDPW01", b"\x03", b"C", b"", b"x"],
+    ];
+    for (index, message) in garbage.iter().enumerate() {
+        let ms = 100 + u64::try_from(index).expect("few");
+        assert_eq!(harness.handle(ms, 0, frames(message)), [], "{message:?}");
+    }
+    assert_eq!(harness.core.malformed_messages(), 13);
+    assert!(!harness.core.holds_request(LinkId(0)));
+    // Not signs of life: the broker still expires 3 s after the start.
+    harness.tick(1000);
+    harness.tick(2000);
+    assert_eq!(harness.tick(3000), [Did::Close(0)]);
+}
+
+#[test]
+fn malformed_messages_are_logged_at_most_once_a_second_with_a_count() {
+    let base = Instant::now();
+    let at = |ms| base + Duration::from_millis(ms);
+    let mut log = MalformedLog::default();
+    assert_eq!(log.overdue(at(0)), None, "nothing to report yet");
+    assert_eq!(log.note(at(0)), Some(0), "the first is logged");
+    assert_eq!(log.note(at(10)), None);
+    assert_eq!(log.note(at(999)), None);
+    assert_eq!(log.overdue(at(999)), None);
+    assert_eq!(
+        log.note(at(1000)),
+        Some(2),
+        "a second later, with the two counted since"
+    );
+    assert_eq!(log.note(at(1500)), None);
+    assert_eq!(log.overdue(at(1999)), None);
+    assert_eq!(
+        log.overdue(at(2000)),
+        Some(1),
+        "the rest is reported by a tick"
+    );
+    assert_eq!(log.overdue(at(5000)), None, "and only once");
+    assert_eq!(
+        log.note(at(2500)),
+        None,
+        "within a second of the tick's line"
+    );
+    assert_eq!(log.note(at(3000)), Some(1));
+}
+
+#[test]
+fn next_deadline_is_always_the_next_moment_something_is_due() {
+    // Two links, one of them busy for a while and one whose broker heartbeats now and then: at
+    // every deadline something happens, and a moment before it nothing does.
+    let (mut harness, _) = Harness::started(2);
+    harness.handle(50, 1, request(b"C", &[b"x"]));
+    let mut now = 0;
+    let mut happened = 0;
+    for step in 0..300 {
+        if step % 7 == 3 {
+            harness.handle(now, 0, heartbeat());
+        }
+        if step == 40 {
+            harness.reply(now, &[b"x"]);
+        }
+        let deadline = harness.next_deadline();
+        assert!(deadline >= now, "a deadline in the past at step {step}");
+        let mut probe = harness.core.clone();
+        let mut out = Vec::new();
+        let just_before = harness.at(deadline) - Duration::from_micros(1);
+        probe.tick(just_before, &mut out);
+        assert!(out.is_empty(), "early at step {step}: {out:?}");
+        let done = harness.tick(deadline);
+        assert!(
+            !done.is_empty(),
+            "nothing due at {deadline} ms, step {step}"
+        );
+        happened += done.len();
+        now = deadline;
+    }
+    assert!(happened >= 300);
+}
+
+#[test]
+fn shutdown_disconnects_every_open_link_and_nothing_happens_after() {
+    let (mut harness, _) = Harness::started(3);
+    harness.handle(100, 1, disconnect());
+    harness.handle(100, 2, request(b"C", &[b"x"]));
+    let mut out = Vec::new();
+    harness.core.shutdown(&mut out);
+    assert_eq!(
+        harness.collect(out),
+        [
+            Did::Disconnect(0),
+            Did::Close(0),
+            Did::Disconnect(2),
+            Did::Close(2)
+        ]
+    );
+    assert_eq!(harness.tick(60_000), []);
+    assert_eq!(
+        harness.reply(60_000, &[b"x"]),
+        [],
+        "the conversation has ended"
+    );
+    assert_eq!(harness.handle(60_000, 0, heartbeat()), []);
+    assert_eq!(
+        harness.next_deadline(),
+        61_000,
+        "a wake-up with nothing to do"
+    );
+}
+
+#[test]
+fn two_links_are_independent() {
+    let (mut harness, _) = Harness::started(2);
+    // Link 1's broker heartbeats; link 0's is silent.
+    for second in 1..=2 {
+        harness.handle(second * 1000 - 1, 1, heartbeat());
+        assert_eq!(
+            harness.tick(second * 1000),
+            [Did::Heartbeat(0), Did::Heartbeat(1)]
+        );
+    }
+    harness.handle(2999, 1, heartbeat());
+    assert_eq!(harness.tick(3000), [Did::Close(0), Did::Heartbeat(1)]);
+    assert!(harness.core.is_open(LinkId(1)));
+
+    // Link 1 serves a request while link 0 waits out its backoff.
+    harness.handle(3050, 1, request(b"C", &[b"x"]));
+    assert_eq!(harness.tick(3100), [Did::Open(0), ready(0)]);
+    assert_eq!(
+        harness.core.generation(LinkId(1)),
+        1,
+        "link 1 kept its socket"
+    );
+    assert_eq!(harness.reply(3200, &[b"x"]), [reply(1, b"C", &[b"x"])]);
+
+    // A DISCONNECT on link 1 does not touch link 0, and each link backs off on its own.
+    assert_eq!(harness.handle(3300, 1, disconnect()), [Did::Close(1)]);
+    assert!(harness.core.is_open(LinkId(0)));
+    assert_eq!(
+        harness.next_deadline(),
+        3400,
+        "link 1 waits the initial backoff"
+    );
+    assert_eq!(harness.tick(3400), [Did::Open(1), ready(1)]);
+    // Both brokers are silent now; each link keeps its own clocks.
+    assert_eq!(harness.tick(4100), [Did::Heartbeat(0)]);
+    assert_eq!(harness.tick(4400), [Did::Heartbeat(1)]);
+    assert_eq!(harness.tick(5100), [Did::Heartbeat(0)]);
+    assert_eq!(harness.tick(5400), [Did::Heartbeat(1)]);
+    assert_eq!(harness.tick(6100), [Did::Close(0)]);
+    assert_eq!(
+        harness.next_deadline(),
+        6300,
+        "link 0's second wait is doubled"
+    );
+    assert_eq!(harness.tick(6300), [Did::Open(0), ready(0)]);
+    assert_eq!(harness.tick(6400), [Did::Close(1)]);
+    assert_eq!(
+        harness.next_deadline(),
+        6600,
+        "so is link 1's, after its DISCONNECT"
+    );
+}
+
+#[test]
+fn messages_for_a_closed_or_unknown_link_are_ignored() {
+    let (mut harness, _) = Harness::started(1);
+    harness.handle(100, 0, disconnect());
+    assert_eq!(harness.handle(150, 0, request(b"C", &[b"x"])), []);
+    assert_eq!(harness.handle(150, 7, request(b"C", &[b"x"])), []);
+    assert!(harness.delivered.is_empty());
+    assert_eq!(harness.core.malformed_messages(), 0);
+}
