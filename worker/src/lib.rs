@@ -22,16 +22,22 @@
 //! # }
 //! ```
 //!
+//! # Layers
+//! The protocol lives in [`core::WorkerCore`], a state machine with no sockets and no clock: it
+//! is given each message and the time, and says what to send, when to reopen a socket and which
+//! request to hand out. This file is its driver: one DEALER socket per link of the core (one
+//! link today), opened, read, written and waited on through `zsocket`.
+//!
 //! # Threads
 //! Heartbeats must flow while the caller is busy with a request: a handler that runs longer
 //! than `heartbeat_interval x liveness` would otherwise be purged by the broker mid-request. So
-//! each worker has a small heartbeat thread. The DEALER socket sits behind a mutex (a ZeroMQ
-//! socket may move between threads given a full memory barrier, which a mutex provides; it must
-//! never be used by two at once, which the mutex prevents). The caller's thread holds it while
-//! it waits for a request in [`Worker::recv`] and sends heartbeats itself from there; while the
-//! caller is busy the heartbeat thread takes the idle socket every quarter interval and sends a
-//! HEARTBEAT when one is due. The request path is one uncontended lock and no thread hand-off,
-//! which keeps the worker cheap per request.
+//! each worker has a small heartbeat thread. The core and the sockets sit behind a mutex (a
+//! ZeroMQ socket may move between threads given a full memory barrier, which a mutex provides;
+//! it must never be used by two at once, which the mutex prevents). The caller's thread holds it
+//! while it waits for a request in [`Worker::recv`] and heartbeats from there; while the caller
+//! is busy (or between calls) the heartbeat thread takes the free driver every quarter interval,
+//! reads what the broker sent, and sends the HEARTBEATs that are due. The request path is one
+//! uncontended lock and no thread hand-off, which keeps the worker cheap per request.
 //!
 //! # Stopping
 //! [`Worker::stop_handle`] gives a [`StopHandle`] that another thread (a signal handler, say) can
@@ -40,20 +46,25 @@
 
 pub mod core;
 pub mod exec;
-mod link;
 
-use std::io::Write;
-use std::os::unix::io::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use log::warn;
-pub use mdp::{Frames, ServiceName};
+use log::{debug, info, log_enabled, warn, Level};
+use mdp::dump;
+use zsocket::{StopSignal, Woken};
 
-use link::{Link, Received};
+pub use crate::core::{ReplyTo, Request};
+pub use mdp::{Frames, ServiceName};
+pub use zsocket::StopHandle;
+
+use crate::core::{Action, LinkId, WorkerCore};
+
+/// How long a closing socket may keep trying to deliver our final DISCONNECT. Short, because a
+/// broker that cannot take it within this time is gone anyway and will purge us by heartbeat.
+const DISCONNECT_LINGER_MS: i32 = 100;
 
 /// Heartbeat and reconnection settings. Heartbeat interval and liveness must match the broker's
 /// (spec 7: "at regular and agreed-upon intervals"), or one side will think the other dead.
@@ -88,20 +99,12 @@ pub enum Error {
     #[error("service {0} is in the mmi. namespace, which only the broker may serve (spec 8)")]
     ReservedService(ServiceName),
     /// The endpoint is not one ZeroMQ can connect to (a typo, an unknown transport).
-    #[error("cannot connect to {endpoint:?}")]
-    Connect {
-        endpoint: String,
-        #[source]
-        source: zmq::Error,
-    },
+    #[error(transparent)]
+    Connect(zsocket::Error),
     /// A ZeroMQ call failed for a reason other than the broker's absence (which is never an
     /// error: messages wait in the socket until the broker is back).
-    #[error("ZeroMQ failed to {action}")]
-    Zmq {
-        action: &'static str,
-        #[source]
-        source: zmq::Error,
-    },
+    #[error(transparent)]
+    Socket(#[from] zsocket::Error),
     /// The operating system refused something the worker needs (its thread, its stop signal).
     #[error("cannot {action}")]
     Setup {
@@ -118,73 +121,14 @@ pub enum Error {
     ReplyPending,
 }
 
-impl Error {
-    /// A `map_err` adapter for ZeroMQ calls: `socket.send(..).map_err(Error::zmq("send"))`.
-    fn zmq(action: &'static str) -> impl Fn(zmq::Error) -> Error + Copy {
-        move |source| Error::Zmq { action, source }
-    }
-}
-
-/// Where a reply goes: the client address of the REQUEST it answers, and the conversation with
-/// the broker that request came in.
-pub struct ReplyTo {
-    client: zmq::Message,
-    conversation: u64,
-}
-
-impl ReplyTo {
-    /// The client address frame as the broker sent it: opaque bytes, usually a ROUTER identity.
-    pub fn client_address(&self) -> &[u8] {
-        &self.client
-    }
-}
-
-impl std::fmt::Debug for ReplyTo {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ReplyTo({})", mdp::dump::Identity(&self.client))
-    }
-}
-
-/// One request from a client, as [`Worker::recv`] returns it. Destructure it: the body is yours to
-/// read or to send back, and `reply_to` goes to [`Worker::reply`].
-#[derive(Debug)]
-pub struct Request {
-    pub reply_to: ReplyTo,
-    /// The request body, one frame or more, as the client sent it.
-    pub body: Frames,
-}
-
-/// Makes a blocked [`Worker::recv`] return [`Error::Stopped`], from any thread.
-#[derive(Debug, Clone)]
-pub struct StopHandle {
-    requested: Arc<AtomicBool>,
-    /// One end of a socket pair whose other end sits in the worker's poll set: writing a byte
-    /// wakes the poll, which a flag alone could not do.
-    wake: Arc<UnixStream>,
-}
-
-impl StopHandle {
-    /// Asks the worker to stop. Safe to call from a signal-handling thread and more than once.
-    pub fn stop(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        // Non-blocking: if the pair's buffer is full, the worker is already being woken.
-        let _ = (&*self.wake).write(&[1]);
-    }
-
-    fn is_requested(&self) -> bool {
-        self.requested.load(Ordering::SeqCst)
-    }
-}
-
 /// An MDP worker connected to one broker for one service. See the [crate docs](crate).
 pub struct Worker {
-    link: Arc<Mutex<Link>>,
+    driver: Arc<Mutex<Driver>>,
     heartbeats: Option<HeartbeatThread>,
     stop: StopHandle,
-    /// The read end of the stop signal; never read, only polled.
-    stop_signal: UnixStream,
-    /// The conversation of the request handed out and not answered yet, if any.
-    awaiting_reply: Option<u64>,
+    stop_signal: StopSignal,
+    /// A request was handed out and not answered yet.
+    awaiting_reply: bool,
 }
 
 impl std::fmt::Debug for Worker {
@@ -196,8 +140,8 @@ impl std::fmt::Debug for Worker {
 }
 
 struct HeartbeatThread {
-    /// Dropping this sender ends the thread.
-    quit: crossbeam_channel::Sender<()>,
+    /// Raising this ends the thread.
+    quit: StopHandle,
     handle: JoinHandle<()>,
 }
 
@@ -225,26 +169,20 @@ impl Worker {
             return Err(Error::ReservedService(service));
         }
         let heartbeat_interval = config.heartbeat_interval;
-        let mut link = Link::new(context.clone(), endpoint.to_owned(), service, config);
-        link.connect()?;
-        let link = Arc::new(Mutex::new(link));
+        let mut driver = Driver::new(context.clone(), endpoint, service, config);
+        driver.start()?;
+        let driver = Arc::new(Mutex::new(driver));
 
         let setup = |action| move |source| Error::Setup { action, source };
-        let (wake, stop_signal) = UnixStream::pair().map_err(setup("create the stop signal"))?;
-        wake.set_nonblocking(true)
-            .map_err(setup("create the stop signal"))?;
-        let stop = StopHandle {
-            requested: Arc::new(AtomicBool::new(false)),
-            wake: Arc::new(wake),
-        };
-        let heartbeats = spawn_heartbeat_thread(Arc::clone(&link), heartbeat_interval)
+        let (stop, stop_signal) = zsocket::stop_pair().map_err(setup("create the stop signal"))?;
+        let heartbeats = spawn_heartbeat_thread(Arc::clone(&driver), heartbeat_interval)
             .map_err(setup("start the heartbeat thread"))?;
         Ok(Worker {
-            link,
+            driver,
             heartbeats: Some(heartbeats),
             stop,
             stop_signal,
-            awaiting_reply: None,
+            awaiting_reply: false,
         })
     }
 
@@ -258,21 +196,12 @@ impl Worker {
     /// Every request must be answered with [`Worker::reply`] before the next `recv`: the broker
     /// gives a worker one request at a time.
     pub fn recv(&mut self) -> Result<Request, Error> {
-        if self.awaiting_reply.is_some() {
+        if self.awaiting_reply {
             return Err(Error::ReplyPending);
         }
-        let mut link = lock(&self.link);
-        let (client, body) = wait_for_request(&mut link, &self.stop, &self.stop_signal)?;
-        let conversation = link.conversation();
-        drop(link);
-        self.awaiting_reply = Some(conversation);
-        Ok(Request {
-            reply_to: ReplyTo {
-                client,
-                conversation,
-            },
-            body,
-        })
+        let request = lock(&self.driver).next_request(&self.stop_signal)?;
+        self.awaiting_reply = true;
+        Ok(request)
     }
 
     /// Sends the reply to a request. The body frames are sent as they are, without copying; an
@@ -281,9 +210,8 @@ impl Worker {
     /// If the conversation the request came in has ended meanwhile, the reply is dropped with a
     /// log line: the broker no longer knows this worker and the client will retry.
     pub fn reply(&mut self, reply_to: ReplyTo, body: Frames) -> Result<(), Error> {
-        self.awaiting_reply = None;
-        let mut link = lock(&self.link);
-        link.send_reply(reply_to.conversation, reply_to.client, body, Instant::now())
+        self.awaiting_reply = false;
+        lock(&self.driver).reply(reply_to, body)
     }
 
     /// Serves requests with `handler` (request body in, reply body out) until stopped, which
@@ -304,135 +232,311 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         if let Some(heartbeats) = self.heartbeats.take() {
-            drop(heartbeats.quit);
+            heartbeats.quit.stop();
             if heartbeats.handle.join().is_err() {
                 warn!("the heartbeat thread panicked");
             }
         }
-        lock(&self.link).disconnect();
+        lock(&self.driver).shut_down();
     }
 }
 
-/// The link's mutex guards plain data, so a panic elsewhere while holding it leaves nothing
-/// half-changed that matters: take the lock back rather than propagate the panic.
-fn lock(link: &Mutex<Link>) -> MutexGuard<'_, Link> {
-    link.lock().unwrap_or_else(PoisonError::into_inner)
+/// The driver's mutex guards the core and the sockets, which a panic elsewhere while holding it
+/// leaves in no half-changed state that matters: take the lock back rather than propagate it.
+fn lock(driver: &Mutex<Driver>) -> MutexGuard<'_, Driver> {
+    driver.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The caller's side of the link: receive, heartbeat, reconnect, until a REQUEST arrives.
-fn wait_for_request(
-    link: &mut Link,
-    stop: &StopHandle,
-    stop_signal: &UnixStream,
-) -> Result<(zmq::Message, Frames), Error> {
-    // A reply was just sent, or the worker was idle without listening: either way the broker's
-    // silence up to now proves nothing.
-    link.restart_broker_countdown(Instant::now());
-    // The broker sends a worker its next request only after our reply has reached it, so right
-    // after a reply nothing is waiting yet: poll first, then drain what poll says is there. (A
-    // receive that finds nothing is not free: libzmq checks its command pipe with a system call.)
-    let mut may_have_message = false;
-    loop {
-        if stop.is_requested() {
-            return Err(Error::Stopped);
+/// One link's socket, as the driver holds it.
+struct LinkSocket {
+    endpoint: String,
+    /// `None` between conversations: after a DISCONNECT or a silent broker, until the core
+    /// opens the link again.
+    socket: Option<zmq::Socket>,
+    /// How many sockets this link has opened, to tell a first connection from a reconnection in
+    /// the log.
+    sockets_opened: u64,
+}
+
+/// The thin driver: the core, one socket per link, and the actions between them. The caller's
+/// thread and the heartbeat thread take turns holding it behind a mutex.
+struct Driver {
+    context: zmq::Context,
+    service: ServiceName,
+    core: WorkerCore,
+    /// Indexed by [`LinkId`].
+    links: Vec<LinkSocket>,
+    /// What the core said to do, executed in order and emptied; kept to reuse its allocation.
+    actions: Vec<Action>,
+    /// Requests received and not handed to the caller yet: the heartbeat thread may receive one
+    /// while the caller is between `recv`s. At most one per link, since the driver does not read
+    /// a link that holds a request.
+    delivered: VecDeque<Request>,
+    /// The linger a closed socket gets: 0, except when the worker shuts down and the DISCONNECT
+    /// just sent should have a moment to leave.
+    close_linger_ms: i32,
+}
+
+impl Driver {
+    fn new(
+        context: zmq::Context,
+        endpoint: &str,
+        service: ServiceName,
+        config: WorkerConfig,
+    ) -> Driver {
+        let links = 1;
+        Driver {
+            context,
+            core: WorkerCore::new(service.clone(), config, links, Instant::now()),
+            service,
+            links: (0..links)
+                .map(|_| LinkSocket {
+                    endpoint: endpoint.to_owned(),
+                    socket: None,
+                    sockets_opened: 0,
+                })
+                .collect(),
+            actions: Vec::new(),
+            delivered: VecDeque::new(),
+            close_linger_ms: 0,
         }
-        if !link.is_connected() {
-            let delay = link.take_reconnect_delay();
-            if wait_for_stop(stop_signal, delay)? {
+    }
+
+    /// Opens every link and says READY on it.
+    fn start(&mut self) -> Result<(), Error> {
+        self.core.start(Instant::now(), &mut self.actions);
+        self.execute()
+    }
+
+    /// The caller's side: receive, heartbeat, reconnect, until a request arrives or the worker
+    /// is stopped.
+    fn next_request(&mut self, stop: &StopSignal) -> Result<Request, Error> {
+        // The broker sends a worker its next request only after our reply has reached it, so
+        // right after a reply nothing is waiting yet: wait first, then drain what the wait says
+        // is there. (A receive that finds nothing is not free: libzmq checks its command pipe
+        // with a system call.)
+        loop {
+            if stop.is_raised() {
                 return Err(Error::Stopped);
             }
-            link.connect()?;
-            may_have_message = false;
-        }
-        if may_have_message {
-            match link.try_recv()? {
-                Some(frames) => match link.handle(frames, Instant::now()) {
-                    Received::Request { client, body } => return Ok((client, body)),
-                    Received::Nothing => continue,
-                },
-                None => may_have_message = false,
+            if let Some(request) = self.delivered.pop_front() {
+                return Ok(request);
+            }
+            let now = Instant::now();
+            self.core.tick(now, &mut self.actions);
+            self.execute()?;
+            match self.wait(stop, now)? {
+                Woken::Stopped => return Err(Error::Stopped),
+                Woken::Timeout => {}
+                Woken::Readable(links) => {
+                    for link in links {
+                        self.drain(LinkId(link))?;
+                    }
+                }
             }
         }
-        let now = Instant::now();
-        if link.broker_is_silent(now) {
-            warn!("no heartbeat from the broker for heartbeat interval x liveness; reconnecting");
-            link.close();
-            continue;
-        }
-        link.heartbeat_if_due(now)?;
-        let timeout = millis_until(link.next_deadline(), now);
-        let Some(socket) = link.socket() else {
-            continue;
+    }
+
+    /// Sleeps until a link that is ready for a request has a message, the core's next deadline
+    /// passes, or the stop signal is raised. Readable links come back as link indexes.
+    fn wait(&self, stop: &StopSignal, now: Instant) -> Result<Woken, Error> {
+        let deadline = Some(self.core.next_deadline());
+        let mut listening = self.links.iter().enumerate().filter_map(|(index, link)| {
+            let socket = link.socket.as_ref()?;
+            (!self.core.holds_request(LinkId(index))).then_some((index, socket))
+        });
+        let woken = match (listening.next(), listening.next()) {
+            (None, _) => zsocket::wait(&[], Some(stop), deadline, now)?,
+            // One link, the usual case: no list of sockets to build.
+            (Some((index, socket)), None) => {
+                let woken =
+                    zsocket::wait(std::slice::from_ref(&socket), Some(stop), deadline, now)?;
+                readable_as_links(woken, |_| index)
+            }
+            (Some(first), Some(second)) => {
+                let links: Vec<(usize, &zmq::Socket)> =
+                    [first, second].into_iter().chain(listening).collect();
+                let sockets: Vec<&zmq::Socket> = links.iter().map(|(_, socket)| *socket).collect();
+                let woken = zsocket::wait(&sockets, Some(stop), deadline, now)?;
+                readable_as_links(woken, |position| links[position].0)
+            }
         };
-        let mut items = [
-            socket.as_poll_item(zmq::POLLIN),
-            zmq::PollItem::from_fd(stop_signal.as_raw_fd(), zmq::POLLIN),
-        ];
-        match zmq::poll(&mut items, timeout) {
-            Ok(_) | Err(zmq::Error::EINTR) => {}
-            Err(source) => {
-                return Err(Error::Zmq {
-                    action: "poll",
-                    source,
-                })
+        Ok(woken)
+    }
+
+    /// Receives and handles what is waiting on `link`, until nothing is, or until a request is
+    /// delivered: the link then holds it and is not read until the reply.
+    fn drain(&mut self, link: LinkId) -> Result<(), Error> {
+        while !self.core.holds_request(link) {
+            let Some(socket) = self.links[link.0].socket.as_ref() else {
+                return Ok(());
+            };
+            let Some(frames) = zsocket::recv(socket, zmq::DONTWAIT)? else {
+                return Ok(());
+            };
+            if log_enabled!(Level::Debug) {
+                debug!("broker -> worker: {}", dump::Message(&frames));
+            }
+            self.core
+                .handle(Instant::now(), link, frames, &mut self.actions);
+            self.execute()?;
+        }
+        Ok(())
+    }
+
+    /// The heartbeat thread's turn, while the caller is busy or between `recv`s: read what the
+    /// links that are ready for a request have received (so that the broker's heartbeats count
+    /// and its DISCONNECT is heard), then the core's timed work.
+    fn background_pass(&mut self) -> Result<(), Error> {
+        for index in 0..self.links.len() {
+            self.drain(LinkId(index))?;
+        }
+        self.core.tick(Instant::now(), &mut self.actions);
+        self.execute()
+    }
+
+    fn reply(&mut self, reply_to: ReplyTo, body: Frames) -> Result<(), Error> {
+        self.core
+            .reply(Instant::now(), reply_to, body, &mut self.actions);
+        self.execute()
+    }
+
+    /// DISCONNECT on every open link, with a moment for it to leave before the sockets close.
+    fn shut_down(&mut self) {
+        self.close_linger_ms = DISCONNECT_LINGER_MS;
+        self.core.shutdown(&mut self.actions);
+        if let Err(error) = self.execute() {
+            debug!("could not send DISCONNECT: {error}");
+        }
+    }
+
+    /// Does what the core said, in order. After a failure the remaining actions are dropped:
+    /// the error goes to the caller, which has nothing left to do with this worker.
+    fn execute(&mut self) -> Result<(), Error> {
+        let mut actions = std::mem::take(&mut self.actions);
+        let mut result = Ok(());
+        for action in actions.drain(..) {
+            if result.is_ok() {
+                result = self.execute_one(action);
             }
         }
-        may_have_message = items[0].is_readable();
+        // Put the emptied list back, keeping its allocation for the next turn.
+        self.actions = actions;
+        result
+    }
+
+    fn execute_one(&mut self, action: Action) -> Result<(), Error> {
+        match action {
+            Action::Open { link } => self.open(link),
+            Action::Send { link, frames } => {
+                let Some(socket) = self.links[link.0].socket.as_ref() else {
+                    debug!("nothing sent on {link}: it has no socket");
+                    return Ok(());
+                };
+                if log_enabled!(Level::Debug) {
+                    debug!("worker -> broker: {}", dump::Message(&frames));
+                }
+                zsocket::send(socket, frames, 0).map_err(zsocket::Error::from)?;
+                Ok(())
+            }
+            Action::Close { link } => {
+                if let Some(socket) = self.links[link.0].socket.take() {
+                    if self.close_linger_ms > 0 {
+                        // Best effort: if it fails, the socket closes at once, as any other.
+                        let _ = socket.set_linger(self.close_linger_ms);
+                    }
+                }
+                Ok(())
+            }
+            Action::Deliver(request) => {
+                self.delivered.push_back(request);
+                Ok(())
+            }
+        }
+    }
+
+    /// A new DEALER for `link`, in place of the old one, connected to the broker. ZeroMQ
+    /// connects in the background, so this does not wait: the READY that follows is queued and
+    /// goes out as soon as the TCP (or ipc) connection is up.
+    fn open(&mut self, link: LinkId) -> Result<(), Error> {
+        let link_socket = &mut self.links[link.0];
+        link_socket.socket = None;
+        let socket = zsocket::connect(&self.context, zmq::DEALER, &link_socket.endpoint).map_err(
+            |error| {
+                if is_bad_endpoint(error.zmq_error()) {
+                    Error::Connect(error)
+                } else {
+                    Error::Socket(error)
+                }
+            },
+        )?;
+        link_socket.socket = Some(socket);
+        link_socket.sockets_opened += 1;
+        if link_socket.sockets_opened == 1 {
+            info!(
+                "worker for service {} connecting to broker at {}",
+                self.service, link_socket.endpoint
+            );
+        } else {
+            info!(
+                "reconnected to broker at {}, sending READY for {} again",
+                link_socket.endpoint, self.service
+            );
+        }
+        Ok(())
     }
 }
 
-/// Sleeps for `delay` unless stopped first; true if stopped.
-fn wait_for_stop(stop_signal: &UnixStream, delay: Duration) -> Result<bool, Error> {
-    let deadline = Instant::now() + delay;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(false);
-        }
-        let mut items = [zmq::PollItem::from_fd(stop_signal.as_raw_fd(), zmq::POLLIN)];
-        match zmq::poll(&mut items, millis_until(deadline, now)) {
-            Ok(_) if items[0].is_readable() => return Ok(true),
-            Ok(_) | Err(zmq::Error::EINTR) => {}
-            Err(source) => {
-                return Err(Error::Zmq {
-                    action: "poll",
-                    source,
-                })
+/// What `zmq_connect` says of an endpoint it cannot parse or whose transport it does not know.
+fn is_bad_endpoint(error: zmq::Error) -> bool {
+    matches!(
+        error,
+        zmq::Error::EINVAL | zmq::Error::EPROTONOSUPPORT | zmq::Error::ENOCOMPATPROTO
+    )
+}
+
+/// Turns the positions of readable sockets in a wait's list into link indexes, in place.
+fn readable_as_links(woken: Woken, link_at: impl Fn(usize) -> usize) -> Woken {
+    match woken {
+        Woken::Readable(mut positions) => {
+            for position in &mut positions {
+                *position = link_at(*position);
             }
+            Woken::Readable(positions)
         }
+        other => other,
     }
 }
 
-/// Milliseconds from `now` to `deadline` for `zmq::poll`, rounded up so that a poll never
-/// returns just before the deadline and spins.
-fn millis_until(deadline: Instant, now: Instant) -> i64 {
-    let wait = deadline.saturating_duration_since(now);
-    i64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
-}
-
-/// Starts the thread that heartbeats while the caller is busy: it wakes every quarter interval,
-/// and if the link is free (the caller is not in `recv` or `reply`) sends a HEARTBEAT when due.
+/// Starts the thread that keeps the links alive while the caller is busy: it wakes every
+/// quarter interval, and if the driver is free (the caller is not in `recv` or `reply`, which do
+/// this work themselves) reads what has arrived, sends the HEARTBEATs that are due and reconnects
+/// links whose broker has gone.
 fn spawn_heartbeat_thread(
-    link: Arc<Mutex<Link>>,
+    driver: Arc<Mutex<Driver>>,
     interval: Duration,
 ) -> std::io::Result<HeartbeatThread> {
-    let (quit, quit_signal) = crossbeam_channel::bounded::<()>(0);
+    let (quit, quit_signal) = zsocket::stop_pair()?;
     let tick = (interval / 4).max(Duration::from_millis(1));
     let handle = std::thread::Builder::new()
         .name("mdp-worker-heartbeat".into())
         .spawn(move || loop {
-            match quit_signal.recv_timeout(tick) {
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                // The worker dropped its sender: time to go.
-                _ => return,
+            match quit_signal.sleep(tick) {
+                Ok(false) => {}
+                // The worker is being dropped.
+                Ok(true) => return,
+                Err(error) => {
+                    warn!("the heartbeat thread cannot wait, and stops: {error}");
+                    return;
+                }
             }
-            let mut link = match link.try_lock() {
-                Ok(link) => link,
-                // The caller holds the link, so it is in recv (which heartbeats) or reply.
+            let mut driver = match driver.try_lock() {
+                Ok(driver) => driver,
+                // The caller holds the driver, so it is in recv (which heartbeats) or reply.
                 Err(TryLockError::WouldBlock) => continue,
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             };
-            if let Err(error) = link.heartbeat_if_due(Instant::now()) {
+            if let Err(error) = driver.background_pass() {
                 warn!("could not send a heartbeat: {error}");
             }
         })?;

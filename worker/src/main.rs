@@ -64,7 +64,7 @@ fn main() -> ExitCode {
             eprintln!("worker: {}", error_chain(error.as_ref()));
             match error.downcast_ref::<worker::Error>() {
                 // A malformed endpoint is a typo on the command line: a usage error, as clap's.
-                Some(worker::Error::Connect { .. }) => ExitCode::from(2),
+                Some(worker::Error::Connect(_)) => ExitCode::from(2),
                 _ => ExitCode::FAILURE,
             }
         }
