@@ -1,5 +1,8 @@
 //! Our worker against a broker played by this test with a raw ROUTER socket and frames written
-//! from spec 7, so the worker is checked against the protocol, not only against our broker.
+//! from spec 7, so the worker is checked against the protocol, not only against our broker. The
+//! timing rules themselves (exactly when a heartbeat is due, when the broker counts as dead, the
+//! backoff) are tested in virtual time next to the core (`src/core/tests.rs`); here each rule is
+//! checked once over real sockets and threads.
 //!
 //! What a ROUTER receives from the worker's DEALER is `[identity] [""] ["MDPW01"] [command] ...`.
 
@@ -9,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use worker::{Error, Worker, WorkerConfig};
+use zsocket::testing::RawRouter;
 
 const READY: &[u8] = b"\x01";
 const REQUEST: &[u8] = b"\x02";
@@ -16,34 +20,22 @@ const REPLY: &[u8] = b"\x03";
 const HEARTBEAT: &[u8] = b"\x04";
 const DISCONNECT: &[u8] = b"\x05";
 
-/// A broker played by hand: one ROUTER socket on a free loopback port.
+/// A broker played by hand: the shared raw ROUTER, and the spec's framing checks on top.
 struct RawBroker {
-    _context: zmq::Context,
-    router: zmq::Socket,
+    router: RawRouter,
     endpoint: String,
 }
 
 impl RawBroker {
     fn bind() -> RawBroker {
-        let context = zmq::Context::new();
-        let router = context.socket(zmq::ROUTER).unwrap();
-        router.set_linger(0).unwrap();
-        router.bind("tcp://127.0.0.1:*").unwrap();
-        let endpoint = router.get_last_endpoint().unwrap().unwrap();
-        RawBroker {
-            _context: context,
-            router,
-            endpoint,
-        }
+        let router = RawRouter::bind();
+        let endpoint = router.endpoint().to_owned();
+        RawBroker { router, endpoint }
     }
 
     /// The next message, or `None` once `wait` has passed.
     fn recv(&self, wait: Duration) -> Option<Vec<Vec<u8>>> {
-        let timeout = i64::try_from(wait.as_millis()).unwrap();
-        if self.router.poll(zmq::POLLIN, timeout).unwrap() == 0 {
-            return None;
-        }
-        Some(self.router.recv_multipart(0).unwrap())
+        self.router.recv(wait)
     }
 
     /// The next worker command other than HEARTBEAT (checking each has the spec's header).
@@ -62,13 +54,13 @@ impl RawBroker {
     }
 
     fn send(&self, frames: &[&[u8]]) {
-        self.router.send_multipart(frames, 0).unwrap();
+        self.router.send(frames);
     }
 
     fn send_command(&self, worker: &[u8], command: &[u8], rest: &[&[u8]]) {
-        let mut frames: Vec<&[u8]> = vec![worker, b"", b"MDPW01", command];
+        let mut frames: Vec<&[u8]> = vec![b"", b"MDPW01", command];
         frames.extend_from_slice(rest);
-        self.send(&frames);
+        self.router.send_to(worker, &frames);
     }
 
     /// Waits for READY and returns the worker's identity.
@@ -148,10 +140,10 @@ fn registers_with_ready_and_replies_with_the_clients_envelope() {
 fn heartbeats_while_idle_and_while_a_long_request_runs() {
     let broker = RawBroker::bind();
     let mut worker = Worker::connect(&broker.endpoint, service("slow"), patient_config()).unwrap();
-    // A handler that takes 20 heartbeat intervals: the heartbeat thread must speak for it.
+    // A handler that takes 12 heartbeat intervals: the heartbeat thread must speak for it.
     let thread = thread::spawn(move || {
         let request = worker.recv().unwrap();
-        thread::sleep(Duration::from_millis(1000));
+        thread::sleep(Duration::from_millis(600));
         worker.reply(request.reply_to, request.body).unwrap();
     });
     let identity = broker.expect_ready(b"slow");
@@ -171,20 +163,54 @@ fn heartbeats_while_idle_and_while_a_long_request_runs() {
     };
     let idle_heartbeats = {
         let started = Instant::now();
-        count_heartbeats_until(&move |_| started.elapsed() > Duration::from_millis(500))
+        count_heartbeats_until(&move |_| started.elapsed() > Duration::from_millis(300))
     };
     assert!(
         idle_heartbeats >= 3,
-        "{idle_heartbeats} heartbeats in 500 ms idle at 50 ms"
+        "{idle_heartbeats} heartbeats in 300 ms idle at 50 ms"
     );
 
     broker.send_command(&identity, REQUEST, &[b"C", b"", b"work"]);
     let busy_heartbeats = count_heartbeats_until(&|frames| frames[3] == REPLY);
     assert!(
         busy_heartbeats >= 5,
-        "{busy_heartbeats} heartbeats during a 1000 ms request at 50 ms"
+        "{busy_heartbeats} heartbeats during a 600 ms request at 50 ms"
     );
     thread.join().unwrap();
+}
+
+#[test]
+fn a_worker_not_in_recv_still_hears_the_broker_and_keeps_its_request() {
+    let broker = RawBroker::bind();
+    // Liveness 3 at 50 ms: a worker that stopped reading would give up on this broker after
+    // 150 ms of unread heartbeats.
+    let config = WorkerConfig {
+        heartbeat_interval: Duration::from_millis(50),
+        liveness: 3,
+        ..WorkerConfig::default()
+    };
+    let mut worker = Worker::connect(&broker.endpoint, service("echo"), config).unwrap();
+    let identity = broker.expect_ready(b"echo");
+    // The application is slow to call recv: 400 ms, while the broker heartbeats and then
+    // sends a request.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(400) {
+        broker.send_command(&identity, HEARTBEAT, &[]);
+        if let Some(frames) = broker.recv(Duration::from_millis(20)) {
+            assert_eq!(
+                frames[0], identity,
+                "the worker kept its socket: {frames:?}"
+            );
+        }
+    }
+    broker.send_command(&identity, REQUEST, &[b"C", b"", b"early"]);
+    thread::sleep(Duration::from_millis(100));
+    let request = worker.recv().unwrap();
+    assert_eq!(request.body[0].to_vec(), b"early");
+    worker.reply(request.reply_to, request.body).unwrap();
+    let reply = broker.recv_command(Duration::from_secs(5)).expect("REPLY");
+    assert_eq!(reply[0], identity, "still the first socket");
+    assert_eq!(reply[3], REPLY);
 }
 
 #[test]
