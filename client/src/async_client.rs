@@ -1,6 +1,11 @@
 //! The asynchronous client: many requests in flight, replies as they come, and a timeout per
 //! request so that a reply that never comes is reported instead of waited for.
 //!
+//! [`AsyncClient`] is a thin driver: its rules (the bookkeeping of what is in flight, matching,
+//! timeouts, resends, which socket a request goes on) are those of the sans-IO
+//! [`crate::core::AsyncCore`], and this module only opens, reads, writes and closes the DEALER
+//! sockets the core asks for, and reads the clock. What the rules promise is explained here.
+//!
 //! It talks on a DEALER socket, so it writes the empty delimiter frame itself (spec 7: "clients
 //! MAY use a DEALER socket ... In that case the clients MUST create the empty frame 0"):
 //!
@@ -56,194 +61,39 @@
 //! `tries` says how many times it was sent. The latency of a reply counts from the first try.
 //! Resending is for idempotent services: an abandoned try may still have run.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, log_enabled, warn, Level};
-use mdp::{client::Reply, dump, Frames, ServiceName, CLIENT_HEADER};
+use log::{debug, log_enabled, Level};
+use mdp::{dump, Frames, ServiceName};
+use zsocket::ResultExt;
 
-use crate::{millis_until, open_socket, recv_rest, Error};
-
-/// How replies are matched to requests; see the [module docs](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Matching {
-    /// A reply answers the oldest outstanding request to its service. Works with any worker.
-    #[default]
-    ByService,
-    /// Each request carries its id as its first body frame and the reply must echo it.
-    ByTag,
-}
-
-/// Settings of the asynchronous client.
-#[derive(Debug, Clone)]
-pub struct AsyncClientConfig {
-    /// How long a request waits for its reply before [`Outcome::TimedOut`]. Default 2500 ms.
-    pub timeout: Duration,
-    /// How replies are matched to requests. Default [`Matching::ByService`].
-    pub matching: Matching,
-    /// How many times a request is sent in all before [`Outcome::TimedOut`], counted as
-    /// [`crate::ClientConfig::retries`] counts them; see [Resending](self#resending).
-    /// Default 1: no resends. 0 counts as 1.
-    pub retries: u32,
-}
-
-impl Default for AsyncClientConfig {
-    fn default() -> Self {
-        AsyncClientConfig {
-            timeout: Duration::from_millis(2500),
-            matching: Matching::ByService,
-            retries: 1,
-        }
-    }
-}
-
-/// Names one request sent by [`AsyncClient::send`]; ids increase in sending order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RequestId(pub u64);
-
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
-
-/// How one request ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The reply came: its body, the time from the first try to receiving it, and how many
-    /// times the request was sent (1 unless a try timed out and it was resent).
-    Reply {
-        id: RequestId,
-        service: ServiceName,
-        body: Frames,
-        latency: Duration,
-        tries: u32,
-    },
-    /// No reply came to any of its `tries`, each within the timeout; the request is given up,
-    /// and a reply that still comes for it is dropped.
-    TimedOut {
-        id: RequestId,
-        service: ServiceName,
-        tries: u32,
-    },
-}
+pub use crate::core::async_core::{AsyncClientConfig, Matching, Outcome, RequestId};
+use crate::core::{AsyncAction, AsyncCore, ConnId};
+use crate::Error;
 
 /// An asynchronous MDP client. See the [module docs](self).
 pub struct AsyncClient {
     context: zmq::Context,
     endpoint: String,
-    config: AsyncClientConfig,
-    /// The socket new requests go out on.
-    current: Connection,
-    /// Sockets retired after a timeout (see the module docs): they only collect replies for the
-    /// requests they carried, and are closed when none of those is outstanding.
-    retired: Vec<Connection>,
-    /// The next [`RequestId`].
-    next_id: u64,
-    /// The next try's number: it names the try's slot, and is its tag on the wire with `ByTag`.
-    /// Equal to `next_id` until a request is resent.
-    next_try: u64,
-    outstanding: usize,
-    dropped_replies: u64,
-    resends: u64,
+    core: AsyncCore,
+    /// The open sockets, each with the connection the core knows it by, oldest first (so the
+    /// current connection, the one opened last, is at the end).
+    sockets: Vec<(ConnId, zmq::Socket)>,
+    /// The core's actions, executed and emptied after each call into the core; kept so that its
+    /// buffer is allocated once, not once per request.
+    actions: Vec<AsyncAction>,
 }
 
 impl std::fmt::Debug for AsyncClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncClient")
             .field("endpoint", &self.endpoint)
-            .field("config", &self.config)
-            .field("retired_connections", &self.retired.len())
-            .field("outstanding", &self.outstanding)
-            .field("dropped_replies", &self.dropped_replies)
-            .field("resends", &self.resends)
+            .field("config", self.core.config())
+            .field("open_connections", &self.sockets.len())
+            .field("outstanding", &self.core.outstanding())
+            .field("dropped_replies", &self.core.dropped_replies())
+            .field("resends", &self.core.resends())
             .finish_non_exhaustive()
-    }
-}
-
-/// Which of the client's sockets: the current one or a retired one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Which {
-    Current,
-    Retired(usize),
-}
-
-/// One DEALER socket and the requests sent on it, oldest first.
-struct Connection {
-    socket: zmq::Socket,
-    /// Requests in sending order. An answered request in the middle stays as a slot with
-    /// `pending: None` until it reaches the front, so the front is always the oldest
-    /// outstanding request and the ids stay sorted for binary search.
-    in_flight: VecDeque<Slot>,
-    outstanding: usize,
-}
-
-/// One try of a request.
-struct Slot {
-    /// The try's number (see `AsyncClient::next_try`); increasing along `in_flight`.
-    id: u64,
-    pending: Option<Pending>,
-}
-
-struct Pending {
-    request: RequestId,
-    service: ServiceName,
-    /// When this try was sent: it expires a timeout later.
-    sent_at: Instant,
-    /// When the first try was sent, for the latency.
-    first_sent_at: Instant,
-    /// How many times the request has been sent, this try included.
-    tries: u32,
-    /// A copy of the body for the next try, kept only while tries are left.
-    resend: Option<Frames>,
-}
-
-impl Connection {
-    fn open(context: &zmq::Context, endpoint: &str) -> Result<Connection, Error> {
-        let socket = open_socket(context, zmq::DEALER, endpoint)?;
-        // The caller bounds what is in flight (its window) and the timeout bounds how long it
-        // stays, so ZeroMQ's own limits of 1000 queued messages would only get in the way: a
-        // full send queue would block `send`, and a full receive queue makes the broker's ROUTER
-        // drop replies.
-        socket.set_sndhwm(0).map_err(Error::zmq("set SNDHWM"))?;
-        socket.set_rcvhwm(0).map_err(Error::zmq("set RCVHWM"))?;
-        Ok(Connection {
-            socket,
-            in_flight: VecDeque::new(),
-            outstanding: 0,
-        })
-    }
-
-    /// Takes the request in slot `index` off the books.
-    fn resolve(&mut self, index: usize) -> Option<Pending> {
-        let pending = self.in_flight.get_mut(index)?.pending.take()?;
-        self.outstanding -= 1;
-        while self
-            .in_flight
-            .front()
-            .is_some_and(|slot| slot.pending.is_none())
-        {
-            self.in_flight.pop_front();
-        }
-        Some(pending)
-    }
-
-    fn oldest(&self) -> Option<&Pending> {
-        self.in_flight
-            .front()
-            .and_then(|slot| slot.pending.as_ref())
-    }
-
-    /// Receives one whole message if one is waiting, without blocking.
-    fn try_recv(&self) -> Result<Option<Frames>, Error> {
-        match self.socket.recv_msg(zmq::DONTWAIT) {
-            Ok(first) => recv_rest(&self.socket, first).map(Some),
-            Err(zmq::Error::EAGAIN) => Ok(None),
-            Err(source) => Err(Error::Zmq {
-                action: "receive",
-                source,
-            }),
-        }
     }
 }
 
@@ -259,89 +109,33 @@ impl AsyncClient {
         endpoint: &str,
         config: AsyncClientConfig,
     ) -> Result<AsyncClient, Error> {
-        Ok(AsyncClient {
-            current: Connection::open(context, endpoint)?,
-            retired: Vec::new(),
+        let mut client = AsyncClient {
             context: context.clone(),
             endpoint: endpoint.to_owned(),
-            config,
-            next_id: 0,
-            next_try: 0,
-            outstanding: 0,
-            dropped_replies: 0,
-            resends: 0,
-        })
+            core: AsyncCore::new(config),
+            sockets: Vec::with_capacity(2),
+            actions: Vec::new(),
+        };
+        client.core.start(&mut client.actions);
+        client.execute()?;
+        Ok(client)
     }
 
     /// Sends a request without waiting for its reply. The body frames are sent as they are,
     /// without copying (with `retries` above 1, a copy is kept for resending); an empty body is
     /// sent as one empty frame (spec 7 wants at least one).
     pub fn send(&mut self, service: &ServiceName, body: Frames) -> Result<RequestId, Error> {
-        let request = RequestId(self.next_id);
-        let now = Instant::now();
-        let pending = Pending {
-            request,
-            service: service.clone(),
-            sent_at: now,
-            first_sent_at: now,
-            tries: 1,
-            resend: (self.config.retries > 1).then(|| copy_frames(&body)),
-        };
-        self.transmit(pending, body)?;
-        self.outstanding += 1;
-        self.next_id += 1;
+        let request = self
+            .core
+            .send(Instant::now(), service, body, &mut self.actions);
+        self.execute()?;
         Ok(request)
-    }
-
-    /// Sends one try of a request on the current socket and books it.
-    fn transmit(&mut self, pending: Pending, body: Frames) -> Result<(), Error> {
-        let try_number = self.next_try;
-        let connection = &mut self.current;
-        let service = &pending.service;
-        let tag = match self.config.matching {
-            Matching::ByTag => Some(zmq::Message::from(&try_number.to_be_bytes()[..])),
-            Matching::ByService => None,
-        };
-        if log_enabled!(Level::Debug) {
-            let mut shown: Vec<&[u8]> = vec![b"", CLIENT_HEADER, service.as_bytes()];
-            shown.extend(tag.iter().map(|frame| &frame[..]));
-            shown.extend(body.iter().map(|frame| &frame[..]));
-            debug!("client -> broker: {}", dump::Message(&shown));
-        }
-        let socket = &connection.socket;
-        let failed = Error::zmq("send the request");
-        socket
-            .send(zmq::Message::new(), zmq::SNDMORE)
-            .map_err(failed)?;
-        socket.send(CLIENT_HEADER, zmq::SNDMORE).map_err(failed)?;
-        socket
-            .send(service.as_bytes(), zmq::SNDMORE)
-            .map_err(failed)?;
-        let mut frames = tag.into_iter().chain(body).peekable();
-        if frames.peek().is_none() {
-            socket.send(zmq::Message::new(), 0).map_err(failed)?;
-        }
-        while let Some(frame) = frames.next() {
-            let flags = if frames.peek().is_some() {
-                zmq::SNDMORE
-            } else {
-                0
-            };
-            socket.send(frame, flags).map_err(failed)?;
-        }
-        connection.in_flight.push_back(Slot {
-            id: try_number,
-            pending: Some(pending),
-        });
-        connection.outstanding += 1;
-        self.next_try += 1;
-        Ok(())
     }
 
     /// Waits for the next outcome: a reply, or the oldest request timing out.
     /// [`Error::NothingOutstanding`] if no request is outstanding.
     pub fn recv(&mut self) -> Result<Outcome, Error> {
-        if self.outstanding == 0 {
+        if self.core.outstanding() == 0 {
             return Err(Error::NothingOutstanding);
         }
         // With a request outstanding there is always a deadline, so this returns an outcome.
@@ -356,230 +150,113 @@ impl AsyncClient {
 
     /// How many requests are waiting for their outcome.
     pub fn outstanding(&self) -> usize {
-        self.outstanding
+        self.core.outstanding()
     }
 
     /// How many replies were dropped because no request was waiting for them (late, duplicate,
     /// or with an unknown tag) or because they were malformed.
     pub fn dropped_replies(&self) -> u64 {
-        self.dropped_replies
+        self.core.dropped_replies()
     }
 
     /// How many times a request was sent again after a try timed out (see
     /// [Resending](self#resending)), over the client's life.
     pub fn resends(&self) -> u64 {
-        self.resends
+        self.core.resends()
     }
 
     /// How many sockets are open: 1, plus retired ones still collecting replies (see the
     /// [module docs](self)).
     pub fn open_connections(&self) -> usize {
-        1 + self.retired.len()
-    }
-
-    fn connection(&mut self, which: Which) -> &mut Connection {
-        match which {
-            Which::Current => &mut self.current,
-            Which::Retired(index) => &mut self.retired[index],
-        }
-    }
-
-    /// Every open socket with its name, the current one first.
-    fn connections(&self) -> impl Iterator<Item = (Which, &Connection)> {
-        std::iter::once((Which::Current, &self.current)).chain(
-            self.retired
-                .iter()
-                .enumerate()
-                .map(|(index, connection)| (Which::Retired(index), connection)),
-        )
+        self.core.open_connections()
     }
 
     fn next_outcome(&mut self, give_up_at: Option<Instant>) -> Result<Option<Outcome>, Error> {
         loop {
+            if let Some(outcome) = self.core.pop_outcome() {
+                return Ok(Some(outcome));
+            }
             let now = Instant::now();
-            if let Some(outcome) = self.expire_oldest(now)? {
+            self.core.tick(now, &mut self.actions);
+            self.execute()?;
+            if let Some(outcome) = self.core.pop_outcome() {
                 return Ok(Some(outcome));
             }
             // Drain before polling: with many requests in flight, replies are usually waiting
             // already, and a non-blocking receive is much cheaper than a poll.
-            let mut received = None;
-            for (which, connection) in self.connections() {
-                if let Some(frames) = connection.try_recv()? {
-                    received = Some((which, frames));
-                    break;
-                }
+            if self.receive_waiting()? {
+                continue;
             }
-            if let Some((which, frames)) = received {
-                match self.match_reply(which, frames) {
-                    Some(outcome) => return Ok(Some(outcome)),
-                    None => continue,
-                }
-            }
-            let next_expiry = self.next_expiry();
-            let wake_at = match (next_expiry, give_up_at) {
-                (Some(expiry), Some(give_up)) => Some(expiry.min(give_up)),
-                (expiry, give_up) => expiry.or(give_up),
-            };
             if give_up_at.is_some_and(|give_up| now >= give_up) {
                 return Ok(None);
             }
-            let timeout = wake_at.map_or(-1, |wake_at| millis_until(wake_at, now));
-            let mut items: Vec<zmq::PollItem> = self
-                .connections()
-                .map(|(_, connection)| connection.socket.as_poll_item(zmq::POLLIN))
-                .collect();
-            match zmq::poll(&mut items, timeout) {
-                Ok(_) | Err(zmq::Error::EINTR) => {}
-                Err(source) => {
-                    return Err(Error::Zmq {
-                        action: "poll",
-                        source,
-                    })
+            let wake_at = match (self.core.next_deadline(), give_up_at) {
+                (Some(expiry), Some(give_up)) => Some(expiry.min(give_up)),
+                (expiry, give_up) => expiry.or(give_up),
+            };
+            // One socket is the rule (more only while retired ones drain): no list to build then.
+            match &self.sockets[..] {
+                [(_, only)] => zsocket::wait(&[only], None, wake_at, now)?,
+                sockets => {
+                    let sockets: Vec<&zmq::Socket> =
+                        sockets.iter().map(|(_, socket)| socket).collect();
+                    zsocket::wait(&sockets, None, wake_at, now)?
                 }
-            }
+            };
         }
     }
 
-    /// When the oldest outstanding request times out, if any is outstanding.
-    fn next_expiry(&self) -> Option<Instant> {
-        self.connections()
-            .filter_map(|(_, connection)| connection.oldest())
-            .map(|pending| pending.sent_at + self.config.timeout)
-            .min()
-    }
-
-    /// Handles the oldest outstanding tries whose time is up: resends each request that has
-    /// tries left, and gives up the first one that has none.
-    fn expire_oldest(&mut self, now: Instant) -> Result<Option<Outcome>, Error> {
-        let timeout = self.config.timeout;
-        loop {
-            let oldest = self
-                .connections()
-                .filter_map(|(which, connection)| Some((which, connection.oldest()?.sent_at)))
-                .min_by_key(|&(_, sent_at)| sent_at);
-            let Some((which, sent_at)) = oldest else {
-                return Ok(None);
-            };
-            if now < sent_at + timeout {
-                return Ok(None);
+    /// Receives one message if one is waiting on any socket, the current one first, and hands it
+    /// to the core. True if there was one.
+    fn receive_waiting(&mut self) -> Result<bool, Error> {
+        let mut received = None;
+        for (conn, socket) in self.sockets.iter().rev() {
+            if let Some(frames) = zsocket::recv(socket, zmq::DONTWAIT)? {
+                received = Some((*conn, frames));
+                break;
             }
-            let Some(mut pending) = self.connection(which).resolve(0) else {
-                return Ok(None);
-            };
-            if which == Which::Current && self.config.matching == Matching::ByService {
-                info!(
-                    "request {} to {} timed out; later requests go on a new socket, so its late reply cannot be taken for theirs",
-                    pending.request, pending.service
-                );
-                let fresh = Connection::open(&self.context, &self.endpoint)?;
-                let retired = std::mem::replace(&mut self.current, fresh);
-                if retired.outstanding > 0 {
-                    self.retired.push(retired);
-                }
-                // else: dropped here, closing the socket, so the late reply dies at the broker.
-            } else {
-                self.close_if_drained(which);
-            }
-            let retries = self.config.retries.max(1);
-            if pending.tries < retries {
-                if let Some(body) = pending.resend.take() {
-                    pending.tries += 1;
-                    info!(
-                        "no reply to request {} from {} within {timeout:?}, resending it (try {} of {retries})",
-                        pending.request, pending.service, pending.tries
-                    );
-                    if pending.tries < retries {
-                        pending.resend = Some(copy_frames(&body));
-                    }
-                    pending.sent_at = Instant::now();
-                    self.transmit(pending, body)?;
-                    self.resends += 1;
-                    continue;
-                }
-            }
-            self.outstanding -= 1;
-            return Ok(Some(Outcome::TimedOut {
-                id: pending.request,
-                service: pending.service,
-                tries: pending.tries,
-            }));
         }
-    }
-
-    /// Finds the request a reply received on connection `index` answers, or drops the reply.
-    fn match_reply(&mut self, which: Which, frames: Frames) -> Option<Outcome> {
+        let Some((conn, frames)) = received else {
+            return Ok(false);
+        };
         if log_enabled!(Level::Debug) {
             debug!("broker -> client: {}", dump::Message(&frames));
         }
-        let mut reply = match Reply::parse(frames) {
-            Ok(reply) => reply,
-            Err(error) => {
-                warn!("dropped a malformed reply from the broker: {error}");
-                self.dropped_replies += 1;
-                return None;
-            }
-        };
-        let matching = self.config.matching;
-        let connection = self.connection(which);
-        let slot = match matching {
-            Matching::ByService => connection.in_flight.iter().position(|slot| {
-                slot.pending
-                    .as_ref()
-                    .is_some_and(|pending| pending.service == reply.service)
-            }),
-            Matching::ByTag => tag_of(&reply.body).and_then(|id| {
-                let index = connection
-                    .in_flight
-                    .binary_search_by_key(&id, |slot| slot.id)
-                    .ok()?;
-                let pending = connection.in_flight[index].pending.as_ref()?;
-                (pending.service == reply.service).then_some(index)
-            }),
-        };
-        let Some(pending) = slot.and_then(|slot| connection.resolve(slot)) else {
-            debug!(
-                "dropped a reply from {} that no request is waiting for (late, duplicate or untagged)",
-                reply.service
-            );
-            self.dropped_replies += 1;
-            return None;
-        };
-        self.outstanding -= 1;
-        if self.config.matching == Matching::ByTag {
-            reply.body.remove(0);
-        }
-        let latency = pending.first_sent_at.elapsed();
-        self.close_if_drained(which);
-        Some(Outcome::Reply {
-            id: pending.request,
-            service: reply.service,
-            body: reply.body,
-            latency,
-            tries: pending.tries,
-        })
+        // Read after the receive, for the latency of the reply.
+        self.core
+            .handle(Instant::now(), conn, frames, &mut self.actions);
+        self.execute()?;
+        Ok(true)
     }
 
-    /// Closes connection `index` if it is retired and nothing it carried is outstanding: a late
-    /// reply for it then dies at the broker's ROUTER.
-    fn close_if_drained(&mut self, which: Which) {
-        if let Which::Retired(index) = which {
-            if self.retired[index].outstanding == 0 {
-                self.retired.remove(index);
+    /// Does what the core asked, in order.
+    fn execute(&mut self) -> Result<(), Error> {
+        for action in self.actions.drain(..) {
+            match action {
+                AsyncAction::Open(conn) => {
+                    let socket = zsocket::connect(&self.context, zmq::DEALER, &self.endpoint)?;
+                    // The caller bounds what is in flight (its window) and the timeout bounds how
+                    // long it stays, so ZeroMQ's own limits of 1000 queued messages would only
+                    // get in the way: a full send queue would block `send`, and a full receive
+                    // queue makes the broker's ROUTER drop replies.
+                    socket.set_sndhwm(0).doing("set ZMQ_SNDHWM")?;
+                    socket.set_rcvhwm(0).doing("set ZMQ_RCVHWM")?;
+                    self.sockets.push((conn, socket));
+                }
+                AsyncAction::Send { conn, frames } => {
+                    if log_enabled!(Level::Debug) {
+                        debug!("client -> broker: {}", dump::Message(&frames));
+                    }
+                    if let Some((_, socket)) = self.sockets.iter().find(|(id, _)| *id == conn) {
+                        zsocket::send(socket, frames, 0).map_err(zsocket::Error::from)?;
+                    }
+                }
+                AsyncAction::Close(conn) => {
+                    // Dropping the socket closes it (linger 0).
+                    self.sockets.retain(|(id, _)| *id != conn);
+                }
             }
         }
+        Ok(())
     }
-}
-
-/// A copy of each frame, for a later resend (sending consumes a message).
-fn copy_frames(frames: &Frames) -> Frames {
-    frames
-        .iter()
-        .map(|frame| zmq::Message::from(&frame[..]))
-        .collect()
-}
-
-/// The try number in a tagged reply's first frame.
-fn tag_of(body: &Frames) -> Option<u64> {
-    let bytes: [u8; 8] = body.first()?[..].try_into().ok()?;
-    Some(u64::from_be_bytes(bytes))
 }

@@ -14,6 +14,11 @@
 //!   [`AsyncClientConfig::retries`] it is resent first). How replies are matched to requests,
 //!   when MDP/0.1 replies carry no request id, is explained in the [`async_client`] module.
 //!
+//! Both are thin drivers over the state machines in [`core`] ([`core::SyncCore`],
+//! [`core::AsyncCore`]), which hold every rule above and are given the time instead of reading
+//! it; the drivers own the sockets (through the workspace's socket layer, `zsocket`) and the
+//! clock.
+//!
 //! ```no_run
 //! use client::{Client, ClientConfig};
 //!
@@ -27,10 +32,11 @@
 //! ```
 
 pub mod async_client;
+pub mod core;
 pub mod stats;
 pub mod sync_client;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use async_client::{AsyncClient, AsyncClientConfig, Matching, Outcome, RequestId};
 pub use mdp::{Frames, ServiceName};
@@ -39,21 +45,11 @@ pub use sync_client::{Client, ClientConfig};
 /// What can go wrong for a client.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The endpoint is not one ZeroMQ can connect to (a typo, an unknown transport).
-    #[error("cannot connect to {endpoint:?}")]
-    Connect {
-        endpoint: String,
-        #[source]
-        source: zmq::Error,
-    },
-    /// A ZeroMQ call failed for a reason other than the broker's absence (which shows as a
-    /// timeout, never as an error from ZeroMQ).
-    #[error("ZeroMQ failed to {action}")]
-    Zmq {
-        action: &'static str,
-        #[source]
-        source: zmq::Error,
-    },
+    /// A ZeroMQ call failed: the endpoint is not one ZeroMQ can connect to (a typo, an unknown
+    /// transport), or a socket failed for another reason than the broker's absence (which shows
+    /// as a timeout, never as an error from ZeroMQ). [`zsocket::Error::zmq_error`] tells which.
+    #[error(transparent)]
+    Socket(#[from] zsocket::Error),
     /// Every try of a synchronous request timed out.
     #[error("no reply from service {service} after {attempts} tries of {timeout:?} each")]
     NoReply {
@@ -79,44 +75,19 @@ pub enum Error {
 }
 
 impl Error {
-    /// A `map_err` adapter for ZeroMQ calls: `socket.send(..).map_err(Error::zmq("send"))`.
-    fn zmq(action: &'static str) -> impl Fn(zmq::Error) -> Error + Copy {
-        move |source| Error::Zmq { action, source }
+    /// True if ZeroMQ refused the endpoint itself: malformed, an unknown transport, one this
+    /// socket type cannot use, an ipc path too long. That is a mistake of whoever wrote the
+    /// endpoint (the `client` program exits with its usage status), not a failure of the system.
+    pub fn is_bad_endpoint(&self) -> bool {
+        match self {
+            Error::Socket(error) => matches!(
+                error.zmq_error(),
+                zmq::Error::EINVAL
+                    | zmq::Error::EPROTONOSUPPORT
+                    | zmq::Error::ENOCOMPATPROTO
+                    | zmq::Error::ENAMETOOLONG
+            ),
+            _ => false,
+        }
     }
-}
-
-/// Opens a socket of `kind`, connected to `endpoint`, that never delays shutdown: a socket is
-/// only closed when what is queued in it is no longer wanted (a request being retried on a new
-/// socket, or abandoned), so linger is 0.
-fn open_socket(
-    context: &zmq::Context,
-    kind: zmq::SocketType,
-    endpoint: &str,
-) -> Result<zmq::Socket, Error> {
-    let socket = context
-        .socket(kind)
-        .map_err(Error::zmq("create a socket"))?;
-    socket.set_linger(0).map_err(Error::zmq("set linger"))?;
-    socket.connect(endpoint).map_err(|source| Error::Connect {
-        endpoint: endpoint.to_owned(),
-        source,
-    })?;
-    Ok(socket)
-}
-
-/// Receives the rest of a multipart message whose first frame is `first`.
-fn recv_rest(socket: &zmq::Socket, first: zmq::Message) -> Result<Frames, Error> {
-    let mut frames = vec![first];
-    // ZeroMQ delivers a multipart message whole, so the other frames are already here.
-    while socket.get_rcvmore().map_err(Error::zmq("read RCVMORE"))? {
-        frames.push(socket.recv_msg(0).map_err(Error::zmq("receive"))?);
-    }
-    Ok(frames)
-}
-
-/// Milliseconds from `now` to `deadline` for `zmq::poll`, rounded up so that a poll never
-/// returns just before the deadline and spins.
-fn millis_until(deadline: Instant, now: Instant) -> i64 {
-    let wait = deadline.saturating_duration_since(now);
-    i64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(i64::MAX)
 }

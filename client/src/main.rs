@@ -135,7 +135,7 @@ fn main() -> ExitCode {
             eprintln!("client: {}", error_chain(&error));
             match error {
                 // A malformed endpoint is a typo on the command line.
-                client::Error::Connect { .. } => ExitCode::from(USAGE_ERROR),
+                error if error.is_bad_endpoint() => ExitCode::from(USAGE_ERROR),
                 _ => ExitCode::FAILURE,
             }
         }
@@ -278,7 +278,7 @@ fn run_synchronous(
                 }
             }
             // Every answer is worth waiting for; only a broken socket stops the run.
-            Err(error @ client::Error::Zmq { .. }) => return Err(error),
+            Err(error @ client::Error::Socket(_)) => return Err(error),
             Err(error) => tally.failed(request, &DisplayChain(&error)),
         }
     }

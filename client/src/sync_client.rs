@@ -1,6 +1,10 @@
 //! The synchronous client: one request at a time on a REQ socket, with spec 7's recommended
-//! recovery: poll instead of blocking, and on a timeout close the socket, open a new one and
-//! resend; after the last try, report failure.
+//! recovery: wait for the reply only up to a timeout instead of blocking, and on a timeout close
+//! the socket, open a new one and resend; after the last try, report failure.
+//!
+//! [`Client`] is a thin driver: the rules (timeout, tries, when to take a new socket, what counts
+//! as the reply) are those of the sans-IO [`crate::core::SyncCore`], and this module only sends,
+//! receives, reopens the REQ socket and reads the clock.
 //!
 //! A REQ socket adds the empty delimiter frame to what we send and strips it from what we
 //! receive, so the frames handled here start at the protocol header:
@@ -14,49 +18,32 @@
 //! broker, so a late reply to the abandoned try is dropped by the broker's ROUTER instead of
 //! arriving as the answer to the next request.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use log::{debug, log_enabled, warn, Level};
-use mdp::{client::Reply, dump, mmi, Frames, ServiceName, CLIENT_HEADER};
+use log::{debug, log_enabled, Level};
+use mdp::{dump, mmi, Frames, ServiceName};
 
-use crate::{millis_until, open_socket, recv_rest, Error};
-
-/// Timeout and retries of the synchronous client.
-#[derive(Debug, Clone)]
-pub struct ClientConfig {
-    /// How long one try waits for the reply. Default 2500 ms, as the guide's mdcliapi.
-    pub timeout: Duration,
-    /// How many times a request is sent in all before [`Error::NoReply`]; counted as the
-    /// guide's mdcliapi counts its `retries`: the default 3 is one send and two resends.
-    /// 0 counts as 1.
-    pub retries: u32,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            timeout: Duration::from_millis(2500),
-            retries: 3,
-        }
-    }
-}
+pub use crate::core::sync_core::ClientConfig;
+use crate::core::{SyncAction, SyncCore};
+use crate::Error;
 
 /// A synchronous MDP client: [`Client::send`] returns the reply or an error. See the
 /// [crate docs](crate) and the [module docs](self).
 pub struct Client {
     context: zmq::Context,
     endpoint: String,
-    config: ClientConfig,
     socket: zmq::Socket,
-    resends: u64,
+    core: SyncCore,
+    /// The core's actions, executed and emptied after each call into the core.
+    actions: Vec<SyncAction>,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("endpoint", &self.endpoint)
-            .field("config", &self.config)
-            .field("resends", &self.resends)
+            .field("config", self.core.config())
+            .field("resends", &self.core.resends())
             .finish_non_exhaustive()
     }
 }
@@ -75,13 +62,13 @@ impl Client {
         endpoint: &str,
         config: ClientConfig,
     ) -> Result<Client, Error> {
-        let socket = open_socket(context, zmq::REQ, endpoint)?;
+        let socket = zsocket::connect(context, zmq::REQ, endpoint)?;
         Ok(Client {
             context: context.clone(),
             endpoint: endpoint.to_owned(),
-            config,
             socket,
-            resends: 0,
+            core: SyncCore::new(config),
+            actions: Vec::with_capacity(4),
         })
     }
 
@@ -95,41 +82,37 @@ impl Client {
         service: &ServiceName,
         body: &[B],
     ) -> Result<Frames, Error> {
-        let attempts = self.config.retries.max(1);
-        for attempt in 1..=attempts {
-            if attempt > 1 {
-                warn!(
-                    "no reply from {service} within {:?}, reconnecting and resending (try {attempt} of {attempts})",
-                    self.config.timeout
-                );
-                self.reopen()?;
-                self.resends += 1;
+        let body: Frames = body
+            .iter()
+            .map(|frame| zmq::Message::from(frame.as_ref()))
+            .collect();
+        self.core
+            .start(Instant::now(), service, body, &mut self.actions);
+        loop {
+            if let Some(result) = self.execute()? {
+                return result;
             }
-            self.send_request(service, body)?;
-            if let Some(frames) = self.wait_for_reply()? {
-                let reply = Reply::parse(frames)?;
-                if reply.service != *service {
-                    return Err(Error::WrongService {
-                        asked: service.clone(),
-                        replied: reply.service,
-                    });
+            let received =
+                zsocket::recv_until(&self.socket, self.core.next_deadline(), Instant::now())?;
+            // Read after the wait: it is what the core compares with the deadline.
+            let now = Instant::now();
+            match received {
+                Some(frames) => {
+                    if log_enabled!(Level::Debug) {
+                        debug!("broker -> client: {}", dump::Message(&frames));
+                    }
+                    self.core.handle(now, frames, &mut self.actions);
                 }
-                return Ok(reply.body);
+                // The timeout, or a signal that cut the wait short (then the core waits on).
+                None => self.core.tick(now, &mut self.actions),
             }
         }
-        // The REQ socket still waits for the abandoned reply and would refuse the next send.
-        self.reopen()?;
-        Err(Error::NoReply {
-            service: service.clone(),
-            attempts,
-            timeout: self.config.timeout,
-        })
     }
 
     /// How many times a request was sent again after a try timed out, over the client's life;
     /// compare it before and after [`Client::send`] to know whether that request was resent.
     pub fn resends(&self) -> u64 {
-        self.resends
+        self.core.resends()
     }
 
     /// Asks the broker's `mmi.service` (spec 8) whether `service` has a worker: true for `200`,
@@ -147,61 +130,24 @@ impl Client {
         }
     }
 
-    fn reopen(&mut self) -> Result<(), Error> {
-        self.socket = open_socket(&self.context, zmq::REQ, &self.endpoint)?;
-        Ok(())
-    }
-
-    fn send_request<B: AsRef<[u8]>>(&self, service: &ServiceName, body: &[B]) -> Result<(), Error> {
-        if log_enabled!(Level::Debug) {
-            let mut shown: Vec<&[u8]> = vec![CLIENT_HEADER, service.as_bytes()];
-            shown.extend(body.iter().map(AsRef::as_ref));
-            debug!("client -> broker: {}", dump::Message(&shown));
-        }
-        let failed = Error::zmq("send the request");
-        self.socket
-            .send(CLIENT_HEADER, zmq::SNDMORE)
-            .map_err(failed)?;
-        self.socket
-            .send(service.as_bytes(), zmq::SNDMORE)
-            .map_err(failed)?;
-        match body.split_last() {
-            None => self.socket.send(zmq::Message::new(), 0).map_err(failed),
-            Some((last, rest)) => {
-                for frame in rest {
-                    self.socket
-                        .send(frame.as_ref(), zmq::SNDMORE)
-                        .map_err(failed)?;
+    /// Does what the core asked, in order; the request's result once the core says it is done.
+    fn execute(&mut self) -> Result<Option<Result<Frames, Error>>, Error> {
+        let mut done = None;
+        for action in self.actions.drain(..) {
+            match action {
+                SyncAction::Send(frames) => {
+                    if log_enabled!(Level::Debug) {
+                        debug!("client -> broker: {}", dump::Message(&frames));
+                    }
+                    zsocket::send(&self.socket, frames, 0).map_err(zsocket::Error::from)?;
                 }
-                self.socket.send(last.as_ref(), 0).map_err(failed)
-            }
-        }
-    }
-
-    /// The reply frames, or `None` if the timeout passed first.
-    fn wait_for_reply(&self) -> Result<Option<Frames>, Error> {
-        let deadline = Instant::now() + self.config.timeout;
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            match self.socket.poll(zmq::POLLIN, millis_until(deadline, now)) {
-                Ok(0) | Err(zmq::Error::EINTR) => continue,
-                Ok(_) => break,
-                Err(source) => {
-                    return Err(Error::Zmq {
-                        action: "poll",
-                        source,
-                    })
+                // The old socket is dropped, and so closed (linger 0), as it is replaced.
+                SyncAction::Reopen => {
+                    self.socket = zsocket::connect(&self.context, zmq::REQ, &self.endpoint)?;
                 }
+                SyncAction::Done(result) => done = Some(result),
             }
         }
-        let first = self.socket.recv_msg(0).map_err(Error::zmq("receive"))?;
-        let frames = recv_rest(&self.socket, first)?;
-        if log_enabled!(Level::Debug) {
-            debug!("broker -> client: {}", dump::Message(&frames));
-        }
-        Ok(Some(frames))
+        Ok(done)
     }
 }
