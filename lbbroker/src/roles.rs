@@ -582,6 +582,8 @@ mod tests {
     #[test]
     fn dropping_the_roles_wakes_and_joins_every_thread() {
         let (stop, stopped) = zsocket::stop_pair().expect("a socket pair");
+        // Not raised yet, a wait runs its whole time.
+        assert!(matches!(stopped.sleep(Duration::from_millis(1)), Ok(false)));
         let mut roles = Roles::new(&stop, &stopped);
         let (results_sender, results) = crossbeam_channel::unbounded();
         // Every thread has looked at the stop before the roles are dropped.
@@ -614,5 +616,22 @@ mod tests {
             assert!(slept < Duration::from_secs(30), "{slept:?}");
             assert!(raised_after);
         }
+    }
+
+    /// A run that returns early because one role failed still stops and joins the others: here
+    /// a processor waiting for a broker that never comes.
+    #[test]
+    fn a_failed_role_ends_the_run_and_stops_the_others() {
+        let (stop, stopped) = zsocket::stop_pair().expect("a socket pair");
+        let processors = processors(0, 1, "tcp://127.0.0.1:1", Duration::from_millis(1));
+        let clients = clients(0, 1, "tcpx://no-such-transport", 1);
+        let error = Roles::new(&stop, &stopped)
+            .run(None, processors, clients, &mut Vec::new())
+            .expect_err("the client cannot connect");
+        assert!(
+            matches!(&error, Error::RoleFailed { role, .. } if role == "CLIENT-0"),
+            "{error:?}"
+        );
+        assert!(stopped.is_raised());
     }
 }
