@@ -22,6 +22,7 @@
 //! balancer), and decisions are made by the sans-IO cores. Nothing here knows what a frame means.
 
 mod error;
+pub mod ipc;
 pub mod stop;
 #[doc(hidden)]
 pub mod testing;
