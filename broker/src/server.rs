@@ -29,7 +29,6 @@
 //! the next deadline, hand each message to the core, send what it says, hand a refused message
 //! back.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use log::{debug, info, log_enabled, warn, Level};
@@ -76,7 +75,8 @@ pub struct Server {
     stop: StopSignal,
     stop_handle: StopHandle,
     endpoints: Vec<String>,
-    ipc_files: Vec<PathBuf>,
+    /// Declared after `socket`, so it closes before its ipc files are removed.
+    _bindings: Vec<zsocket::Binding>,
     core: Broker,
     /// The most requests + services held since memory was last handed back to the system.
     held_since_trim: usize,
@@ -112,15 +112,11 @@ impl Server {
         if let Some(size) = options.max_message_size {
             socket.set_maxmsgsize(size).doing("set ZMQ_MAXMSGSIZE")?;
         }
-        let mut bound = Vec::new();
-        let mut ipc_files = Vec::new();
+        let mut bindings = Vec::new();
         for endpoint in endpoints {
-            let actual = zsocket::bind(&socket, endpoint)?;
-            if let Some(path) = actual.strip_prefix("ipc://") {
-                ipc_files.push(PathBuf::from(path));
-            }
-            info!("MDP broker/0.1 is active at {actual}");
-            bound.push(actual);
+            let binding = zsocket::bind(&socket, endpoint)?;
+            info!("MDP broker/0.1 is active at {}", binding.endpoint());
+            bindings.push(binding);
         }
         let (stop_handle, stop) = zsocket::stop_router(&context, &socket)?;
         // Last, after every step that can fail: a monitor must not outlive an open socket.
@@ -130,8 +126,8 @@ impl Server {
             _monitor: monitor,
             stop,
             stop_handle,
-            endpoints: bound,
-            ipc_files,
+            endpoints: bindings.iter().map(|b| b.endpoint().to_owned()).collect(),
+            _bindings: bindings,
             core: Broker::new(config, Instant::now()),
             held_since_trim: 0,
         })
@@ -289,16 +285,3 @@ fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        for path in &self.ipc_files {
-            match std::fs::remove_file(path) {
-                Ok(()) => debug!("removed {}", path.display()),
-                // libzmq may already have removed it when the socket closed.
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => warn!("could not remove {}: {error}", path.display()),
-            }
-        }
-    }
-}

@@ -83,6 +83,42 @@ fn a_bind_that_fails_is_an_error_not_a_deaf_broker() {
 }
 
 #[test]
+fn a_second_broker_on_the_same_ipc_path_is_refused_and_the_first_stays_reachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("b.ipc");
+    let endpoint = format!("ipc://{}", socket_path.display());
+    let mut first = broker_command()
+        .args(["--bind", &endpoint])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(first.stderr.take().unwrap()).lines();
+    while !log
+        .next()
+        .expect("broker exited early")
+        .unwrap()
+        .contains("is active at")
+    {}
+    let second = broker_command()
+        .args(["--bind", &endpoint])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&format!("cannot bind {endpoint}"))
+            && stderr.contains("another program is bound to it"),
+        "stderr: {stderr}"
+    );
+    // The refused broker removed nothing: the first still answers on the path.
+    let client = Peer::connect(&endpoint, "C1");
+    wait_for_mmi(&client, "echo", b"404");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    for _ in log {}
+}
+
+#[test]
 fn bad_flags_are_usage_errors() {
     for args in [
         &["--liveness", "0"][..],

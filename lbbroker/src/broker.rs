@@ -20,7 +20,7 @@ use log::{debug, warn};
 use zsocket::{ResultExt, SendError, StopSignal, Woken};
 
 use crate::balancer::{LoadBalancer, Outgoing, ProcessorMessage};
-use crate::endpoint::{Endpoints, SocketFile};
+use crate::endpoint::Endpoints;
 use crate::error::Error;
 use crate::frames::describe;
 use crate::roles::Event;
@@ -49,7 +49,7 @@ pub struct Broker {
     events: Option<Sender<Event>>,
     stats: BrokerStats,
     // Declared after the sockets, so they are dropped (closed) before their files are removed.
-    _socket_files: Vec<SocketFile>,
+    _bindings: [zsocket::Binding; 2],
 }
 
 impl std::fmt::Debug for Broker {
@@ -71,25 +71,22 @@ impl Broker {
     /// Creates both ROUTER sockets and binds them. Binding here, before any thread starts, means
     /// a bad endpoint is reported at once to the caller rather than from inside a thread.
     pub fn bind(context: &zmq::Context, endpoints: &Endpoints) -> Result<Broker, Error> {
-        let mut socket_files = Vec::with_capacity(2);
-        let (frontend, frontend_endpoint) =
+        let (frontend, frontend_binding) =
             bind_router(context, "frontend ROUTER", &endpoints.frontend)?;
-        socket_files.push(SocketFile::created_by(&endpoints.frontend));
-        // If the backend cannot bind, `socket_files` is dropped on return and the frontend's
-        // file is removed again.
-        let (backend, backend_endpoint) =
+        // If the backend cannot bind, the frontend's binding is dropped on return and its file
+        // removed again.
+        let (backend, backend_binding) =
             bind_router(context, "backend ROUTER", &endpoints.backend)?;
-        socket_files.push(SocketFile::created_by(&endpoints.backend));
 
         Ok(Broker {
-            frontend_endpoint,
-            backend_endpoint,
+            frontend_endpoint: frontend_binding.endpoint().to_owned(),
+            backend_endpoint: backend_binding.endpoint().to_owned(),
             frontend,
             backend,
             balancer: LoadBalancer::new(),
             events: None,
             stats: BrokerStats::default(),
-            _socket_files: socket_files,
+            _bindings: [frontend_binding, backend_binding],
         })
     }
 
@@ -217,7 +214,7 @@ fn bind_router(
     context: &zmq::Context,
     socket: &'static str,
     endpoint: &str,
-) -> Result<(zmq::Socket, String), Error> {
+) -> Result<(zmq::Socket, zsocket::Binding), Error> {
     let router = context
         .socket(zmq::ROUTER)
         .doing("create a ROUTER socket")?;

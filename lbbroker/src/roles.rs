@@ -239,7 +239,8 @@ impl Event {
 /// One role, ready to run on a thread of its own.
 #[derive(Debug)]
 enum Role {
-    Broker(Broker),
+    /// Boxed: a bound broker is much larger than a peer's settings.
+    Broker(Box<Broker>),
     Processor(ProcessorConfig),
     Client(ClientConfig),
 }
@@ -344,7 +345,7 @@ impl Roles {
             0
         };
         if let Some(broker) = broker {
-            self.spawn(Role::Broker(broker))?;
+            self.spawn(Role::Broker(Box::new(broker)))?;
         }
         for processor in processors {
             self.spawn(Role::Processor(processor))?;

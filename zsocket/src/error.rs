@@ -3,14 +3,24 @@
 use std::borrow::Cow;
 
 /// A ZeroMQ call failed. The message names the action (`cannot bind tcp://*:5555`, `cannot
-/// receive`), and [`std::error::Error::source`] is libzmq's own error (`Address already in use`),
-/// so a program that prints the chain tells the user both what and why.
+/// receive`), and [`std::error::Error::source`] is the cause (libzmq's `Address already in use`,
+/// or for an ipc path another program holds, which one), so a program that prints the chain tells
+/// the user both what and why.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {action}")]
 pub struct Error {
     action: Cow<'static, str>,
     #[source]
-    source: zmq::Error,
+    source: Cause,
+}
+
+/// Why an action failed.
+#[derive(Debug, thiserror::Error)]
+enum Cause {
+    #[error(transparent)]
+    Zmq(zmq::Error),
+    #[error(transparent)]
+    InUse(Box<crate::ipc::ClaimError>),
 }
 
 impl Error {
@@ -18,7 +28,15 @@ impl Error {
     pub fn new(action: impl Into<Cow<'static, str>>, source: zmq::Error) -> Error {
         Error {
             action: action.into(),
-            source,
+            source: Cause::Zmq(source),
+        }
+    }
+
+    /// An `ipc://` endpoint that cannot be bound because of `claim` (see [`crate::ipc`]).
+    pub(crate) fn in_use(action: String, claim: crate::ipc::ClaimError) -> Error {
+        Error {
+            action: action.into(),
+            source: Cause::InUse(Box::new(claim)),
         }
     }
 
@@ -27,9 +45,18 @@ impl Error {
         &self.action
     }
 
-    /// What libzmq said.
+    /// What libzmq said; for an ipc path held by another program `EADDRINUSE`, as libzmq says
+    /// for a tcp port in use, and for a lock file that cannot be made, the system's error.
     pub fn zmq_error(&self) -> zmq::Error {
-        self.source
+        match &self.source {
+            Cause::Zmq(error) => *error,
+            Cause::InUse(claim) => match &**claim {
+                crate::ipc::ClaimError::Io { source, .. } => {
+                    zmq::Error::from_raw(source.raw_os_error().unwrap_or(libc_einval()))
+                }
+                _ => zmq::Error::EADDRINUSE,
+            },
+        }
     }
 }
 
@@ -43,4 +70,9 @@ impl<T> ResultExt<T> for Result<T, zmq::Error> {
     fn doing(self, action: &'static str) -> Result<T, Error> {
         self.map_err(|source| Error::new(action, source))
     }
+}
+
+/// `EINVAL`, for an I/O error that carries no errno.
+fn libc_einval() -> i32 {
+    zmq::Error::EINVAL.to_raw()
 }

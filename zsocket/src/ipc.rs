@@ -70,6 +70,13 @@ impl IpcClaim {
     /// Takes the lock beside `socket_path`, refuses if someone is bound there, and removes a
     /// stale socket file; see the [module docs](self).
     pub fn claim(socket_path: &Path) -> Result<IpcClaim, ClaimError> {
+        // Absolute now, so the files are found again at the drop if the current directory
+        // has changed meanwhile.
+        let socket_path = &std::path::absolute(socket_path).map_err(|source| ClaimError::Io {
+            action: "find",
+            path: socket_path.to_owned(),
+            source,
+        })?;
         let lock_path = lock_path(socket_path);
         let io_error = |action, path: &Path| {
             let path = path.to_owned();

@@ -56,17 +56,49 @@ pub fn connect(
     Ok(socket)
 }
 
-/// Binds `socket` to `endpoint` and returns the endpoint as bound, with a wildcard resolved
-/// (`tcp://127.0.0.1:*` becomes `tcp://127.0.0.1:41235`), so tests can bind port 0 and connect
-/// to what they got.
-pub fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<String> {
+/// Binds `socket` to `endpoint`. The [`Binding`] says the endpoint as bound, with a wildcard
+/// resolved (`tcp://127.0.0.1:*` becomes `tcp://127.0.0.1:41235`), so tests can bind port 0 and
+/// connect to what they got.
+///
+/// An `ipc://` path is claimed first ([`ipc::IpcClaim`]): if another program is bound to it, this
+/// fails as a tcp port in use would, instead of silently taking the path from that program. The
+/// claim is held by the `Binding`, which removes the socket file when dropped: keep it as long as
+/// the socket, and declare it after the socket in a struct so that it drops after it.
+pub fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<Binding> {
+    let claim = match endpoint.strip_prefix("ipc://") {
+        // `ipc://@name` is Linux's abstract namespace: no file, and the kernel refuses a clash.
+        // `ipc://*` is a temporary file that libzmq names and removes itself.
+        Some(path) if !path.is_empty() && !path.starts_with('@') && path != "*" => Some(
+            ipc::IpcClaim::claim(std::path::Path::new(path))
+                .map_err(|claim| Error::in_use(format!("bind {endpoint}"), claim))?,
+        ),
+        _ => None,
+    };
     socket
         .bind(endpoint)
         .map_err(|source| Error::new(format!("bind {endpoint}"), source))?;
-    Ok(match socket.get_last_endpoint() {
+    let endpoint = match socket.get_last_endpoint() {
         Ok(Ok(actual)) => actual,
         _ => endpoint.to_owned(),
+    };
+    Ok(Binding {
+        endpoint,
+        _claim: claim,
     })
+}
+
+/// A bound endpoint; see [`bind`]. Dropping it removes an `ipc://` socket file and its lock.
+#[derive(Debug)]
+pub struct Binding {
+    endpoint: String,
+    _claim: Option<ipc::IpcClaim>,
+}
+
+impl Binding {
+    /// The endpoint as bound, wildcards resolved.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
 }
 
 /// Receives one whole message. With `zmq::DONTWAIT` in `flags`, or with `ZMQ_RCVTIMEO` set and

@@ -38,7 +38,10 @@ impl RawRouter {
         let context = zmq::Context::new();
         let router = context.socket(zmq::ROUTER).expect("create a ROUTER");
         router.set_linger(0).expect("set ZMQ_LINGER");
-        let endpoint = bind(&router, "tcp://127.0.0.1:*").expect("bind tcp://127.0.0.1:*");
+        let endpoint = bind(&router, "tcp://127.0.0.1:*")
+            .expect("bind tcp://127.0.0.1:*")
+            .endpoint()
+            .to_owned();
         RawRouter {
             router,
             _context: context,

@@ -16,7 +16,10 @@ fn bytes(frames: &Frames) -> Vec<Vec<u8>> {
 fn router_and_dealer(context: &zmq::Context) -> (zmq::Socket, zmq::Socket) {
     let router = context.socket(zmq::ROUTER).expect("router");
     router.set_linger(0).expect("linger");
-    let endpoint = bind(&router, "tcp://127.0.0.1:*").expect("bind");
+    let endpoint = bind(&router, "tcp://127.0.0.1:*")
+        .expect("bind")
+        .endpoint()
+        .to_owned();
     assert!(!endpoint.ends_with('*'), "wildcard resolved: {endpoint}");
     let dealer = connect(context, zmq::DEALER, &endpoint).expect("connect");
     (router, dealer)
@@ -66,6 +69,7 @@ fn errors_name_the_action_and_the_endpoint() {
     assert_eq!(error.zmq_error(), zmq::Error::EPROTONOSUPPORT);
     let socket = context.socket(zmq::ROUTER).expect("router");
     let error = bind(&socket, "ipc:///no/such/dir/x.ipc").expect_err("no directory");
+    assert_eq!(error.zmq_error(), zmq::Error::ENOENT);
     assert_eq!(error.action(), "bind ipc:///no/such/dir/x.ipc");
 }
 
@@ -145,4 +149,32 @@ fn millis_until_rounds_up_and_never_goes_negative() {
         2
     );
     assert_eq!(millis_until(Some(now), now + Duration::from_secs(1)), 0);
+}
+
+#[test]
+fn a_second_bind_to_an_ipc_path_fails_like_a_port_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("ipc://{}/b.ipc", dir.path().display());
+    let context = zmq::Context::new();
+    let first = context.socket(zmq::ROUTER).unwrap();
+    let binding = bind(&first, &endpoint).unwrap();
+    assert_eq!(binding.endpoint(), endpoint);
+    let second = context.socket(zmq::ROUTER).unwrap();
+    let error = bind(&second, &endpoint).expect_err("the path is taken");
+    assert_eq!(error.to_string(), format!("cannot bind {endpoint}"));
+    assert_eq!(error.zmq_error(), zmq::Error::EADDRINUSE);
+    let cause = std::error::Error::source(&error).unwrap().to_string();
+    assert!(cause.contains("another program is bound to it"), "{cause}");
+    // The first is still the one a peer reaches.
+    let peer = connect(&context, zmq::DEALER, &endpoint).unwrap();
+    send(&peer, frames(&[b"still here"]), 0).unwrap();
+    let (_, received) = recv_routed(&first, 0).unwrap().unwrap();
+    assert_eq!(bytes(&received), [b"still here".to_vec()]);
+    drop(first);
+    drop(binding);
+    assert!(
+        !dir.path().join("b.ipc").exists(),
+        "the socket file goes with the binding"
+    );
+    bind(&second, &endpoint).expect("free again");
 }
