@@ -1,0 +1,165 @@
+//! What every program of this workspace (`broker`, `client`, `worker`, `lbbroker`) does the same
+//! way, written once so that it is the same: the `-v` flag and what it does to the log, the
+//! exit-status contract, how an error is printed, and what a closed stdout means.
+//!
+//! # Exit statuses
+//!
+//! | status | meaning |
+//! |---|---|
+//! | 0 ([`exit::DONE`]) | the program did what was asked |
+//! | 1 ([`exit::FAILED`]) | it ran but failed (a request unanswered, a socket that cannot bind) |
+//! | 2 ([`exit::USAGE`]) | usage or configuration error: a bad flag, value or endpoint (clap's own status) |
+//! | 130 ([`exit::INTERRUPTED`]) | stopped by Ctrl-C (SIGINT) or SIGTERM before it was done |
+//! | 141 ([`exit::STDOUT_CLOSED`]) | its standard output was closed (`program | head -2`): it stopped quietly |
+//!
+//! A server (the broker, a worker) has nothing "to be done": stopping it by a signal is how it
+//! ends normally, so it exits 0 then; a program with a job to finish (a client, the demo) exits
+//! 130 when interrupted. [`EXIT_STATUS_HELP`] says it in `--help`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+/// The exit statuses of the [contract](crate#exit-statuses).
+pub mod exit {
+    /// Done.
+    pub const DONE: u8 = 0;
+    /// Ran, but failed.
+    pub const FAILED: u8 = 1;
+    /// A usage or configuration error.
+    pub const USAGE: u8 = 2;
+    /// Interrupted by SIGINT or SIGTERM before the job was done (128 + SIGINT, as shells report).
+    pub const INTERRUPTED: u8 = 130;
+    /// Standard output was closed by its reader (128 + SIGPIPE, as shells report).
+    pub const STDOUT_CLOSED: u8 = 141;
+}
+
+/// The exit-status lines for `--help`, the same in every program.
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status: 0 done; 1 failed; 2 usage or configuration error; 130 interrupted (SIGINT/SIGTERM)
+before the job was done; 141 standard output closed by its reader (e.g. `| head`).";
+
+/// `-v` / `-vv`, the same flag in every program, accepted before or after a subcommand.
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Verbosity {
+    /// Log more: -v every message in and out (one line each), -vv everything. RUST_LOG, if set,
+    /// overrides this.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl Verbosity {
+    /// The log level for this many `-v`s, over the program's `quiet` default.
+    pub fn level(self, quiet: log::LevelFilter) -> log::LevelFilter {
+        match self.verbose {
+            0 => quiet,
+            1 => log::LevelFilter::Debug.max(quiet),
+            _ => log::LevelFilter::Trace,
+        }
+    }
+
+    /// Starts the logger on stderr at [`Verbosity::level`]; `RUST_LOG` overrides it.
+    pub fn init_logging(self, quiet: log::LevelFilter) {
+        env_logger::Builder::new()
+            .filter_level(self.level(quiet))
+            .parse_default_env()
+            .init();
+    }
+}
+
+/// An error and its causes on one line: `outer: cause: root cause`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Prints `program: error: causes` on stderr and returns `status`, for `main`'s last line.
+pub fn fail(program: &str, error: &dyn std::error::Error, status: u8) -> ExitCode {
+    eprintln!("{program}: {}", error_chain(error));
+    ExitCode::from(status)
+}
+
+/// True for the error a write to a closed pipe gets (Rust ignores SIGPIPE, so the write fails).
+pub fn is_closed_pipe(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::BrokenPipe
+}
+
+/// Writes `bytes` to stdout and flushes. `Err(ExitCode)` with [`exit::STDOUT_CLOSED`] when the
+/// reader has gone, so that the program stops quietly, as Unix tools do; any other write error is
+/// reported and becomes [`exit::FAILED`].
+pub fn write_stdout(program: &str, bytes: &[u8]) -> Result<(), ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(error) if is_closed_pipe(&error) => Err(ExitCode::from(exit::STDOUT_CLOSED)),
+        Err(error) => Err(fail(program, &error, exit::FAILED)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("cannot bind tcp://*:5555")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_is_one_line_outer_first() {
+        let error = Outer(std::io::Error::other("Address already in use"));
+        assert_eq!(
+            error_chain(&error),
+            "cannot bind tcp://*:5555: Address already in use"
+        );
+    }
+
+    #[test]
+    fn each_v_raises_the_level_and_never_lowers_it() {
+        use log::LevelFilter::*;
+        let v = |verbose| Verbosity { verbose };
+        assert_eq!(v(0).level(Info), Info);
+        assert_eq!(v(1).level(Warn), Debug);
+        assert_eq!(v(2).level(Warn), Trace);
+        assert_eq!(v(9).level(Info), Trace);
+        assert_eq!(v(1).level(Trace), Trace);
+    }
+
+    #[test]
+    fn the_flag_is_accepted_before_and_after_a_subcommand() {
+        use clap::{Parser, Subcommand};
+        #[derive(Parser)]
+        struct Args {
+            #[command(flatten)]
+            verbosity: Verbosity,
+            #[command(subcommand)]
+            command: Option<Command>,
+        }
+        #[derive(Subcommand)]
+        enum Command {
+            Run,
+        }
+        for argv in [
+            &["p", "-vv", "run"][..],
+            &["p", "run", "-vv"],
+            &["p", "-v", "run", "-v"],
+        ] {
+            let args = Args::try_parse_from(argv).unwrap();
+            assert_eq!(args.verbosity.verbose, 2, "{argv:?}");
+            assert!(matches!(args.command, Some(Command::Run)));
+        }
+    }
+}
