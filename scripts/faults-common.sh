@@ -1,7 +1,7 @@
 # Shared by the reliability scripts (worker-faults.sh, broker-restart.sh, soak.sh); sourced, not
-# run. On top of checks-common.sh (work directory, processes killed on exit, PASS/FAIL counts)
-# it builds the release programs, starts brokers on a free loopback port (the broker binds
-# tcp://127.0.0.1:* and logs the port it got), and starts and kills workers.
+# run. On top of checks-common.sh (work directory, processes killed on exit, PASS/FAIL counts,
+# asking the programs) it builds the release programs, starts brokers on a free loopback port
+# (ready once their mmi.service answers), and starts and kills workers.
 #
 # A script sets `name` (for messages), sources this file, then calls `build`.
 
@@ -13,31 +13,19 @@ build() {
 
 source scripts/checks-common.sh
 
-# start_broker LOG [BROKER-FLAGS...]: sets broker_pid; broker_endpoint is the port it got, or
-# with BROKER_ENDPOINT set, that endpoint is bound instead (to restart on the same port).
+# start_broker LOG [BROKER-FLAGS...]: a broker on a free loopback port (with BROKER_ENDPOINT set,
+# on that endpoint: to restart on the same port), its stderr to LOG; returns once its
+# mmi.service answers. Sets broker_pid and broker_endpoint. (Stop it with stop_broker.)
 start_broker() {
     local log=$1
     shift
-    local bind=${BROKER_ENDPOINT:-tcp://127.0.0.1:*}
-    local before
-    before=$(count_lines "is active at" "$log")
-    "$bin/broker" --bind "$bind" "$@" 2>>"$log" &
-    broker_pid=$!
-    pids+=("$broker_pid")
-    broker_has_endpoint() { [ "$(count_lines "is active at" "$log")" -gt "$before" ]; }
-    # The log line comes before the first poll, so this is quick unless the bind failed.
-    wait_for 10 "the broker logs its endpoint" broker_has_endpoint || return 1
-    broker_endpoint=$(sed -n 's/.* is active at //p' "$log" | tail -1)
+    start_mdp_broker "$bin/broker" "$bin/client" "$log" "$@"
 }
 
-# stop_broker: SIGINT, so it logs its `served:` counters; SIGKILL after 5 s.
-stop_broker() {
-    kill -INT "$broker_pid" 2>/dev/null || true
-    local deadline=$(( SECONDS + 5 ))
-    while kill -0 "$broker_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-    kill -KILL "$broker_pid" 2>/dev/null || true
-    wait "$broker_pid" 2>/dev/null || true
-}
+# echo_registered: the broker has a worker for echo (its mmi.service answers 200). It cannot
+# tell how many: a script that waits for it starts its load once one of its workers is there
+# (the others follow within milliseconds, and no check depends on their being first).
+echo_registered() { registered "$bin/client" "$broker_endpoint" echo; }
 
 # start_worker SLOT LOG [WORKER-FLAGS...]: an echo worker; its pid goes to workers[SLOT].
 declare -a workers
@@ -55,18 +43,13 @@ kill_worker() {
     wait "${workers[$1]}" 2>/dev/null || true
 }
 
-# count_lines PATTERN FILE: how many lines of FILE match; 0 if there is no FILE yet.
+# count_lines PATTERN FILE: how many lines of FILE match (e.g. --stats lines); 0 if there is
+# no FILE yet.
 count_lines() {
     local n
     n=$(grep -c -- "$1" "$2" 2>/dev/null) || true
     echo "${n:-0}"
 }
-
-# registrations LOG: how many times a worker registered with the broker logging to LOG.
-registrations() { count_lines "registered for service" "$1"; }
-
-# field NAME LINE: the value of NAME=value in LINE (a --stats or served: line), or empty.
-field() { sed -n "s/.*[ :]$1=\([0-9.]*\).*/\1/p" <<<" $2" | head -1; }
 
 # rss_kb PID: resident memory of a process, from /proc.
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }

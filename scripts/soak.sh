@@ -18,6 +18,8 @@
 #     killed (each killed worker held at most one request); the broker's own count of requests
 #     lost with a worker is no more than the kills either;
 #   * no synchronous request failed: a lost one is resent after a second.
+# The figures come from the clients' `--stats` lines and exit statuses, /proc, and (for the
+# requests the broker lost with workers, which nothing else reports) the broker's exit summary.
 #
 # Usage: scripts/soak.sh [DURATION]    e.g. 10m (the default), 60s, 90 (seconds), 1h
 # KEEP_LOGS=DIR keeps the logs. Ends with "N passed, N failed"; exit status 1 if any check failed.
@@ -58,8 +60,7 @@ start_broker "$work/broker.log"
 for slot in $(seq 0 $(( worker_count - 1 ))); do
     start_worker "$slot" "$work/worker-$slot.log"
 done
-all_registered() { [ "$(registrations "$work/broker.log")" -ge "$worker_count" ]; }
-wait_for 20 "$worker_count workers are registered" all_registered
+wait_for 20 "a worker is registered for echo" echo_registered
 echo "soak: ${seconds}s against the broker at $broker_endpoint (pid $broker_pid), $worker_count workers," \
     "one killed every ${churn_every}s; RSS every ${sample_every}s"
 
@@ -111,7 +112,7 @@ kill -0 "$broker_pid" 2>/dev/null && broker_alive=1
 touch "$work/stop"
 for loop in "${loops[@]}"; do wait "$loop" || true; done
 stop_broker
-served=$(grep -o "served: .*" "$work/broker.log" | tail -1 || true)
+served=$(served_summary "$work/broker.log")
 
 # Memory.
 peak=0 after_max=0 after_count=0 final=0
