@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # What it shows: the broker under abuse keeps serving everyone else, its memory stays bounded, and
-# each abuse leaves a log line saying what was refused. Four cases, each with a fresh broker on
-# tcp://127.0.0.1 and a well-behaved echo worker next to the abuser:
+# what it refused shows in what the abuser got and in the broker's exit summary. Four cases, each
+# with a fresh broker on tcp://127.0.0.1 and a well-behaved echo worker next to the abuser:
 #   herd       200 clients connect at once and ask a slow service (--max-queue 50): the requests
-#              beyond the queue limit are refused ("refused N request(s): queue full"), every
-#              other one is answered, and none is lost.
+#              beyond the queue limit are refused (the summary's refused_queue_full), exactly
+#              those clients go unanswered, every other one is answered, and none is lost.
 #   silent     a worker that takes a request and never replies, though it heartbeats
-#              (broker/examples/misbehave.rs silent-worker): the requests waiting behind it expire
-#              after --request-ttl-ms ("dropped N request(s): no worker took them").
+#              (broker/examples/misbehave.rs silent-worker): it says it holds one request, the
+#              requests waiting behind it expire after --request-ttl-ms (the summary's expired),
+#              the client gets none answered, and the worker is never purged.
 #   deaf       a client that sends 2000 requests of 16 KiB and never reads its replies
-#              (misbehave deaf-client): once its queue is full the broker drops what it cannot
-#              send ("...: peer is not reading") instead of blocking or
-#              growing without bound.
-#   oversize   a request over --max-message-size (1 MiB): libzmq cuts the connection, and the
-#              broker's connection monitor (broker/src/monitor.rs) logs it; a request just under
-#              the limit is still answered.
+#              (misbehave deaf-client): the broker works through all of them (the summary's
+#              replies) and drops what it cannot send instead of blocking or growing without
+#              bound: others are still answered, during and after, and its RSS stays bounded.
+#   oversize   a request over --max-message-size (1 MiB): libzmq cuts the connection before the
+#              request is whole, so the client gets no reply and the broker never sees it (every
+#              request in its summary was answered); a request just under the limit is answered.
 # In every case a normal client asks the echo service while the abuse goes on and must be answered,
 # and the broker's peak RSS (VmHWM) must stay under RSS_BOUND_MB (64 unless set).
+# No check reads a log line but the broker's exit summary (its `served:` counters). What only the
+# log says, how many replies for the deaf client were dropped, is printed as a "note:" for the
+# reader and passes or fails nothing; so is the connection libzmq cut for the oversize request,
+# which only the connection monitor's log shows (left to the log: no figure tells it apart).
 #
 # Prints one PASS/FAIL line per check and ends with "N passed, N failed"; exits 1 if any failed.
 #
@@ -68,19 +73,19 @@ start() {
     pid=$!
     pids+=("$pid")
 }
-log_has() { grep -qE "$2" "$1"; }
+file_has() { grep -qE "$2" "$1" 2>/dev/null; }
 
-# start_broker CASE ARGS...: a fresh broker on a free loopback port; sets $broker_pid, $endpoint,
-# $log.
+# start_broker CASE ARGS...: a fresh broker on a free loopback port, ready once its mmi.service
+# answers; sets $broker_pid, $endpoint, $log.
 start_broker() {
     log=$work/$1-broker.log
     shift
-    start "$bin_dir/broker" --bind 'tcp://127.0.0.1:*' --heartbeat-ms 500 "$@" 2>"$log"
-    broker_pid=$pid
-    wait_until 10 log_has "$log" 'is active at' ||
+    start_mdp_broker "$bin_dir/broker" "$bin_dir/client" "$log" --heartbeat-ms 500 "$@" ||
         abort "the broker did not start: $(tail -n 3 "$log")"
-    endpoint=$(sed -n 's/.*is active at //p' "$log" | head -n 1)
+    endpoint=$broker_endpoint
 }
+# note WHAT: a line for the reader, from the log; it passes or fails nothing.
+note() { echo "note: $*"; }
 start_echo_worker() {
     start "$bin_dir/worker" -c "$endpoint" -s echo --heartbeat-ms 500 2>>"$work/workers.log"
 }
@@ -107,17 +112,6 @@ check_rss() {
         pass "$1: broker peak RSS $(( hwm_kb / 1024 )) MB, now $(( rss_kb / 1024 )) MB (bound ${rss_bound_mb} MB)"
     else
         fail "$1: broker peak RSS $(( hwm_kb / 1024 )) MB is over the bound of ${rss_bound_mb} MB"
-    fi
-}
-# check_log CASE WHAT PATTERN: the broker logged a line matching PATTERN (waits up to 5 s, since
-# some lines come with the next purge).
-check_log() {
-    local line
-    if wait_until 5 log_has "$log" "$3"; then
-        line=$(grep -E "$3" "$log" | tail -n 1 | sed 's/^\[[^]]*\] //')
-        pass "$1: the broker logged $2: \"$line\""
-    else
-        fail "$1: the broker logged no line for $2 (pattern: $3)"
     fi
 }
 # end_case: stops every process of the case.
@@ -158,14 +152,17 @@ for pid in "${herd_pids[@]}"; do
 done
 herd_ms=$(( $(now_ms) - herd_started ))
 pass "herd: all $herd_clients clients finished within ${herd_ms} ms ($herd_answered answered, $herd_failed not)"
-check_log herd "the requests over the queue limit" 'refused [0-9]+ request\(s\): queue full'
-herd_refused=$(grep -oE 'refused [0-9]+ request\(s\)' "$log" | awk '{n += $2} END {print n + 0}')
-if [ "$herd_refused" -gt 0 ] && [ $(( herd_answered + herd_refused )) -eq "$herd_clients" ]; then
-    pass "herd: every request was answered ($herd_answered) or refused ($herd_refused), none lost"
-else
-    fail "herd: $herd_answered answered + $herd_refused refused != $herd_clients requests"
-fi
 check_rss herd
+stop_broker
+summary=$(served_summary "$log")
+herd_refused=$(field refused_queue_full "$summary")
+herd_refused=${herd_refused:-0}
+if [ "$herd_refused" -gt 0 ] && [ "$herd_refused" -eq "$herd_failed" ] &&
+    [ $(( herd_answered + herd_refused )) -eq "$herd_clients" ]; then
+    pass "herd: the broker refused $herd_refused requests over the queue limit (its summary: refused_queue_full=$herd_refused), exactly the $herd_failed clients that got no reply; the other $herd_answered were answered, none lost"
+else
+    fail "herd: $herd_answered answered + $herd_refused refused != $herd_clients requests, or $herd_failed unanswered != refused (the broker's summary: ${summary:-none})"
+fi
 end_case
 
 # --- silent: a worker that never replies ---------------------------------------------------
@@ -181,26 +178,31 @@ silent_registered() {
 wait_until 10 silent_registered || abort "silent: the silent worker did not register"
 # All in flight at once, none resent; each waits up to 4 s for a reply that never comes.
 start timeout 30 "$bin_dir/client" -c "$endpoint" -s silent --count "$silent_requests" \
-    --window "$silent_requests" -t 4000 --stats >"$work/silent-client.out" 2>&1
+    --window "$silent_requests" -t 4000 --stats=json >"$work/silent-client.out" 2>"$work/silent-client.err"
 silent_client=$pid
 check_echo silent
-check_log silent "the requests that waited behind it" \
-    'dropped [0-9]+ request\(s\): no worker took them within 2s'
 wait "$silent_client" 2>/dev/null || true
-silent_dropped=$(grep -oE 'dropped [0-9]+ request\(s\)' "$log" | awk '{n += $2} END {print n + 0}')
+silent_stats=$(cat "$work/silent-client.out")
+# The silent worker says on stderr each request it took (and holds for good).
 silent_held=$(grep -c 'holding request' "$work/silent-worker.err" || true)
-if [ "$silent_dropped" -eq $(( silent_requests - 1 )) ] && [ "$silent_held" -eq 1 ] &&
-    grep -q 'replies=0 ' "$work/silent-client.out"; then
-    pass "silent: of $silent_requests requests the worker holds 1 for good, $silent_dropped expired after the TTL, none answered"
-else
-    fail "silent: expected 1 held and $(( silent_requests - 1 )) expired, got $silent_held held, $silent_dropped expired ($(cat "$work/silent-client.out"))"
-fi
-if silent_registered && ! grep -q 'purging' "$log"; then
-    pass "silent: the silent worker is still registered (it heartbeats; the broker cannot tell it from a slow one)"
-else
-    fail "silent: the silent worker was purged or lost"
-fi
+silent_still_registered=0
+silent_registered && silent_still_registered=1
 check_rss silent
+stop_broker
+summary=$(served_summary "$log")
+silent_expired=$(field expired "$summary")
+silent_purged=$(field workers_purged "$summary")
+if [ "${silent_expired:-0}" -eq $(( silent_requests - 1 )) ] && [ "$silent_held" -eq 1 ] &&
+    [ "$(field replies "$silent_stats")" = 0 ] && [ "$(field failed "$silent_stats")" = "$silent_requests" ]; then
+    pass "silent: of $silent_requests requests the worker holds 1 for good, $silent_expired expired after the TTL (the broker's summary: expired=$silent_expired), none answered (the client: replies=0 failed=$silent_requests)"
+else
+    fail "silent: expected 1 held and $(( silent_requests - 1 )) expired, none answered; got $silent_held held, ${silent_expired:-?} expired (summary: ${summary:-none}; client: ${silent_stats:-no --stats})"
+fi
+if [ "$silent_still_registered" = 1 ] && [ "${silent_purged:-1}" = 0 ]; then
+    pass "silent: the silent worker is still registered and was never purged (it heartbeats; the broker cannot tell it from a slow one)"
+else
+    fail "silent: the silent worker was purged or lost (mmi.service 200 at the end: $silent_still_registered; workers_purged=${silent_purged:-?})"
+fi
 end_case
 
 # --- deaf: a client that never reads its replies ---------------------------------------------
@@ -212,30 +214,32 @@ wait_until 10 served echo || abort "deaf: the echo worker did not register"
 start "$bin_dir/examples/misbehave" deaf-client "$endpoint" echo "$deaf_requests" "$deaf_size" \
     >"$work/deaf.out" 2>&1
 deaf_client=$pid
-wait_until 20 log_has "$work/deaf.out" "^sent " ||
+# The deaf client prints `sent N` once its requests are out.
+wait_until 20 file_has "$work/deaf.out" "^sent " ||
     abort "deaf: the deaf client did not get its requests out"
-check_log deaf "the replies it would not take" ': peer is not reading'
 check_echo deaf
-# The broker has handled every request once the echo worker is idle again: wait for the drops to
-# stop growing, then count them.
-deaf_drops=-1
-deaf_deadline=$(( $(now_ms) + 20000 ))
-until [ "$deaf_drops" -eq "$(grep -c 'peer is not reading' "$log")" ] ||
-    [ "$(now_ms)" -gt "$deaf_deadline" ]; do
-    deaf_drops=$(grep -c 'peer is not reading' "$log")
-    sleep 0.5
-done
-pass "deaf: $deaf_drops of $deaf_requests replies ($(( deaf_size / 1024 )) KiB each) dropped; the rest sit in the deaf client's queues"
+# Its requests wait in the echo queue with the normal ones: the broker has worked through them
+# once an echo request is answered at once again.
+echo_at_once() { timeout 5 "$bin_dir/client" -c "$endpoint" -t 100 -r 1 quick >/dev/null 2>&1; }
+wait_until 20 echo_at_once || say "deaf: echo requests still wait behind the deaf client's after 20 s"
 check_rss deaf
 kill "$deaf_client" 2>/dev/null || true
 wait "$deaf_client" 2>/dev/null || true
 check_echo deaf "after the deaf client left"
+stop_broker
+summary=$(served_summary "$log")
+deaf_replies=$(field replies "$summary")
+if [ "${deaf_replies:-0}" -ge "$deaf_requests" ]; then
+    pass "deaf: the broker worked through all $deaf_requests requests of $(( deaf_size / 1024 )) KiB and passed on ${deaf_replies} replies (its summary) without blocking, though the deaf client read none"
+else
+    fail "deaf: the broker passed on ${deaf_replies:-no} replies for the deaf client's $deaf_requests requests (summary: ${summary:-none})"
+fi
+note "deaf: the broker's log counts $(grep -c 'not reading' "$log" || true) replies dropped because the peer was not reading; the rest sat in the deaf client's queues"
 end_case
 
 # --- oversize: a request over --max-message-size ----------------------------------------------
 max_size=1048576
-# The monitor's "accepted" lines (debug) tell when every earlier connection has been seen closed.
-RUST_LOG=info,broker::monitor=debug start_broker oversize --max-message-size "$max_size"
+start_broker oversize --max-message-size "$max_size"
 start_echo_worker
 wait_until 10 served echo || abort "oversize: the echo worker did not register"
 under=$(( max_size - 48576 ))
@@ -245,22 +249,9 @@ if [ "$under_bytes" -eq $(( under + 1 )) ]; then
 else
     fail "oversize: a request of $under bytes, under the limit, got $under_bytes bytes back"
 fi
-# Once only the worker's connection is open, only the oversize client connects or leaves until it
-# gives up (after 3 s), so a connection closed meanwhile is the one libzmq cut.
-count() { grep -c "$1" "$log" || true; }
-only_the_worker_connected() { [ $(( $(count ' accepted$') - $(count ' closed') )) -eq 1 ]; }
-wait_until 2 only_the_worker_connected || true
-closed_before=$(count 'closed: the peer left, or it sent a frame larger than')
 start timeout 20 "$bin_dir/client" -c "$endpoint" -t 3000 -r 1 --size $(( 2 * max_size )) \
     >/dev/null 2>"$work/oversize-client.err"
 oversize_client=$pid
-cut_seen() { [ "$(count 'closed: the peer left, or it sent a frame larger than')" -gt "$closed_before" ]; }
-if wait_until 2 cut_seen && kill -0 "$oversize_client" 2>/dev/null; then
-    line=$(grep 'closed: the peer left, or it sent a frame larger than' "$log" | tail -n 1 | sed 's/^\[[^]]*\] //')
-    pass "oversize: the broker logged the connection libzmq cut while the client still waited: \"$line\""
-else
-    fail "oversize: no connection-closed line while the $(( 2 * max_size ))-byte request was refused (is broker::monitor wired into Server::bind?)"
-fi
 check_echo oversize
 if wait "$oversize_client"; then
     fail "oversize: the $(( 2 * max_size ))-byte request was answered"
@@ -268,6 +259,15 @@ else
     pass "oversize: the $(( 2 * max_size ))-byte request got no reply (the client gave up after 3 s)"
 fi
 check_rss oversize
+stop_broker
+summary=$(served_summary "$log")
+received=$(field requests "$summary")
+answered=$(( $(field replies "$summary") + $(field mmi "$summary") ))
+if [ -n "$received" ] && [ "$received" -gt 0 ] && [ "$received" -eq "$answered" ]; then
+    pass "oversize: the broker never received the $(( 2 * max_size ))-byte request: it answered every request it did receive (its summary: requests=$received, replies + mmi = $answered)"
+else
+    fail "oversize: the broker received ${received:-?} requests and answered $answered (summary: ${summary:-none})"
+fi
 end_case
 
 finish
