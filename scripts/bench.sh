@@ -6,7 +6,10 @@
 # Each row starts a fresh broker (so its peak RSS is the row's own), starts the workers, runs the
 # client(s), and reads the broker's CPU time and peak RSS from /proc. Columns:
 #   req/s      replies per second seen by the client(s)
-#   p50/p99    request latency in microseconds (with --window, time in flight including queueing)
+#   p50/p99    request latency in microseconds (with --window, time in flight including queueing);
+#              in rows with several clients, the percentiles of all their requests together:
+#              each client prints `--stats=json` with a latency histogram, `client --merge-stats`
+#              adds the histograms up and reads p50/p99 from the sum (at most 0.78% above exact)
 #   cpu_us     broker CPU (user+sys, all its threads) per request, in microseconds
 #   usr_us     the user-space part of cpu_us (the rest is the kernel: TCP and thread wake-ups)
 #   wrk_us     CPU of all the workers together, per request
@@ -42,7 +45,7 @@ done
 latency_count=$(( count / 5 ))
 
 cargo build --release -q -p broker -p client -p worker --bins --examples
-bin=target/release
+bin=${CARGO_TARGET_DIR:-target}/release
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -152,18 +155,13 @@ row() { # kind mode(window|sync|services|clients) transport size workers
                 local service=echo
                 [ "$mode" = services ] && service="svc-$n"
                 timed_client "$work/client$n.out" -c "$endpoint" -s "$service" \
-                    --count $(( count / clients )) --window 20 --size "$size" --stats &
+                    --count $(( count / clients )) --window 20 --size "$size" --stats=json &
                 client_pids+=("$!")
             done
             wait "${client_pids[@]}" || true
-            local p50
-            p50=$(sed -n 's/.*p50_us=\([0-9]*\).*/\1/p' "$work"/client*.out | sort -n |
-                awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-            stats=$(cat "$work"/client*.out | awk -v p50="$p50" '
-                { for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-                  replies += v["replies"]; failed += v["failed"]
-                  if (v["p99_us"] + 0 > p99) p99 = v["p99_us"] + 0 }
-                END { printf "replies=%d failed=%d p50_us=%d p99_us=%d\n", replies, failed, p50, p99 }') ;;
+            # Percentiles do not add up, histograms do: one --stats line for all the requests.
+            stats=$("$bin/client" --merge-stats "$work"/client*.out) ||
+                echo "bench.sh: could not merge the clients' --stats=json" >&2 ;;
     esac
     end=$(date +%s.%N)
     local workers_after wrk_us cli_us
