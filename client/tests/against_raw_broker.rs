@@ -487,3 +487,22 @@ fn synchronous_client_counts_its_resends() {
     assert_eq!(texts(&reply.unwrap()), ["x"]);
     assert_eq!(resends, 1);
 }
+
+#[test]
+fn a_bad_endpoint_is_an_error_that_names_it() {
+    for endpoint in ["tcpx://nowhere", "localhost:5555"] {
+        let sync = Client::connect(endpoint, ClientConfig::default()).unwrap_err();
+        let windowed = AsyncClient::connect(endpoint, AsyncClientConfig::default()).unwrap_err();
+        for error in [sync, windowed] {
+            assert!(error.is_bad_endpoint(), "{error:?}");
+            assert_eq!(error.to_string(), format!("cannot connect to {endpoint}"));
+        }
+    }
+    // A timeout is no usage error.
+    let timed_out = Error::NoReply {
+        service: service("echo"),
+        attempts: 1,
+        timeout: Duration::from_millis(1),
+    };
+    assert!(!timed_out.is_bad_endpoint());
+}
