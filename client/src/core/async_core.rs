@@ -28,6 +28,10 @@ use mdp::{Frames, ServiceName};
 
 use super::{at_least_one_frame, copy_frames, WarnLimit};
 
+/// The target of this core's log lines: that of the driver they came from before the rules
+/// moved here, so that `RUST_LOG` filters and the README's examples stay right.
+const LOG_TARGET: &str = "client::async_client";
+
 /// How replies are matched to requests; see the [`crate::async_client`] module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Matching {
@@ -300,7 +304,10 @@ impl AsyncCore {
         out: &mut Vec<AsyncAction>,
     ) {
         let Some(which) = self.find(conn) else {
-            debug!("dropped a message for connection {conn:?}, which is closed");
+            debug!(
+                target: LOG_TARGET,
+                "dropped a message for connection {conn:?}, which is closed"
+            );
             return;
         };
         let mut reply = match Reply::parse(frames) {
@@ -308,11 +315,22 @@ impl AsyncCore {
             Err(error) => {
                 self.dropped_replies += 1;
                 match self.malformed_warnings.allow(now) {
-                    Some(0) => warn!("dropped a malformed reply from the broker: {error}"),
+                    Some(0) => {
+                        warn!(
+                            target: LOG_TARGET,
+                            "dropped a malformed reply from the broker: {error}"
+                        )
+                    }
                     Some(held_back) => warn!(
+                        target: LOG_TARGET,
                         "dropped a malformed reply from the broker: {error} ({held_back} more since the last warning)"
                     ),
-                    None => debug!("dropped a malformed reply from the broker: {error}"),
+                    None => {
+                        debug!(
+                            target: LOG_TARGET,
+                            "dropped a malformed reply from the broker: {error}"
+                        )
+                    }
                 }
                 return;
             }
@@ -336,6 +354,7 @@ impl AsyncCore {
         };
         let Some(pending) = slot.and_then(|slot| connection.resolve(slot)) else {
             debug!(
+                target: LOG_TARGET,
                 "dropped a reply from {} that no request is waiting for (late, duplicate or untagged)",
                 reply.service
             );
@@ -371,6 +390,7 @@ impl AsyncCore {
             };
             if which == Which::Current && self.config.matching == Matching::ByService {
                 info!(
+                    target: LOG_TARGET,
                     "request {} to {} timed out; later requests go on a new socket, so its late reply cannot be taken for theirs",
                     pending.request, pending.service
                 );
@@ -382,6 +402,7 @@ impl AsyncCore {
                 if let Some(body) = pending.resend.take() {
                     pending.tries += 1;
                     info!(
+                        target: LOG_TARGET,
                         "no reply to request {} from {} within {timeout:?}, resending it (try {} of {retries})",
                         pending.request, pending.service, pending.tries
                     );

@@ -23,6 +23,10 @@ use mdp::{Frames, ServiceName};
 use super::{at_least_one_frame, copy_frames};
 use crate::Error;
 
+/// The target of this core's log lines: that of the driver they came from before the rules
+/// moved here, so that `RUST_LOG` filters and the README's examples stay right.
+const LOG_TARGET: &str = "client::sync_client";
+
 /// Timeout and retries of the synchronous client.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -112,6 +116,7 @@ impl SyncCore {
     ) {
         if let Some(abandoned) = self.in_flight.take() {
             debug!(
+                target: LOG_TARGET,
                 "a new request abandons the one to {} still in flight",
                 abandoned.service
             );
@@ -134,7 +139,10 @@ impl SyncCore {
     /// request in flight the message is dropped.
     pub fn handle(&mut self, _now: Instant, frames: Frames, out: &mut Vec<SyncAction>) {
         let Some(request) = self.in_flight.take() else {
-            debug!("dropped a message that arrived with no request in flight");
+            debug!(
+                target: LOG_TARGET,
+                "dropped a message that arrived with no request in flight"
+            );
             return;
         };
         let result = match Reply::parse(frames) {
@@ -164,6 +172,7 @@ impl SyncCore {
             if let Some(body) = request.resend.take() {
                 request.tries += 1;
                 warn!(
+                    target: LOG_TARGET,
                     "no reply from {} within {timeout:?}, reconnecting and resending (try {} of {attempts})",
                     request.service, request.tries
                 );
