@@ -16,9 +16,9 @@ use clap::Parser;
 /// workers ("200" or "404"); other `mmi.*` services answer "501".
 ///
 /// Stop it with Ctrl-C (SIGINT) or SIGTERM: it sends DISCONNECT to every worker, so they
-/// register again as soon as a broker is back.
+/// register again as soon as a broker is back, and exits 0 (for a server that is the normal end).
 #[derive(Debug, Parser)]
-#[command(name = "broker", version)]
+#[command(name = "broker", version, after_help = cli::EXIT_STATUS_HELP)]
 struct Args {
     /// Endpoint to listen on; repeat to listen on several (tcp and ipc at once).
     /// `tcp://127.0.0.1:*` picks a free port, and the log line says which.
@@ -56,7 +56,8 @@ struct Args {
     /// Largest frame a peer may send, in bytes (ZMQ_MAXMSGSIZE counts each frame of a multipart
     /// message, not their total); libzmq drops the connection of a peer that sends a larger
     /// one. 0 means no limit.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
     max_message_size: u64,
 
     /// When a worker dies holding a request, send that request to another worker (once).
@@ -65,31 +66,16 @@ struct Args {
     #[arg(long)]
     redeliver: bool,
 
-    /// Log more: -v logs every message in and out, one line each.
-    #[arg(short, long, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    verbosity: cli::Verbosity,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let level = match args.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
-
+    args.verbosity.init_logging(log::LevelFilter::Info);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("broker: {error}");
-            let mut source = std::error::Error::source(&*error);
-            while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
-                source = cause.source();
-            }
-            ExitCode::FAILURE
-        }
+        Err(error) => cli::fail("broker", &*error, cli::exit::FAILED),
     }
 }
 
@@ -105,7 +91,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let options = SocketOptions {
         max_message_size: match args.max_message_size {
             0 => None,
-            size => Some(i64::try_from(size).map_err(|_| "--max-message-size is too large")?),
+            // Within i64 by the value parser's range.
+            size => Some(i64::try_from(size).unwrap_or(i64::MAX)),
         },
     };
     let mut server = Server::bind(&args.bind, config, &options)?;

@@ -124,6 +124,7 @@ fn bad_flags_are_usage_errors() {
         &["--liveness", "0"][..],
         &["--heartbeat-ms", "soon"],
         &["--no-such-flag"],
+        &["--max-message-size", "9223372036854775808"],
     ] {
         let output = broker_command().args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
@@ -142,4 +143,22 @@ fn bad_flags_are_usage_errors() {
     ] {
         assert!(text.contains(flag), "--help does not mention {flag}");
     }
+    assert!(
+        text.contains(cli::EXIT_STATUS_HELP),
+        "--help states the exit statuses"
+    );
+}
+
+#[test]
+fn binding_a_host_name_fails_with_a_hint_to_use_an_interface_address() {
+    let output = broker_command()
+        .args(["--bind", "tcp://localhost:5999"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot bind tcp://localhost:5999: No such device; to bind, name an interface address such as 127.0.0.1, or * for every interface"),
+        "stderr: {stderr}"
+    );
 }

@@ -21,6 +21,12 @@ enum Cause {
     Zmq(zmq::Error),
     #[error(transparent)]
     InUse(Box<crate::ipc::ClaimError>),
+    /// libzmq's error, which does not say what to do about it, with a hint that does.
+    #[error("{error}; {hint}")]
+    Hinted {
+        error: zmq::Error,
+        hint: &'static str,
+    },
 }
 
 impl Error {
@@ -29,6 +35,18 @@ impl Error {
         Error {
             action: action.into(),
             source: Cause::Zmq(source),
+        }
+    }
+
+    /// libzmq's `error` for `action`, and what the user can do about it.
+    pub fn with_hint(
+        action: impl Into<Cow<'static, str>>,
+        error: zmq::Error,
+        hint: &'static str,
+    ) -> Error {
+        Error {
+            action: action.into(),
+            source: Cause::Hinted { error, hint },
         }
     }
 
@@ -49,7 +67,7 @@ impl Error {
     /// for a tcp port in use, and for a lock file that cannot be made, the system's error.
     pub fn zmq_error(&self) -> zmq::Error {
         match &self.source {
-            Cause::Zmq(error) => *error,
+            Cause::Zmq(error) | Cause::Hinted { error, .. } => *error,
             Cause::InUse(claim) => match &**claim {
                 crate::ipc::ClaimError::Io { source, .. } => {
                     zmq::Error::from_raw(source.raw_os_error().unwrap_or(libc_einval()))

@@ -74,9 +74,13 @@ pub fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<Binding> {
         ),
         _ => None,
     };
-    socket
-        .bind(endpoint)
-        .map_err(|source| Error::new(format!("bind {endpoint}"), source))?;
+    socket.bind(endpoint).map_err(|source| match source {
+        // What libzmq says for `tcp://localhost:5555`: it binds interfaces, not host names.
+        zmq::Error::ENODEV if endpoint.starts_with("tcp://") => {
+            Error::with_hint(format!("bind {endpoint}"), source, BIND_HINT)
+        }
+        _ => Error::new(format!("bind {endpoint}"), source),
+    })?;
     let endpoint = match socket.get_last_endpoint() {
         Ok(Ok(actual)) => actual,
         _ => endpoint.to_owned(),
@@ -86,6 +90,10 @@ pub fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<Binding> {
         _claim: claim,
     })
 }
+
+/// What to do when libzmq cannot bind a tcp endpoint to a "device".
+const BIND_HINT: &str = "to bind, name an interface address such as 127.0.0.1, or * for every \
+interface (host names such as localhost are for connecting)";
 
 /// A bound endpoint; see [`bind`]. Dropping it removes an `ipc://` socket file and its lock.
 #[derive(Debug)]

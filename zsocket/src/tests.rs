@@ -178,3 +178,16 @@ fn a_second_bind_to_an_ipc_path_fails_like_a_port_in_use() {
     );
     bind(&second, &endpoint).expect("free again");
 }
+
+#[test]
+fn binding_a_host_name_says_to_name_an_interface_instead() {
+    let context = zmq::Context::new();
+    let socket = context.socket(zmq::ROUTER).unwrap();
+    let error = bind(&socket, "tcp://localhost:*").expect_err("libzmq binds interfaces");
+    assert_eq!(error.zmq_error(), zmq::Error::ENODEV);
+    let cause = std::error::Error::source(&error).unwrap().to_string();
+    assert!(
+        cause.starts_with("No such device; to bind, name an interface address such as 127.0.0.1"),
+        "{cause}"
+    );
+}
