@@ -230,6 +230,7 @@ impl AsyncCore {
         }
     }
 
+    /// The settings it was made with.
     pub fn config(&self) -> &AsyncClientConfig {
         &self.config
     }

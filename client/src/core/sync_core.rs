@@ -97,6 +97,7 @@ impl SyncCore {
         }
     }
 
+    /// The settings it was made with.
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }
