@@ -50,8 +50,8 @@ fn at_least_one_frame(body: Frames) -> Frames {
 
 /// How often a warning that a peer can cause (a malformed reply) may be logged; those in between
 /// go to the debug log and are counted in the next warning, so a broken broker cannot flood the
-/// log.
-const WARN_EVERY: Duration = Duration::from_secs(10);
+/// log. Once a second, as the worker core does for malformed messages.
+const WARN_EVERY: Duration = Duration::from_secs(1);
 
 /// The rate limit of one kind of warning; see [`WARN_EVERY`].
 #[derive(Debug, Default)]
