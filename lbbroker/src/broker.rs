@@ -229,7 +229,7 @@ fn bind_router(
     let bound = zsocket::bind(&router, endpoint).map_err(|error| Error::Bind {
         socket,
         endpoint: endpoint.to_owned(),
-        source: error.zmq_error(),
+        source: error.into(),
     })?;
     Ok((router, bound))
 }

@@ -2,14 +2,15 @@
 //! underlying cause as its `source()`, so the binary can print the whole chain, for example:
 //!
 //! ```text
-//! error: cannot bind the frontend ROUTER to ipc:///no/such/dir/frontend.ipc
-//!   caused by: No such file or directory
+//! lbbroker: cannot bind the frontend ROUTER to ipc://frontend.ipc: /home/me/frontend.ipc is in
+//! use: another program is bound to it (it holds /home/me/frontend.ipc.lock)
 //! ```
 //!
 //! Failures of the socket layer itself (a receive, a send, a poll) are [`zsocket::Error`]s, which
 //! name the call that failed; binding and connecting get variants of their own, because only this
 //! crate knows which socket it was and whose.
 
+use std::fmt;
 use std::io;
 
 /// Everything that can stop a broker, a processor, a client or the demo.
@@ -24,15 +25,16 @@ pub enum Error {
         reason: String,
     },
 
-    /// A socket could not be bound: a directory that does not exist, a TCP port in use, a typo.
+    /// A socket could not be bound: a directory that does not exist, a TCP port in use, an ipc
+    /// path another program is bound to, a typo.
     #[error("cannot bind the {socket} to {endpoint}")]
     Bind {
         /// Which socket, e.g. "frontend ROUTER".
         socket: &'static str,
         /// The endpoint as given.
         endpoint: String,
-        /// What libzmq said.
-        source: zmq::Error,
+        /// Why: what libzmq said, or why the ipc path could not be claimed.
+        source: BindCause,
     },
 
     /// A socket could not connect. ZeroMQ connects in the background, so this only happens for
@@ -102,4 +104,44 @@ pub enum Error {
         /// Clients started.
         clients: usize,
     },
+}
+
+/// Why a bind failed: the cause inside the socket layer's error, without that error's own
+/// "cannot bind ENDPOINT", which [`Error::Bind`] already says (and says which socket it was).
+/// The chain then reads once: "cannot bind the frontend ROUTER to ipc://frontend.ipc: ... is in
+/// use: another program is bound to it ...", not "cannot bind ...: cannot bind ...: ...".
+#[derive(Debug)]
+pub struct BindCause(zsocket::Error);
+
+impl BindCause {
+    /// What libzmq said, for matching: `EADDRINUSE` for a tcp port or an ipc path in use.
+    pub fn zmq_error(&self) -> zmq::Error {
+        self.0.zmq_error()
+    }
+
+    /// The socket layer's whole error.
+    pub fn socket_error(&self) -> &zsocket::Error {
+        &self.0
+    }
+}
+
+impl From<zsocket::Error> for BindCause {
+    fn from(error: zsocket::Error) -> Self {
+        BindCause(error)
+    }
+}
+
+impl fmt::Display for BindCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::error::Error::source(&self.0) {
+            Some(cause) => fmt::Display::fmt(cause, f),
+            None => fmt::Display::fmt(&self.0, f),
+        }
+    }
+}
+
+impl std::error::Error for BindCause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.0).and_then(std::error::Error::source)
+    }
 }

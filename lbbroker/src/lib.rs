@@ -32,7 +32,7 @@ mod roles;
 
 pub use broker::{Broker, BrokerStats};
 pub use endpoint::{Endpoints, DEFAULT_BACKEND, DEFAULT_FRONTEND};
-pub use error::Error;
+pub use error::{BindCause, Error};
 pub use peers::{ClientReply, TakenRequest};
 pub use roles::{
     run_broker, run_clients, run_demo, run_processors, ClientGroup, DemoConfig, DemoReport, Event,

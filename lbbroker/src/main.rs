@@ -2,7 +2,6 @@
 //! whole demo in one process; `broker`, `processor` and `client` run one role each, to watch the
 //! pattern in separate terminals. Stdout carries only the gist's lines; logs go to stderr.
 
-use std::error::Error as _;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -173,16 +172,8 @@ fn main() -> ExitCode {
     init_logging(cli.verbose);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // The whole chain, outermost first, so the user sees what failed and why.
-            eprintln!("lbbroker: error: {error}");
-            let mut cause = error.source();
-            while let Some(inner) = cause {
-                eprintln!("  caused by: {inner}");
-                cause = inner.source();
-            }
-            ExitCode::FAILURE
-        }
+        // The whole chain on one line, outermost first, so the user sees what failed and why.
+        Err(error) => cli::fail("lbbroker", &error, cli::exit::FAILED),
     }
 }
 

@@ -1,0 +1,148 @@
+//! Running the real `lbbroker` binary from tests: in the foreground with a time limit, or in the
+//! background as a terminal would (a broker, processors), stopped with a signal as Ctrl-C would.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a program that should end at once may take before the test gives up on it.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The binary in `cwd`, with the caller's RUST_LOG out of the way.
+pub fn command(cwd: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lbbroker"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null());
+    command
+}
+
+/// What a finished run said.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// A program running in the background, killed if the test ends first.
+pub struct Background {
+    child: Option<Child>,
+}
+
+impl Background {
+    /// Starts `lbbroker args` in `cwd` with stdout and stderr captured.
+    pub fn start(cwd: &Path, args: &[&str]) -> Background {
+        let child = command(cwd, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Background { child: Some(child) }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `signal` (e.g. "INT", as Ctrl-C does) to the program.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// Waits up to `limit` for the program to end; `None` (and the program killed) if it did not.
+    pub fn finish_within(mut self, limit: Duration) -> Option<Finished> {
+        let mut child = self.child.take().unwrap();
+        let started = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if started.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let mut stdout = String::new();
+        let mut stderr = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        Some(Finished {
+            status: child.wait().unwrap(),
+            stdout,
+            stderr,
+        })
+    }
+
+    /// Takes the program's stdout, to read it while it runs.
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.child.as_mut().unwrap().stdout.take().unwrap()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `lbbroker args` in `cwd` to its end; fails the test if that takes longer than `limit`.
+pub fn run_within(cwd: &Path, args: &[&str], limit: Duration) -> Finished {
+    Background::start(cwd, args)
+        .finish_within(limit)
+        .unwrap_or_else(|| panic!("lbbroker {args:?} did not end within {limit:?}"))
+}
+
+/// Waits until `path` exists (a broker has bound it).
+pub fn wait_for_file(path: &Path) {
+    let started = Instant::now();
+    while !path.exists() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "{} did not appear",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The names in `dir`.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
