@@ -514,6 +514,18 @@ impl Network {
         }
     }
 
+    /// The routing identity a connecting socket has at its ROUTER now, if it is connected and
+    /// not ignored as a duplicate.
+    pub fn identity_of(&self, socket: SocketId) -> Option<&[u8]> {
+        self.sockets[socket.0]
+            .pipes
+            .iter()
+            .filter_map(|pipe| pipe.link)
+            .map(|link| &self.links[link.0])
+            .find(|link| !link.parked)
+            .map(|link| &link.identity[..])
+    }
+
     /// Whether a connecting socket has a connection up now (as far as it knows).
     pub fn is_connected(&self, socket: SocketId) -> bool {
         self.sockets[socket.0]

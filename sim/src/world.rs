@@ -1,0 +1,1632 @@
+//! The whole system in one process: the real broker core, worker cores and client cores, each
+//! driven the way its socket loop drives it, over the socket model of [`crate::net`], in virtual
+//! time, with faults drawn from a seed; and, as it runs, the checks of every rule that can be
+//! seen from outside the cores.
+//!
+//! # The parties
+//! * **The broker**: a [`broker::Broker`] behind a ROUTER with `ZMQ_ROUTER_MANDATORY`, fed as
+//!   `broker::server` feeds it: each message, then whatever it says to send, in order; a message
+//!   the ROUTER refuses goes back to [`broker::Broker::refused`]; [`broker::Broker::tick`] at
+//!   its deadline.
+//! * **Workers**: a [`worker::core::WorkerCore`] with one link, whose application echoes each
+//!   request's body after a random service time.
+//! * **Synchronous clients**: a [`client::core::SyncCore`] on a REQ socket, one request after
+//!   the other.
+//! * **Asynchronous clients**: a [`client::core::AsyncCore`] on DEALER sockets (high-water marks
+//!   0, as `client::AsyncClient` sets them), keeping a window of requests in flight.
+//!
+//! Every request body is one frame: the request's number in the run's [`Ledger`], so the checks
+//! can tell which request a reply answers.
+//!
+//! # Faults
+//! A worker killed (its sockets close; a new worker process starts after a pause), a worker
+//! frozen (it stops reading and sending, its sockets stay up: the silent worker the broker must
+//! purge), a process cut off from the network and healed, a process's traffic held up (a delayed
+//! message, and what follows it), and the broker killed and restarted with its state lost.
+//!
+//! # What is checked
+//! After every event: the broker's own invariants ([`broker::Broker::check_invariants`]); its
+//! waiting requests within `max_queued_total`; no registered worker silent for longer than
+//! interval x liveness plus one interval; no request lost with a worker beyond those the network
+//! had actually handed to a worker that then went away. At a bounded time after each broker
+//! restart: every worker that was left alone meanwhile is registered again. At the end: every
+//! request the applications issued ended exactly once, as a reply or a failure with a reason,
+//! and no reply answered the wrong request (exactly for the synchronous client and tag matching;
+//! for matching by service, which cannot promise it, only that the reply is for one of that
+//! client's requests to that service).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use broker::Broker;
+use client::core::{AsyncAction, AsyncCore, ConnId, SyncAction, SyncCore};
+use client::{AsyncClientConfig, ClientConfig, Matching, Outcome, RequestId};
+use mdp::{Frames, ServiceName, WORKER_HEADER};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use worker::core::{Action, ReplyTo, WorkerCore};
+use worker::WorkerConfig;
+
+use crate::net::{NetConfig, Network, Notice, SocketId, SocketKind, SocketOptions};
+use crate::time::{Clock, Timeline};
+
+/// Where the broker binds and everyone connects.
+const ENDPOINT: &str = "tcp://broker:5555";
+
+/// The service names workers serve: worker `n` serves `SERVICES[n % services]`.
+const SERVICES: [&str; 2] = ["echo", "time"];
+
+/// The kinds of fault, for the plan and the coverage report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// A worker is SIGKILLed and a new one started after a pause.
+    KillWorker,
+    /// A worker hangs for a while: it reads and sends nothing, its connection stays up.
+    FreezeWorker,
+    /// A process is cut off from the network, then healed.
+    Partition,
+    /// A process's traffic is held up (one message delayed, and what follows it).
+    Delay,
+    /// The broker is killed, and restarted with its state lost.
+    RestartBroker,
+}
+
+impl FaultKind {
+    pub const ALL: [FaultKind; 5] = [
+        FaultKind::KillWorker,
+        FaultKind::FreezeWorker,
+        FaultKind::Partition,
+        FaultKind::Delay,
+        FaultKind::RestartBroker,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::KillWorker => "worker killed",
+            FaultKind::FreezeWorker => "worker frozen",
+            FaultKind::Partition => "partition",
+            FaultKind::Delay => "delay",
+            FaultKind::RestartBroker => "broker restart",
+        }
+    }
+}
+
+/// Faults at random: from `start` to `until`, one every `mean_gap` on average, of the kinds
+/// with a weight above 0.
+#[derive(Debug, Clone)]
+pub struct RandomFaults {
+    pub start: Duration,
+    pub until: Duration,
+    pub mean_gap: Duration,
+    pub weights: Vec<(FaultKind, u32)>,
+}
+
+/// One fault at a fixed time, for the drills' twins.
+#[derive(Debug, Clone, Copy)]
+pub struct ScriptedFault {
+    pub at: Duration,
+    pub kind: FaultKind,
+    /// Which worker (modulo the count) for worker faults; ignored for the broker.
+    pub target: usize,
+    /// How long the worker or broker stays down, the freeze or partition lasts, or the delay is.
+    pub lasting: Duration,
+}
+
+/// Everything a run is made of, but the seed.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub broker: broker::Config,
+    pub worker: WorkerConfig,
+    pub workers: usize,
+    /// How many services the workers share out (1 or 2).
+    pub services: usize,
+    pub sync_clients: usize,
+    pub sync: ClientConfig,
+    /// Requests per synchronous client.
+    pub sync_requests: u32,
+    pub async_clients: usize,
+    pub async_config: AsyncClientConfig,
+    /// Requests per asynchronous client, and how many it keeps in flight.
+    pub async_requests: u32,
+    pub window: usize,
+    /// A worker takes between `service_time.0` and `service_time.1` per request.
+    pub service_time: (Duration, Duration),
+    /// A synchronous client waits up to this long between two requests.
+    pub think_time: Duration,
+    pub random_faults: Option<RandomFaults>,
+    pub scripted_faults: Vec<ScriptedFault>,
+    pub net: NetConfig,
+    /// No client issues a request after this.
+    pub issue_until: Duration,
+    /// The run stops here even if requests are still open (which is then a failure); long
+    /// enough after `issue_until` for every client to give up on every try.
+    pub end_by: Duration,
+}
+
+impl Scenario {
+    /// A small system with every kind of fault: the shape of the seeds test.
+    pub fn random(seed: u64) -> Scenario {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x5ce7_a210);
+        let ms = Duration::from_millis;
+        let interval = ms(rng.random_range(2..=10) * 100);
+        let liveness = rng.random_range(2..=4);
+        let tight_limits = rng.random_bool(0.3);
+        let broker = broker::Config {
+            heartbeat_interval: interval,
+            liveness,
+            max_queue: if tight_limits {
+                rng.random_range(1..=6)
+            } else {
+                10_000
+            },
+            max_queued_total: if tight_limits {
+                rng.random_range(1..=4)
+            } else {
+                1_000_000
+            },
+            request_ttl: ms(rng.random_range(5..=60) * 100),
+            redeliver: rng.random_bool(0.5),
+        };
+        let worker = WorkerConfig {
+            heartbeat_interval: interval,
+            liveness,
+            reconnect_initial: ms(100),
+            reconnect_max: ms(rng.random_range(5..=20) * 100),
+        };
+        let timeout = ms(rng.random_range(5..=30) * 100);
+        let workers = rng.random_range(1..=4);
+        let matching = if rng.random_bool(0.7) {
+            Matching::ByTag
+        } else {
+            Matching::ByService
+        };
+        Scenario {
+            broker,
+            worker,
+            workers,
+            // Every service has a worker, when none is down.
+            services: rng.random_range(1..=2).min(workers),
+            sync_clients: rng.random_range(0..=2),
+            sync: ClientConfig {
+                timeout,
+                retries: rng.random_range(1..=4),
+            },
+            sync_requests: rng.random_range(5..=25),
+            async_clients: rng.random_range(0..=2),
+            async_config: AsyncClientConfig {
+                timeout,
+                matching,
+                retries: rng.random_range(1..=3),
+            },
+            async_requests: rng.random_range(10..=60),
+            window: rng.random_range(1..=10),
+            service_time: (ms(0), ms(rng.random_range(1..=50))),
+            think_time: ms(rng.random_range(0..=500)),
+            random_faults: Some(RandomFaults {
+                start: ms(200),
+                until: ms(8_000),
+                mean_gap: ms(rng.random_range(3..=15) * 100),
+                weights: vec![
+                    (FaultKind::KillWorker, 3),
+                    (FaultKind::FreezeWorker, 2),
+                    (FaultKind::Partition, 2),
+                    (FaultKind::Delay, 2),
+                    (FaultKind::RestartBroker, 1),
+                ],
+            }),
+            scripted_faults: Vec::new(),
+            net: NetConfig::default(),
+            issue_until: Duration::from_secs(60),
+            end_by: Duration::from_secs(60) + timeout * 4 + Duration::from_secs(20),
+        }
+    }
+}
+
+/// What a run covered, for the report that shows the seeds are not trivial.
+#[derive(Debug, Default, Clone)]
+pub struct Coverage {
+    pub runs: u64,
+    pub requests: u64,
+    pub sync_requests: u64,
+    pub async_requests: u64,
+    pub answered: u64,
+    pub failed: u64,
+    pub client_resends: u64,
+    pub faults: HashMap<FaultKind, u64>,
+    pub workers_purged: u64,
+    pub redelivered: u64,
+    pub lost_with_worker: u64,
+    pub refused_by_router: u64,
+    pub refused_queue_full: u64,
+    /// REQUESTs the ROUTER refused that the broker then dropped, its queue being full.
+    pub refused_requests_lost_queue_full: u64,
+    pub messages: u64,
+    pub messages_lost: u64,
+    pub connections: u64,
+    pub virtual_time: Duration,
+}
+
+impl Coverage {
+    pub fn add(&mut self, other: &Coverage) {
+        self.runs += other.runs;
+        self.requests += other.requests;
+        self.sync_requests += other.sync_requests;
+        self.async_requests += other.async_requests;
+        self.answered += other.answered;
+        self.failed += other.failed;
+        self.client_resends += other.client_resends;
+        for (kind, count) in &other.faults {
+            *self.faults.entry(*kind).or_default() += count;
+        }
+        self.workers_purged += other.workers_purged;
+        self.redelivered += other.redelivered;
+        self.lost_with_worker += other.lost_with_worker;
+        self.refused_by_router += other.refused_by_router;
+        self.refused_queue_full += other.refused_queue_full;
+        self.refused_requests_lost_queue_full += other.refused_requests_lost_queue_full;
+        self.messages += other.messages;
+        self.messages_lost += other.messages_lost;
+        self.connections += other.connections;
+        self.virtual_time += other.virtual_time;
+    }
+
+    pub fn fault_count(&self, kind: FaultKind) -> u64 {
+        self.faults.get(&kind).copied().unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Coverage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let runs = self.runs.max(1) as f64;
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, total: u64| {
+            writeln!(
+                f,
+                "  {name:<34} {total:>9} in all, {:>8.2} per seed",
+                total as f64 / runs
+            )
+        };
+        writeln!(f, "{} seeds covered:", self.runs)?;
+        row(f, "requests issued", self.requests)?;
+        row(f, "  by synchronous clients", self.sync_requests)?;
+        row(f, "  by asynchronous clients", self.async_requests)?;
+        row(f, "  answered", self.answered)?;
+        row(f, "  failed, with a reason", self.failed)?;
+        row(f, "client resends", self.client_resends)?;
+        for kind in FaultKind::ALL {
+            row(
+                f,
+                &format!("fault: {}", kind.name()),
+                self.fault_count(kind),
+            )?;
+        }
+        row(f, "workers purged by the broker", self.workers_purged)?;
+        row(f, "requests redelivered", self.redelivered)?;
+        row(f, "requests lost with a worker", self.lost_with_worker)?;
+        row(f, "sends refused by the ROUTER", self.refused_by_router)?;
+        row(f, "requests refused: queue full", self.refused_queue_full)?;
+        row(
+            f,
+            "refused REQUESTs dropped: queue full",
+            self.refused_requests_lost_queue_full,
+        )?;
+        row(f, "messages sent", self.messages)?;
+        row(f, "messages lost in the network", self.messages_lost)?;
+        row(f, "connections made", self.connections)?;
+        write!(
+            f,
+            "  {:<34} {:>9.0} s in all, {:>8.2} s per seed",
+            "virtual time",
+            self.virtual_time.as_secs_f64(),
+            self.virtual_time.as_secs_f64() / runs
+        )
+    }
+}
+
+/// How one request ended.
+#[derive(Debug, Clone)]
+pub enum Ended {
+    Answered,
+    Failed(String),
+}
+
+/// One request an application issued.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub client: usize,
+    pub service: usize,
+    /// The reply must be exactly this request's (sync client, tag matching), or only one of
+    /// this client's requests to this service (matching by service).
+    pub exact: bool,
+    pub ended: Option<Ended>,
+    pub issued_at: Duration,
+}
+
+/// Every request of the run, numbered in issue order; the number is the request's body.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub requests: Vec<RequestRecord>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub coverage: Coverage,
+    /// The first broken rule, with the virtual time it was seen at.
+    pub violation: Option<String>,
+    pub ledger: Ledger,
+    /// The broker's counters, summed over its incarnations.
+    pub broker: broker::Stats,
+    /// The longest time from a broker restart to all the workers left alone registered again.
+    pub longest_reregistration: Duration,
+    /// The most requests the broker held waiting at once, and workers registered at once.
+    pub peak_queued: usize,
+    pub peak_workers: usize,
+    pub kills_of_busy_workers: u64,
+    pub kills: u64,
+}
+
+impl Report {
+    pub fn failed_requests(&self, client_kind: impl Fn(usize) -> bool) -> usize {
+        self.ledger
+            .requests
+            .iter()
+            .filter(|request| client_kind(request.client))
+            .filter(|request| matches!(request.ended, Some(Ended::Failed(_))))
+            .count()
+    }
+}
+
+/// Something due at a virtual time.
+#[derive(Debug)]
+enum Event {
+    /// A party's core asked to be woken now.
+    Wake {
+        node: usize,
+        token: u64,
+    },
+    /// A worker's application has finished a request.
+    Finish {
+        node: usize,
+        incarnation: u64,
+        reply_to: ReplyTo,
+        body: Frames,
+    },
+    /// A synchronous client's application issues its next request.
+    NextRequest {
+        node: usize,
+    },
+    Fault(ScriptedFault),
+    /// The next random fault is drawn.
+    RandomFault,
+    /// A killed worker's replacement starts, or the broker comes back.
+    Revive {
+        node: usize,
+    },
+    Thaw {
+        node: usize,
+    },
+    Heal {
+        node: usize,
+    },
+    /// All workers left alone since broker restart `restart` must be registered by now.
+    CheckRegistered {
+        restart: u64,
+        since: Duration,
+    },
+}
+
+/// A party's process: whether it runs, and what has been done to it.
+#[derive(Debug, Default)]
+struct Process {
+    alive: bool,
+    frozen: bool,
+    partitioned: bool,
+    /// Bumped when the process dies, so that its pending work is recognised as stale.
+    incarnation: u64,
+    /// The latest fault that touched it (for the re-registration check).
+    last_fault_at: Option<Duration>,
+    /// Its core's deadline as scheduled, and the token of that wake-up.
+    wake_at: Option<Duration>,
+    wake_token: u64,
+    /// Work that came due while it was frozen.
+    deferred: Vec<Event>,
+}
+
+#[derive(Debug)]
+struct BrokerRole {
+    core: Option<Broker>,
+    socket: Option<SocketId>,
+    /// When the broker last heard from each peer.
+    last_heard: HashMap<Vec<u8>, Duration>,
+    /// REQUESTs the ROUTER took for each worker and the worker has not answered.
+    at_risk: HashMap<Vec<u8>, u64>,
+    /// Requests the broker may have lost with a worker: handed to one that then went away.
+    loss_budget: u64,
+    restarts: u64,
+    /// The counters of the broker's earlier incarnations.
+    earlier_stats: broker::Stats,
+}
+
+struct WorkerRole {
+    core: WorkerCore,
+    service: usize,
+    socket: Option<SocketId>,
+    /// The application's requests in hand.
+    busy: usize,
+}
+
+struct SyncRole {
+    core: SyncCore,
+    socket: Option<SocketId>,
+    service: usize,
+    issued: u32,
+    current: Option<usize>,
+}
+
+struct AsyncRole {
+    core: AsyncCore,
+    sockets: HashMap<ConnId, SocketId>,
+    conns: HashMap<SocketId, ConnId>,
+    in_flight: HashMap<RequestId, usize>,
+    issued: u32,
+    dropped_before: u64,
+}
+
+/// What a core said to do, to be carried out once the core is no longer borrowed.
+enum Produced {
+    Broker(Vec<broker::Outgoing>),
+    Worker(Vec<Action>),
+    Sync(Vec<SyncAction>),
+    Async(Vec<AsyncAction>),
+    Nothing,
+}
+
+enum Role {
+    Broker(Box<BrokerRole>),
+    Worker(Box<WorkerRole>),
+    Sync(Box<SyncRole>),
+    Async(Box<AsyncRole>),
+}
+
+/// The running system.
+pub struct World {
+    seed: u64,
+    scenario: Scenario,
+    clock: Clock,
+    net: Network,
+    timeline: Timeline<Event>,
+    rng: StdRng,
+    processes: Vec<Process>,
+    roles: Vec<Role>,
+    ledger: Ledger,
+    coverage: Coverage,
+    violation: Option<String>,
+    longest_reregistration: Duration,
+    peak_queued: usize,
+    peak_workers: usize,
+    kills: u64,
+    kills_of_busy_workers: u64,
+}
+
+impl fmt::Debug for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("World")
+            .field("seed", &self.seed)
+            .field("elapsed", &self.clock.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The broker is always party 0.
+const BROKER: usize = 0;
+
+impl World {
+    /// Builds the system of `scenario`; nothing runs until [`World::run`].
+    pub fn new(scenario: Scenario, seed: u64) -> World {
+        let mut world = World {
+            seed,
+            net: Network::new(
+                scenario.net.clone(),
+                seed.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ),
+            clock: Clock::new(),
+            timeline: Timeline::new(),
+            rng: StdRng::seed_from_u64(seed),
+            processes: Vec::new(),
+            roles: Vec::new(),
+            ledger: Ledger::default(),
+            coverage: Coverage {
+                runs: 1,
+                ..Coverage::default()
+            },
+            violation: None,
+            longest_reregistration: Duration::ZERO,
+            peak_queued: 0,
+            peak_workers: 0,
+            kills: 0,
+            kills_of_busy_workers: 0,
+            scenario,
+        };
+        world.add(Role::Broker(Box::new(BrokerRole {
+            core: None,
+            socket: None,
+            last_heard: HashMap::new(),
+            at_risk: HashMap::new(),
+            loss_budget: 0,
+            restarts: 0,
+            earlier_stats: broker::Stats::default(),
+        })));
+        let now = world.clock.now();
+        for index in 0..world.scenario.workers {
+            let service = index % world.scenario.services.clamp(1, SERVICES.len());
+            let core =
+                WorkerCore::new(service_name(service), world.scenario.worker.clone(), 1, now);
+            world.add(Role::Worker(Box::new(WorkerRole {
+                core,
+                service,
+                socket: None,
+                busy: 0,
+            })));
+        }
+        for index in 0..world.scenario.sync_clients {
+            world.add(Role::Sync(Box::new(SyncRole {
+                core: SyncCore::new(world.scenario.sync.clone()),
+                socket: None,
+                service: index % world.scenario.services.clamp(1, SERVICES.len()),
+                issued: 0,
+                current: None,
+            })));
+        }
+        for _ in 0..world.scenario.async_clients {
+            world.add(Role::Async(Box::new(AsyncRole {
+                core: AsyncCore::new(world.scenario.async_config.clone()),
+                sockets: HashMap::new(),
+                conns: HashMap::new(),
+                in_flight: HashMap::new(),
+                issued: 0,
+                dropped_before: 0,
+            })));
+        }
+        world
+    }
+
+    fn add(&mut self, role: Role) {
+        self.roles.push(role);
+        self.processes.push(Process::default());
+    }
+
+    /// Runs the system to its end and checks it; the report says what happened.
+    pub fn run(mut self) -> Report {
+        for node in 0..self.roles.len() {
+            self.start(node);
+        }
+        for fault in self.scenario.scripted_faults.clone() {
+            self.timeline.schedule(fault.at, Event::Fault(fault));
+        }
+        if let Some(plan) = &self.scenario.random_faults {
+            let first = plan.start;
+            self.timeline.schedule(first, Event::RandomFault);
+        }
+        while self.violation.is_none() && !self.all_requests_ended() {
+            let net_at = self.net.next_at();
+            let world_at = self.timeline.next_at();
+            let take_net = match (net_at, world_at) {
+                (Some(net), Some(world)) => net <= world,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let at = if take_net { net_at } else { world_at }.unwrap_or_default();
+            if at > self.scenario.end_by {
+                break;
+            }
+            self.clock.advance_to(at);
+            self.net.set_now(at);
+            if take_net {
+                if let Some(Notice::Readable { socket, owner }) = self.net.step() {
+                    self.readable(owner, socket);
+                }
+            } else if let Some((_, event)) = self.timeline.pop() {
+                self.event(event);
+            }
+            self.check_broker();
+        }
+        self.finish()
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.clock.elapsed()
+    }
+
+    fn violate(&mut self, what: String) {
+        if self.violation.is_none() {
+            self.violation = Some(format!("at {:?}: {what}", self.elapsed()));
+        }
+    }
+
+    fn all_requests_ended(&self) -> bool {
+        let issuing = self.elapsed() < self.scenario.issue_until;
+        let quotas_issued = self.roles.iter().all(|role| match role {
+            _ if !issuing => true,
+            Role::Sync(sync) => {
+                sync.issued >= self.scenario.sync_requests && sync.current.is_none()
+            }
+            Role::Async(client) => {
+                client.issued >= self.scenario.async_requests && client.in_flight.is_empty()
+            }
+            _ => true,
+        });
+        quotas_issued && self.ledger.requests.iter().all(|r| r.ended.is_some())
+    }
+
+    // ---- starting, waking and feeding the parties ----
+
+    fn start(&mut self, node: usize) {
+        self.processes[node].alive = true;
+        let now = self.clock.now();
+        match &mut self.roles[node] {
+            Role::Broker(role) => {
+                role.core = Some(Broker::new(self.scenario.broker.clone(), now));
+                let options = SocketOptions {
+                    router_mandatory: true,
+                    ..SocketOptions::default()
+                };
+                let socket = self.net.socket(SocketKind::Router, options, node);
+                let bound = self.net.bind(socket, ENDPOINT);
+                role.socket = Some(socket);
+                role.last_heard.clear();
+                role.at_risk.clear();
+                role.loss_budget = 0;
+                if bound.is_err() {
+                    self.violate("the broker cannot bind: its old socket is still open".into());
+                }
+            }
+            Role::Worker(role) => {
+                let mut out = Vec::new();
+                role.core.start(now, &mut out);
+                self.execute(node, Produced::Worker(out));
+            }
+            Role::Sync(_) => self.next_sync_request(node),
+            Role::Async(role) => {
+                let mut out = Vec::new();
+                role.core.start(&mut out);
+                self.execute(node, Produced::Async(out));
+            }
+        }
+        self.reschedule(node);
+    }
+
+    /// Carries out what a core said, in order.
+    fn execute(&mut self, node: usize, produced: Produced) {
+        match produced {
+            Produced::Broker(out) => self.broker_send_all(out),
+            Produced::Worker(out) => self.worker_actions(node, out),
+            Produced::Sync(out) => self.sync_actions(node, out),
+            Produced::Async(out) => {
+                self.async_actions(node, out);
+                self.async_outcomes(node);
+            }
+            Produced::Nothing => {}
+        }
+    }
+
+    /// Schedules the party's wake-up at its core's next deadline, if that changed.
+    fn reschedule(&mut self, node: usize) {
+        let deadline = match &self.roles[node] {
+            Role::Broker(role) => role.core.as_ref().map(Broker::next_deadline),
+            Role::Worker(role) => Some(role.core.next_deadline()),
+            Role::Sync(role) => role.core.next_deadline(),
+            Role::Async(role) => role.core.next_deadline(),
+        };
+        let at = deadline.map(|deadline| self.clock.offset_of(deadline).max(self.elapsed()));
+        let process = &mut self.processes[node];
+        if at == process.wake_at || !process.alive {
+            return;
+        }
+        process.wake_at = at;
+        process.wake_token += 1;
+        if let Some(at) = at {
+            let token = process.wake_token;
+            self.timeline.schedule(at, Event::Wake { node, token });
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Wake { node, token } => {
+                let process = &mut self.processes[node];
+                if token != process.wake_token || !process.alive {
+                    return;
+                }
+                process.wake_at = None;
+                if process.frozen {
+                    return;
+                }
+                self.tick(node);
+            }
+            Event::Finish {
+                node,
+                incarnation,
+                reply_to,
+                body,
+            } => {
+                let process = &mut self.processes[node];
+                if process.incarnation != incarnation || !process.alive {
+                    return;
+                }
+                if process.frozen {
+                    process.deferred.push(Event::Finish {
+                        node,
+                        incarnation,
+                        reply_to,
+                        body,
+                    });
+                    return;
+                }
+                let now = self.clock.now();
+                let mut out = Vec::new();
+                if let Role::Worker(role) = &mut self.roles[node] {
+                    role.busy = role.busy.saturating_sub(1);
+                    role.core.reply(now, reply_to, body, &mut out);
+                }
+                self.execute(node, Produced::Worker(out));
+                self.reschedule(node);
+            }
+            Event::NextRequest { node } => self.next_sync_request(node),
+            Event::Fault(fault) => self.fault(fault),
+            Event::RandomFault => self.random_fault(),
+            Event::Revive { node } => {
+                if node != BROKER {
+                    let now = self.clock.now();
+                    if let Role::Worker(role) = &mut self.roles[node] {
+                        let service = service_name(role.service);
+                        role.core = WorkerCore::new(service, self.scenario.worker.clone(), 1, now);
+                        role.socket = None;
+                        role.busy = 0;
+                    }
+                }
+                self.processes[node].last_fault_at = Some(self.elapsed());
+                self.start(node);
+                if node == BROKER {
+                    let restart = match &mut self.roles[BROKER] {
+                        Role::Broker(role) => {
+                            role.restarts += 1;
+                            role.restarts
+                        }
+                        _ => 0,
+                    };
+                    let bound = self.reregistration_bound();
+                    let since = self.elapsed();
+                    self.timeline
+                        .schedule(since + bound, Event::CheckRegistered { restart, since });
+                }
+            }
+            Event::Thaw { node } => {
+                let elapsed = self.elapsed();
+                let process = &mut self.processes[node];
+                if !process.frozen {
+                    return;
+                }
+                process.frozen = false;
+                process.last_fault_at = Some(elapsed);
+                let deferred = std::mem::take(&mut process.deferred);
+                for event in deferred {
+                    self.event(event);
+                }
+                self.drain_all(node);
+                self.processes[node].wake_at = None;
+                self.tick(node);
+            }
+            Event::Heal { node } => {
+                self.processes[node].partitioned = false;
+                self.processes[node].last_fault_at = Some(self.elapsed());
+                for socket in self.sockets_of(node) {
+                    self.net.set_partitioned(socket, false);
+                }
+            }
+            Event::CheckRegistered { restart, since } => self.check_registered(restart, since),
+        }
+    }
+
+    fn tick(&mut self, node: usize) {
+        let now = self.clock.now();
+        let produced = match &mut self.roles[node] {
+            Role::Broker(role) => match role.core.as_mut() {
+                Some(core) => {
+                    let mut out = Vec::new();
+                    core.tick(now, &mut out);
+                    Produced::Broker(out)
+                }
+                None => Produced::Nothing,
+            },
+            Role::Worker(role) => {
+                let mut out = Vec::new();
+                role.core.tick(now, &mut out);
+                Produced::Worker(out)
+            }
+            Role::Sync(role) => {
+                let mut out = Vec::new();
+                role.core.tick(now, &mut out);
+                Produced::Sync(out)
+            }
+            Role::Async(role) => {
+                let mut out = Vec::new();
+                role.core.tick(now, &mut out);
+                Produced::Async(out)
+            }
+        };
+        self.execute(node, produced);
+        self.reschedule(node);
+    }
+
+    fn readable(&mut self, node: usize, socket: SocketId) {
+        let process = &self.processes[node];
+        if !process.alive || process.frozen {
+            // A frozen process does not read: the message waits in its socket.
+            return;
+        }
+        self.drain(node, socket);
+        self.reschedule(node);
+    }
+
+    fn drain_all(&mut self, node: usize) {
+        for socket in self.sockets_of(node) {
+            self.drain(node, socket);
+        }
+    }
+
+    /// Reads everything waiting on `socket` and feeds it to the party's core.
+    fn drain(&mut self, node: usize, socket: SocketId) {
+        let now = self.clock.now();
+        let elapsed = self.elapsed();
+        while self.processes[node].alive {
+            let Ok(Some(mut frames)) = self.net.recv(socket) else {
+                return;
+            };
+            let produced = match &mut self.roles[node] {
+                Role::Broker(role) => {
+                    let Some(core) = role.core.as_mut() else {
+                        return;
+                    };
+                    if frames.is_empty() {
+                        continue;
+                    }
+                    let sender = frames.remove(0);
+                    role.last_heard.insert(sender.to_vec(), elapsed);
+                    if is_worker_command(&frames, mdp::Command::Reply) {
+                        role.at_risk.remove(&sender[..]);
+                    }
+                    let mut out = Vec::new();
+                    core.handle(now, &sender, frames, &mut out);
+                    Produced::Broker(out)
+                }
+                Role::Worker(role) => {
+                    if role.socket != Some(socket) {
+                        return;
+                    }
+                    let mut out = Vec::new();
+                    role.core
+                        .handle(now, worker::core::LinkId(0), frames, &mut out);
+                    Produced::Worker(out)
+                }
+                Role::Sync(role) => {
+                    if role.socket != Some(socket) {
+                        return;
+                    }
+                    let mut out = Vec::new();
+                    role.core.handle(now, frames, &mut out);
+                    Produced::Sync(out)
+                }
+                Role::Async(role) => {
+                    let Some(conn) = role.conns.get(&socket).copied() else {
+                        return;
+                    };
+                    let mut out = Vec::new();
+                    role.core.handle(now, conn, frames, &mut out);
+                    Produced::Async(out)
+                }
+            };
+            self.execute(node, produced);
+        }
+    }
+
+    fn sockets_of(&self, node: usize) -> Vec<SocketId> {
+        match &self.roles[node] {
+            Role::Broker(role) => role.socket.into_iter().collect(),
+            Role::Worker(role) => role.socket.into_iter().collect(),
+            Role::Sync(role) => role.socket.into_iter().collect(),
+            Role::Async(role) => role.sockets.values().copied().collect(),
+        }
+    }
+
+    /// Opens a connecting socket for `node`, cut off at once if the process is.
+    fn open_socket(&mut self, node: usize, kind: SocketKind, options: SocketOptions) -> SocketId {
+        let socket = self.net.socket(kind, options, node);
+        self.net.connect(socket, ENDPOINT);
+        if self.processes[node].partitioned {
+            self.net.set_partitioned(socket, true);
+        }
+        socket
+    }
+
+    // ---- the broker ----
+
+    /// Sends what the broker core said, in order, as `broker::server` does: a message the
+    /// ROUTER refuses goes back to the core, which may answer with more.
+    fn broker_send_all(&mut self, mut out: Vec<broker::Outgoing>) {
+        while !out.is_empty() {
+            for message in std::mem::take(&mut out) {
+                let Role::Broker(role) = &mut self.roles[BROKER] else {
+                    return;
+                };
+                let (Some(socket), Some(core)) = (role.socket, role.core.as_mut()) else {
+                    return;
+                };
+                let request_for = is_request(&message.frames).then(|| message.frames[0].to_vec());
+                match self.net.send(socket, message.frames) {
+                    Ok(()) => {
+                        if let Some(worker) = request_for {
+                            *role.at_risk.entry(worker).or_default() += 1;
+                        }
+                    }
+                    Err(refused) => {
+                        // A REQUEST refused whole never reached the worker: the broker must take
+                        // it back (`Broker::refused`). It may drop it only if its queue is full.
+                        let lost_before = core.stats().requests_lost_with_worker;
+                        let config = core.config();
+                        let queued = core.queued_requests();
+                        let room = queued < config.max_queued_total && queued < config.max_queue;
+                        core.refused(refused.frames, &mut out);
+                        let lost = core.stats().requests_lost_with_worker - lost_before;
+                        if request_for.is_some() && lost > 0 {
+                            if room {
+                                self.violate(format!(
+                                    "a REQUEST the ROUTER refused ({:?}), which no worker got, \
+                                     was lost with {queued} requests waiting, under the limits",
+                                    refused.error
+                                ));
+                                return;
+                            }
+                            role.loss_budget += lost;
+                            self.coverage.refused_requests_lost_queue_full += lost;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The broker's rules that can be seen from outside, after every event.
+    fn check_broker(&mut self) {
+        let elapsed = self.elapsed();
+        let Role::Broker(role) = &mut self.roles[BROKER] else {
+            return;
+        };
+        let Some(core) = role.core.as_ref() else {
+            return;
+        };
+        core.check_invariants();
+        let config = core.config();
+        let queued = core.queued_requests();
+        self.peak_queued = self.peak_queued.max(queued);
+        self.peak_workers = self.peak_workers.max(core.worker_count());
+        if queued > config.max_queued_total {
+            let limit = config.max_queued_total;
+            return self.violate(format!(
+                "the broker holds {queued} waiting requests, over max_queued_total {limit}"
+            ));
+        }
+        // A worker the broker forgot that held a REQUEST the ROUTER had taken: that request
+        // may be lost with it.
+        let forgotten: Vec<Vec<u8>> = role
+            .at_risk
+            .keys()
+            .filter(|worker| !core.has_worker(worker))
+            .cloned()
+            .collect();
+        for worker in forgotten {
+            role.loss_budget += role.at_risk.remove(&worker).unwrap_or(0);
+        }
+        let stats = core.stats();
+        let lost = stats.requests_lost_with_worker + stats.requests_redelivered;
+        if lost > role.loss_budget {
+            let what = format!(
+                "the broker lost or redelivered {lost} requests with workers, but the network \
+                 handed only {} to workers that went away ({stats})",
+                role.loss_budget
+            );
+            return self.violate(what);
+        }
+        let allowed = config.worker_expiry() + config.heartbeat_interval;
+        let silent = role
+            .last_heard
+            .iter()
+            .find(|(identity, heard)| elapsed > **heard + allowed && core.has_worker(identity));
+        if let Some((identity, heard)) = silent {
+            let what = format!(
+                "worker {} silent since {heard:?} is still registered (expiry {:?} + one interval)",
+                mdp::dump::Identity(identity),
+                config.worker_expiry()
+            );
+            self.violate(what);
+        }
+    }
+
+    /// How long after a broker restart every worker left alone must be registered again: the
+    /// broker's liveness (a worker that noticed nothing waits for its HEARTBEAT to earn a
+    /// DISCONNECT, or for the broker's silence to pass interval x liveness), plus the longest
+    /// reconnection backoff, plus one interval for the READY and the heartbeat schedule.
+    fn reregistration_bound(&self) -> Duration {
+        let worker = &self.scenario.worker;
+        worker.heartbeat_interval * (worker.liveness + 1) + worker.reconnect_max
+    }
+
+    fn check_registered(&mut self, restart: u64, since: Duration) {
+        let bound = self.reregistration_bound();
+        let Role::Broker(role) = &self.roles[BROKER] else {
+            return;
+        };
+        let (Some(core), true) = (role.core.as_ref(), role.restarts == restart) else {
+            return;
+        };
+        if self.processes[BROKER].last_fault_at > Some(since) {
+            return;
+        }
+        let mut missing = Vec::new();
+        for node in 0..self.roles.len() {
+            let Role::Worker(worker) = &self.roles[node] else {
+                continue;
+            };
+            let process = &self.processes[node];
+            let left_alone = process.alive
+                && !process.frozen
+                && !process.partitioned
+                && process.last_fault_at.is_none_or(|at| at < since);
+            if !left_alone || worker.busy > 0 {
+                continue;
+            }
+            let identity = worker
+                .socket
+                .and_then(|socket| self.net.identity_of(socket));
+            if !identity.is_some_and(|identity| core.has_worker(identity)) {
+                missing.push(node);
+            }
+        }
+        if missing.is_empty() {
+            self.longest_reregistration = self.longest_reregistration.max(bound);
+        } else {
+            self.violate(format!(
+                "workers {missing:?} are not registered {bound:?} after the broker restarted"
+            ));
+        }
+    }
+
+    // ---- workers ----
+
+    fn worker_actions(&mut self, node: usize, out: Vec<Action>) {
+        for action in out {
+            match action {
+                Action::Open { .. } => {
+                    if let Role::Worker(role) = &mut self.roles[node] {
+                        if let Some(old) = role.socket.take() {
+                            self.net.close(old);
+                        }
+                    }
+                    let socket =
+                        self.open_socket(node, SocketKind::Dealer, SocketOptions::default());
+                    if let Role::Worker(role) = &mut self.roles[node] {
+                        role.socket = Some(socket);
+                    }
+                }
+                Action::Send { frames, .. } => {
+                    if let Role::Worker(role) = &self.roles[node] {
+                        if let Some(socket) = role.socket {
+                            // A DEALER with no room would block; the message is dropped here,
+                            // and the protocol's timeouts must cope.
+                            let _ = self.net.send(socket, frames);
+                        }
+                    }
+                }
+                Action::Close { .. } => {
+                    if let Role::Worker(role) = &mut self.roles[node] {
+                        if let Some(socket) = role.socket.take() {
+                            self.net.close(socket);
+                        }
+                    }
+                }
+                Action::Deliver(request) => {
+                    let (low, high) = self.scenario.service_time;
+                    let service_time = if high > low {
+                        self.rng.random_range(low..=high)
+                    } else {
+                        low
+                    };
+                    if let Role::Worker(role) = &mut self.roles[node] {
+                        role.busy += 1;
+                    }
+                    let incarnation = self.processes[node].incarnation;
+                    self.timeline.schedule(
+                        self.elapsed() + service_time,
+                        Event::Finish {
+                            node,
+                            incarnation,
+                            reply_to: request.reply_to,
+                            // The application echoes the body.
+                            body: request.body,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    // ---- synchronous clients ----
+
+    fn next_sync_request(&mut self, node: usize) {
+        let quota = self.scenario.sync_requests;
+        let elapsed = self.elapsed();
+        let Role::Sync(role) = &mut self.roles[node] else {
+            return;
+        };
+        if role.issued >= quota || role.current.is_some() || elapsed >= self.scenario.issue_until {
+            return;
+        }
+        role.issued += 1;
+        let number = self.ledger.requests.len();
+        self.ledger.requests.push(RequestRecord {
+            client: node,
+            service: role.service,
+            exact: true,
+            ended: None,
+            issued_at: elapsed,
+        });
+        role.current = Some(number);
+        self.coverage.sync_requests += 1;
+        let mut out = Vec::new();
+        let service = service_name(role.service);
+        role.core
+            .start(self.clock.now(), &service, body_of(number), &mut out);
+        self.sync_actions(node, out);
+        self.reschedule(node);
+    }
+
+    fn sync_actions(&mut self, node: usize, out: Vec<SyncAction>) {
+        for action in out {
+            match action {
+                SyncAction::Send(frames) => {
+                    let socket = match &self.roles[node] {
+                        Role::Sync(role) => role.socket,
+                        _ => return,
+                    };
+                    let socket = match socket {
+                        Some(socket) => socket,
+                        None => {
+                            let socket =
+                                self.open_socket(node, SocketKind::Req, SocketOptions::default());
+                            if let Role::Sync(role) = &mut self.roles[node] {
+                                role.socket = Some(socket);
+                            }
+                            socket
+                        }
+                    };
+                    // Refused only if the REQ has no room: the try then times out.
+                    let _ = self.net.send(socket, frames);
+                }
+                SyncAction::Reopen => {
+                    if let Role::Sync(role) = &mut self.roles[node] {
+                        if let Some(old) = role.socket.take() {
+                            self.net.close(old);
+                        }
+                    }
+                    let socket = self.open_socket(node, SocketKind::Req, SocketOptions::default());
+                    if let Role::Sync(role) = &mut self.roles[node] {
+                        role.socket = Some(socket);
+                    }
+                }
+                SyncAction::Done(result) => {
+                    let Role::Sync(role) = &mut self.roles[node] else {
+                        return;
+                    };
+                    let service = role.service;
+                    let Some(number) = role.current.take() else {
+                        self.violate(format!("client {node} ended a request it did not start"));
+                        return;
+                    };
+                    match result {
+                        Ok(body) => self.answered(number, node, service, &body),
+                        Err(error) => self.failed(number, error.to_string()),
+                    }
+                    let think = if self.scenario.think_time.is_zero() {
+                        Duration::ZERO
+                    } else {
+                        self.rng
+                            .random_range(Duration::ZERO..=self.scenario.think_time)
+                    };
+                    self.timeline
+                        .schedule(self.elapsed() + think, Event::NextRequest { node });
+                }
+            }
+        }
+    }
+
+    // ---- asynchronous clients ----
+
+    fn fill_window(&mut self, node: usize) {
+        let quota = self.scenario.async_requests;
+        let window = self.scenario.window.max(1);
+        let exact = self.scenario.async_config.matching == Matching::ByTag;
+        let services = self.scenario.services.clamp(1, SERVICES.len());
+        loop {
+            let elapsed = self.elapsed();
+            let Role::Async(role) = &mut self.roles[node] else {
+                return;
+            };
+            if role.issued >= quota
+                || role.in_flight.len() >= window
+                || elapsed >= self.scenario.issue_until
+            {
+                break;
+            }
+            let service = role.issued as usize % services;
+            role.issued += 1;
+            let number = self.ledger.requests.len();
+            self.ledger.requests.push(RequestRecord {
+                client: node,
+                service,
+                exact,
+                ended: None,
+                issued_at: elapsed,
+            });
+            self.coverage.async_requests += 1;
+            let mut out = Vec::new();
+            let id = role.core.send(
+                self.clock.now(),
+                &service_name(service),
+                body_of(number),
+                &mut out,
+            );
+            role.in_flight.insert(id, number);
+            self.async_actions(node, out);
+        }
+    }
+
+    fn async_actions(&mut self, node: usize, out: Vec<AsyncAction>) {
+        for action in out {
+            match action {
+                AsyncAction::Open(conn) => {
+                    // As `client::AsyncClient` opens them: no high-water marks.
+                    let options = SocketOptions {
+                        sndhwm: 0,
+                        rcvhwm: 0,
+                        ..SocketOptions::default()
+                    };
+                    let socket = self.open_socket(node, SocketKind::Dealer, options);
+                    if let Role::Async(role) = &mut self.roles[node] {
+                        role.sockets.insert(conn, socket);
+                        role.conns.insert(socket, conn);
+                    }
+                }
+                AsyncAction::Send { conn, frames } => {
+                    if let Role::Async(role) = &self.roles[node] {
+                        if let Some(socket) = role.sockets.get(&conn).copied() {
+                            let _ = self.net.send(socket, frames);
+                        }
+                    }
+                }
+                AsyncAction::Close(conn) => {
+                    if let Role::Async(role) = &mut self.roles[node] {
+                        if let Some(socket) = role.sockets.remove(&conn) {
+                            role.conns.remove(&socket);
+                            self.net.close(socket);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn async_outcomes(&mut self, node: usize) {
+        loop {
+            let Role::Async(role) = &mut self.roles[node] else {
+                return;
+            };
+            let Some(outcome) = role.core.pop_outcome() else {
+                break;
+            };
+            match outcome {
+                Outcome::Reply {
+                    id, body, service, ..
+                } => {
+                    let Some(number) = role.in_flight.remove(&id) else {
+                        self.violate(format!("client {node} got an outcome for unknown {id}"));
+                        return;
+                    };
+                    let service = SERVICES
+                        .iter()
+                        .position(|name| name.as_bytes() == service.as_bytes())
+                        .unwrap_or(usize::MAX);
+                    self.answered(number, node, service, &body);
+                }
+                Outcome::TimedOut { id, tries, .. } => {
+                    let Some(number) = role.in_flight.remove(&id) else {
+                        self.violate(format!("client {node} timed out unknown {id}"));
+                        return;
+                    };
+                    self.failed(number, format!("no reply after {tries} tries"));
+                }
+            }
+        }
+        self.fill_window(node);
+    }
+
+    // ---- the ledger ----
+
+    fn answered(&mut self, number: usize, client: usize, service: usize, body: &Frames) {
+        let answers = body.first().and_then(|frame| {
+            let bytes: [u8; 8] = frame[..].try_into().ok()?;
+            Some(u64::from_be_bytes(bytes) as usize)
+        });
+        let record = &self.ledger.requests[number];
+        let exact = record.exact;
+        let wrong = match answers.and_then(|answers| self.ledger.requests.get(answers)) {
+            None => Some("a body that is no request's".to_owned()),
+            Some(_) if exact && answers != Some(number) => {
+                Some(format!("the body of request {answers:?}"))
+            }
+            Some(other) if other.client != client || other.service != service => {
+                Some(format!("the body of another client's request {answers:?}"))
+            }
+            Some(_) => None,
+        };
+        if let Some(wrong) = wrong {
+            return self.violate(format!(
+                "request {number} of client {client} was answered with {wrong}"
+            ));
+        }
+        self.end(number, Ended::Answered);
+    }
+
+    fn failed(&mut self, number: usize, reason: String) {
+        if reason.is_empty() {
+            return self.violate(format!("request {number} failed without a reason"));
+        }
+        self.end(number, Ended::Failed(reason));
+    }
+
+    fn end(&mut self, number: usize, ended: Ended) {
+        let record = &mut self.ledger.requests[number];
+        if let Some(earlier) = &record.ended {
+            let what = format!("request {number} ended twice: {earlier:?}, then {ended:?}");
+            return self.violate(what);
+        }
+        match ended {
+            Ended::Answered => self.coverage.answered += 1,
+            Ended::Failed(_) => self.coverage.failed += 1,
+        }
+        record.ended = Some(ended);
+    }
+
+    // ---- faults ----
+
+    fn random_fault(&mut self) {
+        let Some(plan) = self.scenario.random_faults.clone() else {
+            return;
+        };
+        let total: u32 = plan.weights.iter().map(|(_, weight)| weight).sum();
+        if total > 0 {
+            let mut pick = self.rng.random_range(0..total);
+            let kind = plan
+                .weights
+                .iter()
+                .find(|(_, weight)| {
+                    let found = pick < *weight;
+                    pick = pick.saturating_sub(*weight);
+                    found
+                })
+                .map_or(FaultKind::Delay, |(kind, _)| *kind);
+            let ms = Duration::from_millis;
+            let lasting = match kind {
+                FaultKind::KillWorker => ms(self.rng.random_range(0..=3000)),
+                FaultKind::FreezeWorker => ms(self.rng.random_range(100..=15_000)),
+                FaultKind::Partition => ms(self.rng.random_range(100..=10_000)),
+                FaultKind::Delay => ms(self.rng.random_range(10..=3000)),
+                FaultKind::RestartBroker => ms(self.rng.random_range(0..=3000)),
+            };
+            let target = self.rng.random_range(0..usize::MAX / 2);
+            let at = self.elapsed();
+            self.fault(ScriptedFault {
+                at,
+                kind,
+                target,
+                lasting,
+            });
+        }
+        let gap_ms = plan.mean_gap.as_millis().max(1) as u64;
+        let gap = Duration::from_millis(self.rng.random_range(1..=2 * gap_ms));
+        let next = self.elapsed() + gap;
+        if next <= plan.until {
+            self.timeline.schedule(next, Event::RandomFault);
+        }
+    }
+
+    fn worker_nodes(&self) -> Vec<usize> {
+        (0..self.roles.len())
+            .filter(|&node| matches!(self.roles[node], Role::Worker(_)))
+            .collect()
+    }
+
+    fn fault(&mut self, fault: ScriptedFault) {
+        let elapsed = self.elapsed();
+        let workers = self.worker_nodes();
+        let worker = (!workers.is_empty()).then(|| workers[fault.target % workers.len()]);
+        // Partitions and delays may hit any party but the broker (its links are everyone's).
+        let anyone = 1 + fault.target % (self.roles.len() - 1).max(1);
+        let node = match fault.kind {
+            FaultKind::RestartBroker => Some(BROKER),
+            FaultKind::KillWorker | FaultKind::FreezeWorker => worker,
+            FaultKind::Partition | FaultKind::Delay => {
+                (anyone < self.roles.len()).then_some(anyone)
+            }
+        };
+        let Some(node) = node else {
+            return;
+        };
+        let process = &self.processes[node];
+        if !process.alive || process.frozen || process.partitioned {
+            // One fault at a time per process keeps the faults' ends simple to reason about.
+            return;
+        }
+        *self.coverage.faults.entry(fault.kind).or_default() += 1;
+        self.processes[node].last_fault_at = Some(elapsed);
+        let until = elapsed + fault.lasting;
+        match fault.kind {
+            FaultKind::KillWorker | FaultKind::RestartBroker => {
+                self.kill(node);
+                self.timeline.schedule(until, Event::Revive { node });
+            }
+            FaultKind::FreezeWorker => {
+                self.processes[node].frozen = true;
+                self.timeline.schedule(until, Event::Thaw { node });
+            }
+            FaultKind::Partition => {
+                self.processes[node].partitioned = true;
+                for socket in self.sockets_of(node) {
+                    self.net.set_partitioned(socket, true);
+                }
+                self.timeline.schedule(until, Event::Heal { node });
+            }
+            FaultKind::Delay => {
+                for socket in self.sockets_of(node) {
+                    self.net.hold(socket, until);
+                }
+            }
+        }
+    }
+
+    /// The process dies: its sockets close, its state is gone, pending work is stale.
+    fn kill(&mut self, node: usize) {
+        for socket in self.sockets_of(node) {
+            self.net.close(socket);
+        }
+        let process = &mut self.processes[node];
+        process.alive = false;
+        process.incarnation += 1;
+        process.wake_at = None;
+        process.deferred.clear();
+        match &mut self.roles[node] {
+            Role::Broker(role) => {
+                if let Some(core) = role.core.take() {
+                    add_stats(&mut role.earlier_stats, core.stats());
+                }
+                role.socket = None;
+            }
+            Role::Worker(role) => {
+                self.kills += 1;
+                if role.busy > 0 {
+                    self.kills_of_busy_workers += 1;
+                }
+                role.socket = None;
+            }
+            // Clients are not killed: their applications' requests would die with them.
+            Role::Sync(_) | Role::Async(_) => {}
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        if self.violation.is_none() {
+            let open: Vec<usize> = (0..self.ledger.requests.len())
+                .filter(|&number| self.ledger.requests[number].ended.is_none())
+                .collect();
+            if !open.is_empty() {
+                self.violate(format!(
+                    "requests {open:?} never ended (neither answered nor failed)"
+                ));
+            }
+        }
+        let mut broker_stats = broker::Stats::default();
+        for role in &self.roles {
+            match role {
+                Role::Broker(role) => {
+                    broker_stats = role.earlier_stats.clone();
+                    if let Some(core) = &role.core {
+                        add_stats(&mut broker_stats, core.stats());
+                    }
+                }
+                Role::Sync(role) => self.coverage.client_resends += role.core.resends(),
+                Role::Async(role) => {
+                    self.coverage.client_resends += role.core.resends();
+                    let _ = role.dropped_before;
+                }
+                Role::Worker(_) => {}
+            }
+        }
+        let net = self.net.stats();
+        let coverage = &mut self.coverage;
+        coverage.requests = self.ledger.requests.len() as u64;
+        coverage.workers_purged = broker_stats.workers_purged;
+        coverage.redelivered = broker_stats.requests_redelivered;
+        coverage.lost_with_worker = broker_stats.requests_lost_with_worker;
+        coverage.refused_queue_full = broker_stats.requests_refused_queue_full;
+        coverage.refused_by_router = net.refused_unreachable + net.refused_full;
+        coverage.messages = net.messages_sent;
+        coverage.messages_lost = net.messages_lost;
+        coverage.connections = net.connections;
+        coverage.virtual_time = self.clock.elapsed();
+        Report {
+            seed: self.seed,
+            coverage: self.coverage,
+            violation: self.violation,
+            ledger: self.ledger,
+            broker: broker_stats,
+            longest_reregistration: self.longest_reregistration,
+            peak_queued: self.peak_queued,
+            peak_workers: self.peak_workers,
+            kills_of_busy_workers: self.kills_of_busy_workers,
+            kills: self.kills,
+        }
+    }
+}
+
+fn service_name(index: usize) -> ServiceName {
+    // The names are constants, valid by construction.
+    ServiceName::new(SERVICES[index % SERVICES.len()].as_bytes())
+        .unwrap_or_else(|_| unreachable!("constant service names are valid"))
+}
+
+/// A request's body: its number in the ledger, 8 bytes big-endian.
+fn body_of(number: usize) -> Frames {
+    vec![zmq::Message::from(&(number as u64).to_be_bytes()[..])]
+}
+
+/// True if `frames` (after the identity) are an MDP/Worker command of this kind.
+fn is_worker_command(frames: &[zmq::Message], command: mdp::Command) -> bool {
+    frames.get(1).is_some_and(|f| &f[..] == WORKER_HEADER)
+        && frames.get(2).is_some_and(|f| f[..] == [command.byte()])
+}
+
+/// True if an outgoing message (identity first) is a REQUEST to a worker.
+fn is_request(frames: &[zmq::Message]) -> bool {
+    frames.len() > 1 && is_worker_command(&frames[1..], mdp::Command::Request)
+}
+
+fn add_stats(total: &mut broker::Stats, more: &broker::Stats) {
+    total.requests_received += more.requests_received;
+    total.requests_dispatched += more.requests_dispatched;
+    total.replies_forwarded += more.replies_forwarded;
+    total.mmi_answered += more.mmi_answered;
+    total.requests_refused_queue_full += more.requests_refused_queue_full;
+    total.requests_expired += more.requests_expired;
+    total.requests_lost_with_worker += more.requests_lost_with_worker;
+    total.requests_redelivered += more.requests_redelivered;
+    total.workers_registered += more.workers_registered;
+    total.workers_purged += more.workers_purged;
+    total.workers_disconnected += more.workers_disconnected;
+    total.malformed_messages += more.malformed_messages;
+}
+
+/// Runs one seed of a scenario.
+pub fn run(scenario: Scenario, seed: u64) -> Report {
+    World::new(scenario, seed).run()
+}
