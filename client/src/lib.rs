@@ -79,15 +79,6 @@ impl Error {
     /// socket type cannot use, an ipc path too long. That is a mistake of whoever wrote the
     /// endpoint (the `client` program exits with its usage status), not a failure of the system.
     pub fn is_bad_endpoint(&self) -> bool {
-        match self {
-            Error::Socket(error) => matches!(
-                error.zmq_error(),
-                zmq::Error::EINVAL
-                    | zmq::Error::EPROTONOSUPPORT
-                    | zmq::Error::ENOCOMPATPROTO
-                    | zmq::Error::ENAMETOOLONG
-            ),
-            _ => false,
-        }
+        matches!(self, Error::Socket(error) if error.is_bad_endpoint())
     }
 }

@@ -45,7 +45,9 @@ impl Request {
     pub fn encode_for_dealer(service: &ServiceName, body: Frames) -> Frames {
         let mut frames = Vec::with_capacity(body.len() + 3);
         frames.push(zmq::Message::new());
-        frames.extend(Request::encode(service, body));
+        frames.push(zmq::Message::from(CLIENT_HEADER));
+        frames.push(service.to_frame());
+        frames.extend(body);
         frames
     }
 }

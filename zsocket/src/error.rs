@@ -63,6 +63,22 @@ impl Error {
         &self.action
     }
 
+    /// True if ZeroMQ refused the endpoint itself (at connect or bind): malformed, an unknown
+    /// transport, one this socket type cannot use, an ipc path too long. That is a mistake of
+    /// whoever wrote the endpoint (a program exits with its usage status), not a failure of the
+    /// system.
+    pub fn is_bad_endpoint(&self) -> bool {
+        matches!(
+            self.source,
+            Cause::Zmq(
+                zmq::Error::EINVAL
+                    | zmq::Error::EPROTONOSUPPORT
+                    | zmq::Error::ENOCOMPATPROTO
+                    | zmq::Error::ENAMETOOLONG
+            )
+        )
+    }
+
     /// What libzmq said; for an ipc path held by another program `EADDRINUSE`, as libzmq says
     /// for a tcp port in use, and for a lock file that cannot be made, the system's error.
     pub fn zmq_error(&self) -> zmq::Error {
