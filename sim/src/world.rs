@@ -358,7 +358,8 @@ pub struct Report {
     pub ledger: Ledger,
     /// The broker's counters, summed over its incarnations.
     pub broker: broker::Stats,
-    /// The longest time from a broker restart to all the workers left alone registered again.
+    /// The longest time from a broker restart to all the workers left alone registered again
+    /// (zero if there was no restart, or the run ended first).
     pub longest_reregistration: Duration,
     /// The most requests the broker held waiting at once, and workers registered at once.
     pub peak_queued: usize,
@@ -445,6 +446,8 @@ struct BrokerRole {
     /// Requests the broker may have lost with a worker: handed to one that then went away.
     loss_budget: u64,
     restarts: u64,
+    /// Since when (the last restart) the workers left alone are not all registered again.
+    awaiting_registration: Option<Duration>,
     /// The counters of the broker's earlier incarnations.
     earlier_stats: broker::Stats,
 }
@@ -556,6 +559,7 @@ impl World {
             at_risk: HashMap::new(),
             loss_budget: 0,
             restarts: 0,
+            awaiting_registration: None,
             earlier_stats: broker::Stats::default(),
         })));
         let now = world.clock.now();
@@ -632,6 +636,7 @@ impl World {
                 self.event(event);
             }
             self.check_broker();
+            self.note_reregistration();
         }
         self.finish()
     }
@@ -790,15 +795,16 @@ impl World {
                 self.processes[node].last_fault_at = Some(self.elapsed());
                 self.start(node);
                 if node == BROKER {
+                    let since = self.elapsed();
                     let restart = match &mut self.roles[BROKER] {
                         Role::Broker(role) => {
                             role.restarts += 1;
+                            role.awaiting_registration = Some(since);
                             role.restarts
                         }
                         _ => 0,
                     };
                     let bound = self.reregistration_bound();
-                    let since = self.elapsed();
                     self.timeline
                         .schedule(since + bound, Event::CheckRegistered { restart, since });
                 }
@@ -1063,17 +1069,15 @@ impl World {
         worker.heartbeat_interval * (worker.liveness + 1) + worker.reconnect_max
     }
 
-    fn check_registered(&mut self, restart: u64, since: Duration) {
-        let bound = self.reregistration_bound();
+    /// The workers that have been left alone since `since` (alive, not frozen, not cut off, no
+    /// fault since) and are not registered with the broker now.
+    fn unregistered_workers(&self, since: Duration) -> Vec<usize> {
         let Role::Broker(role) = &self.roles[BROKER] else {
-            return;
+            return Vec::new();
         };
-        let (Some(core), true) = (role.core.as_ref(), role.restarts == restart) else {
-            return;
+        let Some(core) = role.core.as_ref() else {
+            return Vec::new();
         };
-        if self.processes[BROKER].last_fault_at > Some(since) {
-            return;
-        }
         let mut missing = Vec::new();
         for node in 0..self.roles.len() {
             let Role::Worker(worker) = &self.roles[node] else {
@@ -1094,9 +1098,37 @@ impl World {
                 missing.push(node);
             }
         }
-        if missing.is_empty() {
-            self.longest_reregistration = self.longest_reregistration.max(bound);
-        } else {
+        missing
+    }
+
+    /// After a restart, notes when the workers left alone are all registered again.
+    fn note_reregistration(&mut self) {
+        let Role::Broker(role) = &self.roles[BROKER] else {
+            return;
+        };
+        let Some(since) = role.awaiting_registration else {
+            return;
+        };
+        if self.unregistered_workers(since).is_empty() {
+            let took = self.elapsed() - since;
+            self.longest_reregistration = self.longest_reregistration.max(took);
+            if let Role::Broker(role) = &mut self.roles[BROKER] {
+                role.awaiting_registration = None;
+            }
+        }
+    }
+
+    fn check_registered(&mut self, restart: u64, since: Duration) {
+        let bound = self.reregistration_bound();
+        let Role::Broker(role) = &self.roles[BROKER] else {
+            return;
+        };
+        let still_waiting = role.restarts == restart && role.awaiting_registration == Some(since);
+        if !still_waiting || self.processes[BROKER].last_fault_at > Some(since) {
+            return;
+        }
+        let missing = self.unregistered_workers(since);
+        if !missing.is_empty() {
             self.violate(format!(
                 "workers {missing:?} are not registered {bound:?} after the broker restarted"
             ));
