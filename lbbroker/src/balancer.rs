@@ -44,8 +44,40 @@
 //! While no processor is free the broker must not read requests at all: [`LoadBalancer::wants_requests`]
 //! tells the loop to leave the frontend out of `poll`, so requests wait inside the frontend ROUTER's
 //! queue (and, once that fills up, in the clients' sockets) instead of in the broker's memory.
+//!
+//! # Peers that leave, and peers that come back
+//!
+//! A ROUTER does not say when a peer disconnects. It says so only when the broker sends to a
+//! peer that is gone: with `ZMQ_ROUTER_MANDATORY` the send fails with `EHOSTUNREACH` and the
+//! message comes back whole ([`zsocket::Refused`]). So a processor stopped while it waited for
+//! work stays in the ready queue until a request is sent to it; then:
+//!
+//! * the processor leaves the ready queue, every entry of it ([`LoadBalancer::on_request_refused`]);
+//! * the request goes to the next ready processor, or, if none is ready, waits in the balancer
+//!   for the first one that is, ahead of any request not yet read. It is never dropped.
+//!
+//! A processor stopped *while it works* on a request cannot be noticed at all (this pattern has
+//! no heartbeats), until its identity says `READY` again. The balancer keeps a copy of each
+//! request a processor is working on for that case: when a busy processor says `READY`, the
+//! request it had is sent to the next ready processor. A processor that never comes back keeps its
+//! request; its client waits until its own timeout (`lbbroker client --timeout`).
+//!
+//! Two peers with one identity: libzmq's ROUTER silently ignores a second peer that connects with
+//! an identity already in use, so nothing could ever be sent to it (it would hang). Both ROUTERs
+//! of this broker set `ZMQ_ROUTER_HANDOVER` instead: the *new* connection takes the identity over
+//! and the old one is cut off. The broker cannot see the handover itself, only its traces, and
+//! logs a warning for each:
+//!
+//! * `READY` from a processor that is already ready or busy: it restarted, or a second processor
+//!   took its identity. It keeps one place in the ready queue (at the back), never two, and the
+//!   request it was working on, if any, goes to the next ready processor.
+//! * a request from a client whose last request is not answered yet (a REQ client sends one at a
+//!   time, so this is a second client with the same identity): the new request is served; the
+//!   reply to the old one, if it comes, is dropped rather than given to the new client as its own.
+//!
+//! Everything is decided here and said as [`Action`]s, which the loop carries out in order.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
 use zsocket::Frames;
@@ -98,13 +130,9 @@ pub enum EnvelopeError {
         /// How many bytes it held.
         len: usize,
     },
-    /// A request was handed over while no processor was ready. The broker loop never does this:
-    /// it does not even poll the frontend then (see [`LoadBalancer::wants_requests`]).
-    #[error("a client request was read while no processor was ready; the frontend must not be polled then")]
-    NoProcessorReady,
 }
 
-/// Frames the broker must send, and on which socket is said by the method that produced them.
+/// Frames the broker must send, and on which socket is said by the [`Action`] that holds them.
 /// The first frame is the identity the ROUTER routes by.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Outgoing {
@@ -117,7 +145,8 @@ impl Outgoing {
         &self.frames
     }
 
-    /// The identity of the peer the ROUTER will deliver to (the first frame), as text for logs.
+    /// The identity of the peer the ROUTER will deliver to (the first frame), as text.
+    #[cfg(test)]
     pub fn destination(&self) -> String {
         self.frames
             .first()
@@ -131,23 +160,159 @@ impl Outgoing {
     }
 }
 
-/// What a message from a processor meant.
+/// What the broker loop must do, in the order given.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ProcessorMessage {
-    /// `[READY]`: a processor has started; it is now at the back of the ready queue.
+pub enum Action {
+    /// Send on the backend ROUTER: `[processor][][client][][request...]`. If the ROUTER refuses
+    /// it because the processor is gone, give the frames back to
+    /// [`LoadBalancer::on_request_refused`].
+    ToProcessor(Outgoing),
+    /// Send on the frontend ROUTER: `[client][][reply...]`. If the ROUTER refuses it because the
+    /// client is gone, give the frames back to [`LoadBalancer::on_reply_refused`].
+    ToClient(Outgoing),
+    /// A processor said `READY` (the demo launcher waits for every processor's).
     Joined {
-        /// The processor's identity, as text.
+        /// Its identity, as text.
         processor: String,
     },
-    /// An answer for a client: send it on the frontend ROUTER. The processor is ready again.
-    Reply(Outgoing),
+    /// Something the operator should know; nothing was lost.
+    Notice(Notice),
+    /// A message was dropped (the loop counts it).
+    Dropped(Dropped),
 }
 
-/// The least-recently-used queue of ready processors and the framing rules around it.
+/// Events the broker reports in its log, nothing lost; see the [module docs](self).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A send to this processor failed: it is gone; the request goes to the next ready processor.
+    ProcessorGone {
+        /// The processor.
+        processor: String,
+        /// Whose request it was.
+        client: String,
+    },
+    /// `READY` from a processor that was already ready or busy: a new connection has its identity.
+    ProcessorTakenOver {
+        /// The processor.
+        processor: String,
+        /// The client whose request it was working on, which now goes to the next ready processor.
+        requeued: Option<String>,
+    },
+    /// A request from a client whose last one is unanswered: a new connection has its identity.
+    ClientTakenOver {
+        /// The client.
+        client: String,
+    },
+}
+
+impl Notice {
+    /// Whether this notice is a warning (something is wrong with the peers) or just news.
+    pub fn is_warning(&self) -> bool {
+        !matches!(self, Notice::ProcessorGone { .. })
+    }
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::ProcessorGone { processor, client } => write!(
+                f,
+                "processor {processor} is gone; the request from {client} goes to the next ready processor"
+            ),
+            Notice::ProcessorTakenOver { processor, requeued } => {
+                write!(
+                    f,
+                    "{processor} said READY again: it restarted, or a second processor took over \
+                     the identity {processor} (the older connection is cut off)"
+                )?;
+                match requeued {
+                    Some(client) => write!(
+                        f,
+                        "; the request from {client} it was working on goes to the next ready processor"
+                    ),
+                    None => Ok(()),
+                }
+            }
+            Notice::ClientTakenOver { client } => write!(
+                f,
+                "{client} sent a request before its last one was answered: a second client took \
+                 over the identity {client} (the older connection is cut off and gets no reply)"
+            ),
+        }
+    }
+}
+
+/// A message the broker dropped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dropped {
+    /// A malformed message from a client or a processor.
+    Malformed(EnvelopeError),
+    /// A reply whose client is gone (it disconnected while its request was worked on).
+    ClientGone {
+        /// The client.
+        client: String,
+    },
+    /// A reply to a request of a client whose identity a newer connection has taken over: the
+    /// newer client is waiting for the reply to *its* request, not this one.
+    StaleReply {
+        /// The client.
+        client: String,
+        /// The processor that sent it.
+        processor: String,
+    },
+}
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dropped::Malformed(error) => write!(f, "dropped a {} message: {error}", error.side()),
+            Dropped::ClientGone { client } => write!(f, "reply dropped: client {client} is gone"),
+            Dropped::StaleReply { client, processor } => write!(
+                f,
+                "reply from {processor} dropped: it answers an earlier request of {client}, \
+                 whose identity a newer client has taken over"
+            ),
+        }
+    }
+}
+
+impl EnvelopeError {
+    /// Where the malformed message came from.
+    fn side(&self) -> Side {
+        match self {
+            EnvelopeError::TooFewFrames { from, .. }
+            | EnvelopeError::NotADelimiter { from, .. } => *from,
+        }
+    }
+}
+
+/// A request a processor is working on.
+#[derive(Debug)]
+struct InFlight {
+    /// The client's identity.
+    client: Vec<u8>,
+    /// A copy of `[client][][request...]`, to send to another processor if this one turns out to
+    /// be gone (it says `READY` again). Loads are a few bytes; the original frames were moved on.
+    request: Frames,
+    /// The client has sent a newer request since (its identity was taken over): the reply to
+    /// this one must not reach it.
+    superseded: bool,
+}
+
+/// The least-recently-used queue of ready processors, the requests waiting for one, and who is
+/// working on what.
 #[derive(Debug, Default)]
 pub struct LoadBalancer {
-    /// Identity frames of the processors waiting for work; the one waiting longest is in front.
+    /// Identity frames of the processors waiting for work, each once; the one waiting longest is
+    /// in front.
     ready_processors: VecDeque<zmq::Message>,
+    /// Requests `[client][][request...]` already read from the frontend whose processor was gone,
+    /// oldest first. They go out before the frontend is read again.
+    waiting_requests: VecDeque<Frames>,
+    /// Each busy processor's request, by processor identity.
+    busy_processors: HashMap<Vec<u8>, InFlight>,
+    /// The processor each client's unanswered request went to, by client identity.
+    clients_in_flight: HashMap<Vec<u8>, Vec<u8>>,
 }
 
 impl LoadBalancer {
@@ -156,9 +321,10 @@ impl LoadBalancer {
         Self::default()
     }
 
-    /// Whether the loop should poll the frontend for requests: only while a processor is free.
+    /// Whether the loop should poll the frontend for requests: only while a processor is free
+    /// and no request read earlier is still waiting for one.
     pub fn wants_requests(&self) -> bool {
-        !self.ready_processors.is_empty()
+        !self.ready_processors.is_empty() && self.waiting_requests.is_empty()
     }
 
     /// The identities of the ready processors, the next one to get work first.
@@ -168,51 +334,206 @@ impl LoadBalancer {
             .map(|identity| printable(identity))
     }
 
+    /// How many requests read from the frontend wait for a processor.
+    pub fn waiting_requests(&self) -> usize {
+        self.waiting_requests.len()
+    }
+
     /// Takes a message the backend ROUTER received, `[processor][][READY]` or
     /// `[processor][][client][][reply...]`, and puts the processor at the back of the queue.
     ///
     /// A malformed message is refused and its processor is *not* queued: it broke the protocol,
     /// so nothing it says about being ready can be trusted.
-    pub fn on_processor_message(
-        &mut self,
-        mut frames: Frames,
-    ) -> Result<ProcessorMessage, EnvelopeError> {
-        check_envelope(&frames, Side::Processor, 3)?;
+    pub fn on_processor_message(&mut self, mut frames: Frames, out: &mut Vec<Action>) {
+        if let Err(error) = check_envelope(&frames, Side::Processor, 3) {
+            out.push(Action::Dropped(Dropped::Malformed(error)));
+            return;
+        }
         // frames = [processor, "", rest...]; take the processor's envelope off the front. After
         // the split, `frames` is exactly [processor, ""] (the check saw at least 3 frames).
         let rest = frames.split_off(2);
         let processor = frames.swap_remove(0);
 
-        let message = if rest.len() == 1 && &*rest[0] == READY {
-            ProcessorMessage::Joined {
-                processor: printable(&processor),
-            }
+        if rest.len() == 1 && &*rest[0] == READY {
+            self.on_ready(&processor, out);
         } else {
             // The rest is the reply with the client's envelope the processor copied:
             // [client, "", reply...]. Check it, so the frontend ROUTER gets a routable message.
-            check_envelope(&rest, Side::Processor, 3).map_err(|error| shift_index(error, 2))?;
-            ProcessorMessage::Reply(Outgoing { frames: rest })
-        };
+            if let Err(error) = check_envelope(&rest, Side::Processor, 3) {
+                out.push(Action::Dropped(Dropped::Malformed(shift_index(error, 2))));
+                return;
+            }
+            self.on_reply(&processor, rest, out);
+        }
+        // One place in the queue per processor, whatever it said before.
+        self.forget_ready(&processor);
         self.ready_processors.push_back(processor);
-        Ok(message)
+        self.dispatch(out);
+    }
+
+    /// `READY`: a processor that is new, or back (see the module docs).
+    fn on_ready(&mut self, processor: &zmq::Message, out: &mut Vec<Action>) {
+        let was_ready = self
+            .ready_processors
+            .iter()
+            .any(|ready| ready[..] == processor[..]);
+        let was_busy = self.busy_processors.remove(&processor[..]);
+        if was_ready || was_busy.is_some() {
+            let requeued = was_busy.and_then(|in_flight| self.requeue(processor, in_flight));
+            out.push(Action::Notice(Notice::ProcessorTakenOver {
+                processor: printable(processor),
+                requeued,
+            }));
+        }
+        out.push(Action::Joined {
+            processor: printable(processor),
+        });
+    }
+
+    /// A lost request goes back to the front of the waiting requests, unless its client has
+    /// moved on; returns the client, as text, if it went back.
+    fn requeue(&mut self, processor: &[u8], in_flight: InFlight) -> Option<String> {
+        if in_flight.superseded {
+            return None;
+        }
+        if self
+            .clients_in_flight
+            .get(&in_flight.client)
+            .map(Vec::as_slice)
+            == Some(processor)
+        {
+            self.clients_in_flight.remove(&in_flight.client);
+        }
+        let client = printable(&in_flight.client);
+        self.waiting_requests.push_front(in_flight.request);
+        Some(client)
+    }
+
+    /// A processor's answer `[client][][reply...]`: on to the client, unless it is stale.
+    fn on_reply(&mut self, processor: &[u8], reply: Frames, out: &mut Vec<Action>) {
+        let client = &reply[0][..];
+        if let Some(in_flight) = self.busy_processors.remove(processor) {
+            if in_flight.superseded {
+                out.push(Action::Dropped(Dropped::StaleReply {
+                    client: printable(client),
+                    processor: printable(processor),
+                }));
+                return;
+            }
+        }
+        if self.clients_in_flight.get(client).map(Vec::as_slice) == Some(processor) {
+            self.clients_in_flight.remove(client);
+        }
+        // A reply the balancer did not expect (a request sent by an earlier broker) still goes
+        // to its client: that client may well be waiting for it.
+        out.push(Action::ToClient(Outgoing { frames: reply }));
     }
 
     /// Takes a request the frontend ROUTER received, `[client][][request...]`, and addresses it
     /// to the processor that has been ready the longest:
-    /// `[processor][][client][][request...]`, to send on the backend ROUTER.
+    /// `[processor][][client][][request...]`, to send on the backend ROUTER. With no processor
+    /// ready (the loop does not read requests then, but one may have been read just before),
+    /// the request waits for the next one.
     ///
     /// The request's own frames are moved, not copied: the broker only puts two frames in front.
-    pub fn on_client_request(&mut self, frames: Frames) -> Result<Outgoing, EnvelopeError> {
-        check_envelope(&frames, Side::Client, 3)?;
-        let processor = self
-            .ready_processors
-            .pop_front()
-            .ok_or(EnvelopeError::NoProcessorReady)?;
-        let mut addressed = Vec::with_capacity(frames.len() + 2);
-        addressed.push(processor);
-        addressed.push(zmq::Message::new());
-        addressed.extend(frames);
-        Ok(Outgoing { frames: addressed })
+    pub fn on_client_request(&mut self, frames: Frames, out: &mut Vec<Action>) {
+        if let Err(error) = check_envelope(&frames, Side::Client, 3) {
+            out.push(Action::Dropped(Dropped::Malformed(error)));
+            return;
+        }
+        let client = &frames[0][..];
+        let mut taken_over = false;
+        if let Some(processor) = self.clients_in_flight.remove(client) {
+            if let Some(in_flight) = self.busy_processors.get_mut(&processor) {
+                in_flight.superseded = true;
+            }
+            taken_over = true;
+        }
+        let waiting_before = self.waiting_requests.len();
+        self.waiting_requests
+            .retain(|request| request[0][..] != *client);
+        if taken_over || self.waiting_requests.len() < waiting_before {
+            out.push(Action::Notice(Notice::ClientTakenOver {
+                client: printable(client),
+            }));
+        }
+        self.waiting_requests.push_back(frames);
+        self.dispatch(out);
+    }
+
+    /// The backend ROUTER refused `[processor][][client][][request...]`: that processor is gone.
+    /// It leaves the ready queue, and the request goes to the next ready processor or waits for
+    /// one, ahead of everything else.
+    pub fn on_request_refused(&mut self, mut frames: Frames, out: &mut Vec<Action>) {
+        if frames.len() < 5 {
+            // Not a message this balancer made; nothing to give back.
+            return;
+        }
+        let request = frames.split_off(2);
+        let processor = &frames[0];
+        self.forget_ready(processor);
+        let client = request[0].to_vec();
+        let superseded = self
+            .busy_processors
+            .remove(&processor[..])
+            .is_some_and(|in_flight| in_flight.superseded);
+        if self.clients_in_flight.get(&client).map(Vec::as_slice) == Some(&processor[..]) {
+            self.clients_in_flight.remove(&client);
+        }
+        if !superseded {
+            out.push(Action::Notice(Notice::ProcessorGone {
+                processor: printable(processor),
+                client: printable(&client),
+            }));
+            self.waiting_requests.push_front(request);
+        }
+        self.dispatch(out);
+    }
+
+    /// The frontend ROUTER refused `[client][][reply...]`: that client is gone.
+    pub fn on_reply_refused(&mut self, frames: Frames, out: &mut Vec<Action>) {
+        let client = frames
+            .first()
+            .map(|frame| printable(frame))
+            .unwrap_or_default();
+        out.push(Action::Dropped(Dropped::ClientGone { client }));
+    }
+
+    /// Every processor entry with this identity leaves the ready queue.
+    fn forget_ready(&mut self, processor: &[u8]) {
+        self.ready_processors
+            .retain(|ready| ready[..] != *processor);
+    }
+
+    /// Sends waiting requests, oldest first, to ready processors, longest ready first.
+    fn dispatch(&mut self, out: &mut Vec<Action>) {
+        while !self.ready_processors.is_empty() {
+            let Some(request) = self.waiting_requests.pop_front() else {
+                break;
+            };
+            let Some(processor) = self.ready_processors.pop_front() else {
+                break;
+            };
+            let client = request[0].to_vec();
+            self.clients_in_flight
+                .insert(client.clone(), processor.to_vec());
+            self.busy_processors.insert(
+                processor.to_vec(),
+                InFlight {
+                    client,
+                    request: request
+                        .iter()
+                        .map(|frame| zmq::Message::from(&frame[..]))
+                        .collect(),
+                    superseded: false,
+                },
+            );
+            let mut addressed = Vec::with_capacity(request.len() + 2);
+            addressed.push(processor);
+            addressed.push(zmq::Message::new());
+            addressed.extend(request);
+            out.push(Action::ToProcessor(Outgoing { frames: addressed }));
+        }
     }
 }
 
@@ -248,7 +569,6 @@ fn shift_index(error: EnvelopeError, offset: usize) -> EnvelopeError {
             index: index + offset,
             len,
         },
-        other => other,
     }
 }
 
@@ -266,20 +586,51 @@ mod tests {
         frames.iter().map(|frame| printable(frame)).collect()
     }
 
+    /// What the balancer decided for one input.
+    fn processor_says(balancer: &mut LoadBalancer, parts: &[&str]) -> Vec<Action> {
+        let mut out = Vec::new();
+        balancer.on_processor_message(frames(parts), &mut out);
+        out
+    }
+
+    fn client_asks(balancer: &mut LoadBalancer, parts: &[&str]) -> Vec<Action> {
+        let mut out = Vec::new();
+        balancer.on_client_request(frames(parts), &mut out);
+        out
+    }
+
     fn ready(balancer: &mut LoadBalancer, processor: &str) {
-        let message = balancer.on_processor_message(frames(&[processor, "", "READY"]));
+        let out = processor_says(balancer, &[processor, "", "READY"]);
         assert_eq!(
-            message,
-            Ok(ProcessorMessage::Joined {
+            out,
+            [Action::Joined {
                 processor: processor.to_owned()
-            })
+            }]
         );
     }
 
+    /// The one request the balancer sends for this input; fails if it sends anything else.
+    fn only_request(out: Vec<Action>) -> Outgoing {
+        match <[Action; 1]>::try_from(out) {
+            Ok([Action::ToProcessor(request)]) => request,
+            Ok([other]) => panic!("expected one request, got {other:?}"),
+            Err(out) => panic!("expected one request, got {out:?}"),
+        }
+    }
+
     fn dispatch(balancer: &mut LoadBalancer, client: &str, load: &str) -> Outgoing {
-        balancer
-            .on_client_request(frames(&[client, "", load]))
-            .expect("a processor is ready")
+        only_request(client_asks(balancer, &[client, "", load]))
+    }
+
+    /// The request's frames given back by the backend ROUTER, as a refused send does.
+    fn refused(balancer: &mut LoadBalancer, request: Outgoing) -> Vec<Action> {
+        let mut out = Vec::new();
+        balancer.on_request_refused(request.into_frames(), &mut out);
+        out
+    }
+
+    fn ready_list(balancer: &LoadBalancer) -> Vec<String> {
+        balancer.ready_processors().collect()
     }
 
     #[test]
@@ -289,10 +640,19 @@ mod tests {
     }
 
     #[test]
-    fn with_no_processor_ready_a_request_is_refused_not_misrouted() {
+    fn with_no_processor_ready_a_request_waits_for_one_not_misrouted() {
         let mut balancer = LoadBalancer::new();
-        let refused = balancer.on_client_request(frames(&["CLIENT-0", "", "1"]));
-        assert_eq!(refused, Err(EnvelopeError::NoProcessorReady));
+        assert_eq!(client_asks(&mut balancer, &["CLIENT-0", "", "1"]), []);
+        assert_eq!(balancer.waiting_requests(), 1);
+        let out = processor_says(&mut balancer, &["PROCESSOR-0", "", "READY"]);
+        let [Action::Joined { .. }, Action::ToProcessor(request)] = &out[..] else {
+            panic!("expected the join, then the waiting request: {out:?}");
+        };
+        assert_eq!(
+            texts(request.frames()),
+            ["PROCESSOR-0", "", "CLIENT-0", "", "1"]
+        );
+        assert_eq!(balancer.waiting_requests(), 0);
     }
 
     #[test]
@@ -330,19 +690,12 @@ mod tests {
 
         // PROCESSOR-0 finishes; PROCESSOR-1 has been waiting longer, so it is next (LIFO, as a
         // Vec with pop would do, would pick PROCESSOR-0 again).
-        balancer
-            .on_processor_message(frames(&[
-                "PROCESSOR-0",
-                "",
-                "CLIENT-0",
-                "",
-                "OK from PROCESSOR-0",
-            ]))
-            .expect("a well-formed reply");
-        assert_eq!(
-            balancer.ready_processors().collect::<Vec<_>>(),
-            ["PROCESSOR-1", "PROCESSOR-0"]
+        let out = processor_says(
+            &mut balancer,
+            &["PROCESSOR-0", "", "CLIENT-0", "", "OK from PROCESSOR-0"],
         );
+        assert!(matches!(&out[..], [Action::ToClient(_)]), "{out:?}");
+        assert_eq!(ready_list(&balancer), ["PROCESSOR-1", "PROCESSOR-0"]);
         assert_eq!(
             dispatch(&mut balancer, "CLIENT-1", "1").destination(),
             "PROCESSOR-1"
@@ -368,9 +721,10 @@ mod tests {
     fn a_request_of_several_frames_is_forwarded_whole() {
         let mut balancer = LoadBalancer::new();
         ready(&mut balancer, "PROCESSOR-1");
-        let outgoing = balancer
-            .on_client_request(frames(&["CLIENT-3", "", "part 1", "part 2"]))
-            .expect("a processor is ready");
+        let outgoing = only_request(client_asks(
+            &mut balancer,
+            &["CLIENT-3", "", "part 1", "part 2"],
+        ));
         assert_eq!(
             texts(outgoing.frames()),
             ["PROCESSOR-1", "", "CLIENT-3", "", "part 1", "part 2"]
@@ -380,17 +734,12 @@ mod tests {
     #[test]
     fn a_reply_loses_the_processor_envelope_and_keeps_the_client_one() {
         let mut balancer = LoadBalancer::new();
-        let message = balancer
-            .on_processor_message(frames(&[
-                "PROCESSOR-1",
-                "",
-                "CLIENT-3",
-                "",
-                "OK from PROCESSOR-1",
-            ]))
-            .expect("a well-formed reply");
-        let ProcessorMessage::Reply(outgoing) = message else {
-            panic!("expected a reply, got {message:?}");
+        let out = processor_says(
+            &mut balancer,
+            &["PROCESSOR-1", "", "CLIENT-3", "", "OK from PROCESSOR-1"],
+        );
+        let [Action::ToClient(outgoing)] = &out[..] else {
+            panic!("expected a reply, got {out:?}");
         };
         assert_eq!(outgoing.destination(), "CLIENT-3");
         assert_eq!(
@@ -402,56 +751,72 @@ mod tests {
     #[test]
     fn ready_is_not_forwarded_to_any_client() {
         let mut balancer = LoadBalancer::new();
-        let message = balancer.on_processor_message(frames(&["PROCESSOR-0", "", "READY"]));
-        assert!(matches!(message, Ok(ProcessorMessage::Joined { .. })));
+        let out = processor_says(&mut balancer, &["PROCESSOR-0", "", "READY"]);
+        assert!(matches!(&out[..], [Action::Joined { .. }]), "{out:?}");
+    }
+
+    fn dropped_as(out: Vec<Action>) -> EnvelopeError {
+        match <[Action; 1]>::try_from(out) {
+            Ok([Action::Dropped(Dropped::Malformed(error))]) => error,
+            other => panic!("expected one malformed message dropped, got {other:?}"),
+        }
     }
 
     #[test]
     fn malformed_messages_are_refused_and_queue_nobody() {
         let mut balancer = LoadBalancer::new();
         assert_eq!(
-            balancer.on_processor_message(frames(&["PROCESSOR-0", "READY"])),
-            Err(EnvelopeError::TooFewFrames {
+            dropped_as(processor_says(&mut balancer, &["PROCESSOR-0", "READY"])),
+            EnvelopeError::TooFewFrames {
                 from: Side::Processor,
                 needed: 3,
                 got: 2
-            })
+            }
         );
         assert_eq!(
-            balancer.on_processor_message(frames(&["PROCESSOR-0", "x", "READY"])),
-            Err(EnvelopeError::NotADelimiter {
+            dropped_as(processor_says(
+                &mut balancer,
+                &["PROCESSOR-0", "x", "READY"]
+            )),
+            EnvelopeError::NotADelimiter {
                 from: Side::Processor,
                 index: 1,
                 len: 1
-            })
+            }
         );
         // A reply whose client envelope lost its delimiter could not be routed back.
         assert_eq!(
-            balancer.on_processor_message(frames(&["PROCESSOR-0", "", "CLIENT-0", "OK", "!"])),
-            Err(EnvelopeError::NotADelimiter {
+            dropped_as(processor_says(
+                &mut balancer,
+                &["PROCESSOR-0", "", "CLIENT-0", "OK", "!"]
+            )),
+            EnvelopeError::NotADelimiter {
                 from: Side::Processor,
                 index: 3,
                 len: 2
-            })
+            }
         );
         assert_eq!(
-            balancer.on_processor_message(frames(&["PROCESSOR-0", "", "CLIENT-0", ""])),
-            Err(EnvelopeError::TooFewFrames {
+            dropped_as(processor_says(
+                &mut balancer,
+                &["PROCESSOR-0", "", "CLIENT-0", ""]
+            )),
+            EnvelopeError::TooFewFrames {
                 from: Side::Processor,
                 needed: 5,
                 got: 4
-            })
+            }
         );
         assert!(!balancer.wants_requests());
 
         ready(&mut balancer, "PROCESSOR-0");
         assert_eq!(
-            balancer.on_client_request(frames(&["CLIENT-0", ""])),
-            Err(EnvelopeError::TooFewFrames {
+            dropped_as(client_asks(&mut balancer, &["CLIENT-0", ""])),
+            EnvelopeError::TooFewFrames {
                 from: Side::Client,
                 needed: 3,
                 got: 2
-            })
+            }
         );
         // The refused request did not use up the ready processor.
         assert!(balancer.wants_requests());
@@ -467,6 +832,241 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "frame 1 of a client message must be the empty delimiter, but it holds 4 bytes"
+        );
+        assert_eq!(
+            Dropped::Malformed(error).to_string(),
+            "dropped a client message: frame 1 of a client message must be the empty delimiter, \
+             but it holds 4 bytes"
+        );
+    }
+
+    // Issue #16, item 2: a processor that leaves.
+
+    /// The issue's run: a processor stopped while it waited for work stays in the queue; the
+    /// next request is refused by the ROUTER and must reach the next ready processor.
+    #[test]
+    fn a_request_refused_by_a_gone_processor_goes_to_the_next_ready_one() {
+        let mut balancer = LoadBalancer::new();
+        ready(&mut balancer, "PROCESSOR-0");
+        ready(&mut balancer, "PROCESSOR-1");
+        let lost = dispatch(&mut balancer, "CLIENT-0", "1");
+        assert_eq!(lost.destination(), "PROCESSOR-0");
+
+        let out = refused(&mut balancer, lost);
+        let [Action::Notice(notice), Action::ToProcessor(again)] = &out[..] else {
+            panic!("expected a notice and the request again: {out:?}");
+        };
+        assert_eq!(
+            notice,
+            &Notice::ProcessorGone {
+                processor: "PROCESSOR-0".into(),
+                client: "CLIENT-0".into()
+            }
+        );
+        assert!(!notice.is_warning());
+        assert_eq!(
+            texts(again.frames()),
+            ["PROCESSOR-1", "", "CLIENT-0", "", "1"]
+        );
+        assert!(ready_list(&balancer).is_empty());
+    }
+
+    #[test]
+    fn a_request_refused_with_no_other_processor_waits_for_the_next_one() {
+        let mut balancer = LoadBalancer::new();
+        ready(&mut balancer, "PROCESSOR-0");
+        let lost = dispatch(&mut balancer, "CLIENT-0", "2");
+        let out = refused(&mut balancer, lost);
+        assert!(matches!(&out[..], [Action::Notice(_)]), "{out:?}");
+        // It waits in the balancer, so the frontend stays unread until it is sent.
+        assert_eq!(balancer.waiting_requests(), 1);
+        assert!(!balancer.wants_requests());
+
+        let out = processor_says(&mut balancer, &["PROCESSOR-1", "", "READY"]);
+        let [Action::Joined { .. }, Action::ToProcessor(request)] = &out[..] else {
+            panic!("expected the join and the waiting request: {out:?}");
+        };
+        assert_eq!(
+            texts(request.frames()),
+            ["PROCESSOR-1", "", "CLIENT-0", "", "2"]
+        );
+        assert_eq!(balancer.waiting_requests(), 0);
+    }
+
+    #[test]
+    fn a_gone_processor_leaves_the_queue_with_every_entry() {
+        let mut balancer = LoadBalancer::new();
+        ready(&mut balancer, "PROCESSOR-0");
+        // It says READY again (restarted while it waited for work): still one place, at the back.
+        ready(&mut balancer, "PROCESSOR-1");
+        let out = processor_says(&mut balancer, &["PROCESSOR-0", "", "READY"]);
+        assert!(
+            matches!(
+                &out[..],
+                [
+                    Action::Notice(Notice::ProcessorTakenOver { requeued: None, .. }),
+                    Action::Joined { .. }
+                ]
+            ),
+            "{out:?}"
+        );
+        assert_eq!(ready_list(&balancer), ["PROCESSOR-1", "PROCESSOR-0"]);
+
+        let to_1 = dispatch(&mut balancer, "CLIENT-0", "1");
+        let to_0 = dispatch(&mut balancer, "CLIENT-1", "1");
+        assert_eq!(to_0.destination(), "PROCESSOR-0");
+        // PROCESSOR-0 is gone; with PROCESSOR-1 busy, CLIENT-1's request waits.
+        refused(&mut balancer, to_0);
+        assert!(ready_list(&balancer).is_empty());
+        assert_eq!(balancer.waiting_requests(), 1);
+        // PROCESSOR-1 answers and gets CLIENT-1's request: no entry of PROCESSOR-0 is left to
+        // lose it to.
+        let out = processor_says(&mut balancer, &["PROCESSOR-1", "", "CLIENT-0", "", "OK"]);
+        let [Action::ToClient(reply), Action::ToProcessor(request)] = &out[..] else {
+            panic!("expected the reply and CLIENT-1's request: {out:?}");
+        };
+        assert_eq!(reply.destination(), "CLIENT-0");
+        assert_eq!(to_1.destination(), "PROCESSOR-1");
+        assert_eq!(
+            texts(request.frames()),
+            ["PROCESSOR-1", "", "CLIENT-1", "", "1"]
+        );
+    }
+
+    /// Restarts over and over leave one entry each, so no request is lost to a stale one.
+    #[test]
+    fn duplicate_ready_messages_never_lose_requests() {
+        let mut balancer = LoadBalancer::new();
+        for _ in 0..3 {
+            processor_says(&mut balancer, &["PROCESSOR-0", "", "READY"]);
+            processor_says(&mut balancer, &["PROCESSOR-1", "", "READY"]);
+        }
+        assert_eq!(ready_list(&balancer), ["PROCESSOR-0", "PROCESSOR-1"]);
+        // PROCESSOR-0 is gone for good: its one entry goes with the first refusal, and every
+        // request ends up with PROCESSOR-1.
+        let mut to_processor_1 = 0;
+        for client in ["CLIENT-0", "CLIENT-1", "CLIENT-2"] {
+            let mut out = client_asks(&mut balancer, &[client, "", "1"]);
+            while let Some(Action::ToProcessor(request)) = out.pop() {
+                if request.destination() == "PROCESSOR-0" {
+                    out = refused(&mut balancer, request);
+                } else {
+                    to_processor_1 += 1;
+                    let answer =
+                        processor_says(&mut balancer, &["PROCESSOR-1", "", client, "", "OK"]);
+                    assert!(matches!(&answer[..], [Action::ToClient(_)]), "{answer:?}");
+                }
+            }
+        }
+        assert_eq!(to_processor_1, 3);
+        assert_eq!(balancer.waiting_requests(), 0);
+    }
+
+    /// A busy processor that says READY again lost the request it was working on (it restarted,
+    /// or another processor took its identity): that request goes to the next ready processor.
+    #[test]
+    fn a_busy_processor_that_says_ready_again_hands_its_request_on() {
+        let mut balancer = LoadBalancer::new();
+        ready(&mut balancer, "PROCESSOR-0");
+        dispatch(&mut balancer, "CLIENT-0", "3");
+        ready(&mut balancer, "PROCESSOR-1");
+
+        let out = processor_says(&mut balancer, &["PROCESSOR-0", "", "READY"]);
+        let [Action::Notice(notice), Action::Joined { .. }, Action::ToProcessor(request)] =
+            &out[..]
+        else {
+            panic!("expected a warning, the join and the request again: {out:?}");
+        };
+        assert_eq!(
+            notice,
+            &Notice::ProcessorTakenOver {
+                processor: "PROCESSOR-0".into(),
+                requeued: Some("CLIENT-0".into())
+            }
+        );
+        assert!(notice.is_warning());
+        assert_eq!(
+            texts(request.frames()),
+            ["PROCESSOR-1", "", "CLIENT-0", "", "3"]
+        );
+        assert_eq!(ready_list(&balancer), ["PROCESSOR-0"]);
+    }
+
+    /// Two clients with one identity: the newer one is served, the reply to the older request
+    /// is not handed to it as its own.
+    #[test]
+    fn a_client_taken_over_gets_only_the_reply_to_its_own_request() {
+        let mut balancer = LoadBalancer::new();
+        ready(&mut balancer, "PROCESSOR-0");
+        ready(&mut balancer, "PROCESSOR-1");
+        dispatch(&mut balancer, "CLIENT-0", "old");
+
+        let out = client_asks(&mut balancer, &["CLIENT-0", "", "new"]);
+        let [Action::Notice(notice), Action::ToProcessor(request)] = &out[..] else {
+            panic!("expected a warning and the new request: {out:?}");
+        };
+        assert_eq!(
+            notice,
+            &Notice::ClientTakenOver {
+                client: "CLIENT-0".into()
+            }
+        );
+        assert_eq!(request.destination(), "PROCESSOR-1");
+
+        let stale = processor_says(
+            &mut balancer,
+            &["PROCESSOR-0", "", "CLIENT-0", "", "OK old"],
+        );
+        assert_eq!(
+            stale,
+            [Action::Dropped(Dropped::StaleReply {
+                client: "CLIENT-0".into(),
+                processor: "PROCESSOR-0".into()
+            })]
+        );
+        let fresh = processor_says(
+            &mut balancer,
+            &["PROCESSOR-1", "", "CLIENT-0", "", "OK new"],
+        );
+        let [Action::ToClient(reply)] = &fresh[..] else {
+            panic!("expected the reply to the new request: {fresh:?}");
+        };
+        assert_eq!(texts(reply.frames()), ["CLIENT-0", "", "OK new"]);
+        assert_eq!(ready_list(&balancer), ["PROCESSOR-0", "PROCESSOR-1"]);
+    }
+
+    #[test]
+    fn a_reply_the_frontend_refuses_is_dropped_naming_the_client() {
+        let mut balancer = LoadBalancer::new();
+        let mut out = Vec::new();
+        balancer.on_reply_refused(frames(&["CLIENT-0", "", "OK"]), &mut out);
+        assert_eq!(
+            out,
+            [Action::Dropped(Dropped::ClientGone {
+                client: "CLIENT-0".into()
+            })]
+        );
+    }
+
+    #[test]
+    fn notices_read_as_sentences() {
+        let gone = Notice::ProcessorGone {
+            processor: "PROCESSOR-0".into(),
+            client: "CLIENT-3".into(),
+        };
+        assert_eq!(
+            gone.to_string(),
+            "processor PROCESSOR-0 is gone; the request from CLIENT-3 goes to the next ready processor"
+        );
+        let taken = Notice::ProcessorTakenOver {
+            processor: "PROCESSOR-0".into(),
+            requeued: Some("CLIENT-3".into()),
+        };
+        assert_eq!(
+            taken.to_string(),
+            "PROCESSOR-0 said READY again: it restarted, or a second processor took over the \
+             identity PROCESSOR-0 (the older connection is cut off); the request from CLIENT-3 it \
+             was working on goes to the next ready processor"
         );
     }
 }

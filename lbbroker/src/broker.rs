@@ -13,13 +13,14 @@
 //! the frontend when no processor is free, so a waiting request keeps `poll` returning at once and
 //! the broker spins (about 6 CPU-seconds in a 7-second run).
 
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use log::{debug, warn};
-use zsocket::{ResultExt, SendError, StopSignal, Woken};
+use log::{debug, info, warn};
+use zsocket::{Frames, ResultExt, SendError, StopSignal, Woken};
 
-use crate::balancer::{LoadBalancer, Outgoing, ProcessorMessage};
+use crate::balancer::{Action, LoadBalancer, Outgoing};
 use crate::endpoint::Endpoints;
 use crate::error::Error;
 use crate::frames::describe;
@@ -32,7 +33,9 @@ pub struct BrokerStats {
     pub requests_forwarded: u64,
     /// Replies sent to a client.
     pub replies_forwarded: u64,
-    /// Messages dropped: malformed, or addressed to a peer that had gone.
+    /// Messages dropped: malformed, replies to a client that had gone, or replies to a request
+    /// that a newer client with the same identity replaced. (A request is never dropped: if
+    /// its processor is gone it goes to another.)
     pub dropped: u64,
 }
 
@@ -48,6 +51,7 @@ pub struct Broker {
     /// Where to report processors joining, if anyone wants to know (the demo launcher does).
     events: Option<Sender<Event>>,
     stats: BrokerStats,
+    warn_limit: WarnLimit,
     // Declared after the sockets, so they are dropped (closed) before their files are removed.
     _bindings: [zsocket::Binding; 2],
 }
@@ -62,6 +66,7 @@ impl std::fmt::Debug for Broker {
                 "ready_processors",
                 &self.balancer.ready_processors().collect::<Vec<_>>(),
             )
+            .field("waiting_requests", &self.balancer.waiting_requests())
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -86,6 +91,7 @@ impl Broker {
             balancer: LoadBalancer::new(),
             events: None,
             stats: BrokerStats::default(),
+            warn_limit: WarnLimit::default(),
             _bindings: [frontend_binding, backend_binding],
         })
     }
@@ -143,68 +149,108 @@ impl Broker {
             return Ok(());
         };
         debug!("backend  -> broker: {}", describe(&frames));
-        match self.balancer.on_processor_message(frames) {
-            Ok(ProcessorMessage::Joined { processor }) => {
-                debug!("{processor} is ready for work");
-                if let Some(events) = &self.events {
-                    // The launcher may already be gone when the broker is shutting down.
-                    let _ = events.send(Event::ProcessorJoined { processor });
-                }
-            }
-            Ok(ProcessorMessage::Reply(reply)) => {
-                let client = reply.destination();
-                debug!("broker -> frontend: {}", describe(reply.frames()));
-                if forward(&self.frontend, reply)? {
-                    self.stats.replies_forwarded += 1;
-                } else {
-                    // The client disconnected while its request was being worked on.
-                    warn!("reply dropped: client {client} is gone");
-                    self.stats.dropped += 1;
-                }
-            }
-            Err(error) => {
-                warn!("dropped a processor message: {error}");
-                self.stats.dropped += 1;
-            }
-        }
-        Ok(())
+        let mut actions = Vec::new();
+        self.balancer.on_processor_message(frames, &mut actions);
+        self.carry_out(actions)
     }
 
-    /// One request from the frontend, `[client][][request]`, sent on to the LRU processor.
+    /// One request from the frontend, `[client][][request]`, for the LRU processor.
     fn handle_client_request(&mut self) -> Result<(), Error> {
         let Some(frames) = zsocket::recv(&self.frontend, zmq::DONTWAIT)? else {
             return Ok(());
         };
         debug!("frontend -> broker: {}", describe(&frames));
-        match self.balancer.on_client_request(frames) {
-            Ok(request) => {
-                let processor = request.destination();
-                debug!("broker -> backend:  {}", describe(request.frames()));
-                if forward(&self.backend, request)? {
-                    self.stats.requests_forwarded += 1;
-                } else {
-                    // Only a processor that is not a REQ socket can vanish between its READY
-                    // and its request; the request is lost and its client will wait.
-                    warn!("request dropped: processor {processor} is gone");
+        let mut actions = Vec::new();
+        self.balancer.on_client_request(frames, &mut actions);
+        self.carry_out(actions)
+    }
+
+    /// Does what the balancer said, in order. A send the ROUTER refuses because its peer is gone
+    /// goes back to the balancer, and what it decides then is done too.
+    fn carry_out(&mut self, actions: Vec<Action>) -> Result<(), Error> {
+        let mut actions = VecDeque::from(actions);
+        while let Some(action) = actions.pop_front() {
+            let mut more = Vec::new();
+            match action {
+                Action::ToProcessor(request) => {
+                    debug!("broker -> backend:  {}", describe(request.frames()));
+                    match forward(&self.backend, request)? {
+                        None => self.stats.requests_forwarded += 1,
+                        Some(refused) => self.balancer.on_request_refused(refused, &mut more),
+                    }
+                }
+                Action::ToClient(reply) => {
+                    debug!("broker -> frontend: {}", describe(reply.frames()));
+                    match forward(&self.frontend, reply)? {
+                        None => self.stats.replies_forwarded += 1,
+                        Some(refused) => self.balancer.on_reply_refused(refused, &mut more),
+                    }
+                }
+                Action::Joined { processor } => {
+                    debug!("{processor} is ready for work");
+                    if let Some(events) = &self.events {
+                        // The launcher may already be gone when the broker is shutting down.
+                        let _ = events.send(Event::ProcessorJoined { processor });
+                    }
+                }
+                Action::Notice(notice) if notice.is_warning() => self.warn(&notice),
+                Action::Notice(notice) => info!("{notice}"),
+                Action::Dropped(dropped) => {
                     self.stats.dropped += 1;
+                    self.warn(&dropped);
                 }
             }
-            Err(error) => {
-                warn!("dropped a client request: {error}");
-                self.stats.dropped += 1;
-            }
+            actions.extend(more);
         }
         Ok(())
     }
+
+    /// A warning a peer can cause, at most once a second (see [`WarnLimit`]).
+    fn warn(&mut self, what: &dyn std::fmt::Display) {
+        match self.warn_limit.allow(Instant::now()) {
+            Some(0) => warn!("{what}"),
+            Some(held_back) => warn!("{what} (and {held_back} more warnings in the debug log)"),
+            None => debug!("{what}"),
+        }
+    }
 }
 
-/// Sends `outgoing` on `router`: true if it went, false if its peer is gone (with
-/// `ZMQ_ROUTER_MANDATORY` the router says `EHOSTUNREACH` instead of dropping it silently).
-fn forward(router: &zmq::Socket, outgoing: Outgoing) -> Result<bool, Error> {
+/// Sends `outgoing` on `router`: `None` if it went, the frames back if its peer is gone (with
+/// `ZMQ_ROUTER_MANDATORY` the router says `EHOSTUNREACH` instead of dropping them silently).
+fn forward(router: &zmq::Socket, outgoing: Outgoing) -> Result<Option<Frames>, Error> {
     match zsocket::send(router, outgoing.into_frames(), 0) {
-        Ok(()) => Ok(true),
-        Err(SendError::Refused(refused)) if refused.error == zmq::Error::EHOSTUNREACH => Ok(false),
+        Ok(()) => Ok(None),
+        Err(SendError::Refused(refused)) if refused.error == zmq::Error::EHOSTUNREACH => {
+            Ok(Some(refused.frames))
+        }
         Err(error) => Err(zsocket::Error::from(error).into()),
+    }
+}
+
+/// How often a warning a peer can cause (a malformed message, a taken-over identity) may be
+/// logged; those in between go to the debug log and are counted in the next warning, so a
+/// misbehaving peer cannot flood the log. Once a second, as the client and worker cores do.
+const WARN_EVERY: Duration = Duration::from_secs(1);
+
+/// The rate limit of the broker's warnings; see [`WARN_EVERY`].
+#[derive(Debug, Default)]
+struct WarnLimit {
+    /// When the next warning may be logged; `None` before the first.
+    next_at: Option<Instant>,
+    /// Warnings sent to the debug log since the last one logged.
+    held_back: u64,
+}
+
+impl WarnLimit {
+    /// `Some(held back so far)` if a warning may be logged at `now` (and starts a new period);
+    /// `None` if it should go to the debug log.
+    fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self.next_at.is_some_and(|next_at| now < next_at) {
+            self.held_back += 1;
+            return None;
+        }
+        self.next_at = now.checked_add(WARN_EVERY);
+        Some(std::mem::take(&mut self.held_back))
     }
 }
 
@@ -226,6 +272,13 @@ fn bind_router(
     router
         .set_router_mandatory(true)
         .doing("set ZMQ_ROUTER_MANDATORY")?;
+    // By default a ROUTER ignores a second peer with an identity already in use, and that peer
+    // waits forever for messages that cannot reach it. With this the newer connection takes the
+    // identity over (a restarted processor or client is the usual case); the balancer notices
+    // and says so (see crate::balancer).
+    router
+        .set_router_handover(true)
+        .doing("set ZMQ_ROUTER_HANDOVER")?;
     let bound = zsocket::bind(&router, endpoint).map_err(|error| Error::Bind {
         socket,
         endpoint: endpoint.to_owned(),

@@ -18,6 +18,14 @@
 //! - `endpoint`, `frames`, `error`: where the sockets live (and the ipc files they leave),
 //!   frames as logs show them, the errors.
 //!
+//! Peers that leave, and identities used twice. A processor that stops is noticed the first time
+//! a request is sent to it (the ROUTER refuses it): it leaves the ready queue and the request goes
+//! to the next ready processor, or waits for one; a request is never dropped. A second processor
+//! or client with an identity already in use *takes it over* (`ZMQ_ROUTER_HANDOVER` on both
+//! ROUTERs): the newer connection gets the identity, the older one is cut off, and the broker logs
+//! a warning. (The other choice, refusing the newcomer, is not open to a ROUTER: libzmq parks such
+//! a peer silently, and nothing sent can reach it to tell it so.) The rules are in `balancer`.
+//!
 //! Sockets are read, written, waited on and stopped through the workspace's socket layer,
 //! [`zsocket`]. Nothing here prints to stdout: roles report [`Event`]s over a channel and the
 //! launching thread writes the gist's lines to whatever `std::io::Write` it was given.

@@ -58,7 +58,9 @@ impl RunningBroker {
     fn ready_processor(&self, identity: &str) -> zmq::Socket {
         let socket = self.peer(identity, &self.endpoints.backend);
         socket.send("READY", 0).unwrap();
-        match self.events.recv().unwrap() {
+        let patience = std::time::Duration::from_millis(PATIENCE_MS as u64);
+        let joined = self.events.recv_timeout(patience);
+        match joined.unwrap_or_else(|_| panic!("the broker never saw {identity}'s READY")) {
             Event::ProcessorJoined { processor } => assert_eq!(processor, identity),
             other => panic!("expected {identity} to join, got {other:?}"),
         }
@@ -183,4 +185,127 @@ fn binding_where_no_directory_exists_is_a_bind_error() {
         format!("cannot bind the frontend ROUTER to {}", endpoints.frontend)
     );
     assert!(std::error::Error::source(&error).is_some());
+}
+
+// Issue #16, item 2: processors that leave, and peers that come back with an identity in use.
+
+/// Gives libzmq's I/O thread time to see a closed connection: a ROUTER learns that a peer is
+/// gone in the background, and nothing the test could wait on says when it has.
+fn let_the_broker_see_it_closed() {
+    thread::sleep(std::time::Duration::from_millis(200));
+}
+
+/// The issue's run: a processor stopped while it waited for work is still in the queue; the
+/// request sent to it is refused and must go to the next ready processor, not into the void.
+#[test]
+fn a_request_for_a_processor_that_left_goes_to_the_next_ready_one() {
+    let broker = RunningBroker::start();
+    let leaving = broker.ready_processor("PROCESSOR-0");
+    let staying = broker.ready_processor("PROCESSOR-1");
+    drop(leaving);
+    let_the_broker_see_it_closed();
+
+    let client = broker.client("CLIENT-0");
+    client.send("1", 0).unwrap();
+    assert_eq!(receive(&staying), ["CLIENT-0", "", "1"]);
+    staying
+        .send_multipart(["CLIENT-0", "", "OK from PROCESSOR-1"], 0)
+        .unwrap();
+    assert_eq!(receive(&client), ["OK from PROCESSOR-1"]);
+
+    // The next request goes to PROCESSOR-1 again: PROCESSOR-0 has left the queue for good.
+    let client_1 = broker.client("CLIENT-1");
+    client_1.send("2", 0).unwrap();
+    assert_eq!(receive(&staying), ["CLIENT-1", "", "2"]);
+
+    let stats = broker.stop();
+    assert_eq!(stats.requests_forwarded, 2);
+    assert_eq!(stats.dropped, 0);
+}
+
+#[test]
+fn a_request_whose_processor_left_waits_for_the_next_processor_to_arrive() {
+    let broker = RunningBroker::start();
+    drop(broker.ready_processor("PROCESSOR-0"));
+    let_the_broker_see_it_closed();
+
+    let client = broker.client("CLIENT-0");
+    client.send("3", 0).unwrap();
+    // The broker reads it (PROCESSOR-0 is still in its queue) and finds PROCESSOR-0 gone.
+    let_the_broker_see_it_closed();
+    let next = broker.ready_processor("PROCESSOR-1");
+    assert_eq!(receive(&next), ["CLIENT-0", "", "3"]);
+    next.send_multipart(["CLIENT-0", "", "OK from PROCESSOR-1"], 0)
+        .unwrap();
+    assert_eq!(receive(&client), ["OK from PROCESSOR-1"]);
+    assert_eq!(broker.stop().dropped, 0);
+}
+
+/// A processor stopped while working, then started again: the broker learns from its READY that
+/// the request it had is lost, and sends that request again.
+#[test]
+fn the_request_of_a_processor_that_restarted_while_working_is_sent_again() {
+    let broker = RunningBroker::start();
+    let working = broker.ready_processor("PROCESSOR-0");
+    let client = broker.client("CLIENT-0");
+    client.send("2", 0).unwrap();
+    assert_eq!(receive(&working), ["CLIENT-0", "", "2"]);
+    drop(working);
+    let_the_broker_see_it_closed();
+
+    let restarted = broker.ready_processor("PROCESSOR-0");
+    assert_eq!(receive(&restarted), ["CLIENT-0", "", "2"]);
+    restarted
+        .send_multipart(["CLIENT-0", "", "OK from PROCESSOR-0"], 0)
+        .unwrap();
+    assert_eq!(receive(&client), ["OK from PROCESSOR-0"]);
+    broker.stop();
+}
+
+/// A second processor with an identity in use: it takes the identity over (ZMQ_ROUTER_HANDOVER)
+/// and gets the work, instead of being parked by the ROUTER where nothing can reach it.
+#[test]
+fn a_second_processor_with_the_same_identity_takes_it_over() {
+    let broker = RunningBroker::start();
+    let first = broker.ready_processor("PROCESSOR-0");
+    let second = broker.ready_processor("PROCESSOR-0");
+
+    let client = broker.client("CLIENT-0");
+    client.send("1", 0).unwrap();
+    assert_eq!(receive(&second), ["CLIENT-0", "", "1"]);
+    assert!(has_nothing_waiting(&first));
+    second
+        .send_multipart(["CLIENT-0", "", "OK from PROCESSOR-0"], 0)
+        .unwrap();
+    assert_eq!(receive(&client), ["OK from PROCESSOR-0"]);
+    broker.stop();
+}
+
+/// A second client with an identity in use takes it over: its request is served, and the reply
+/// to the first client's request is not handed to it as its own.
+#[test]
+fn a_second_client_with_the_same_identity_takes_it_over_and_gets_its_own_reply() {
+    let broker = RunningBroker::start();
+    let processor_0 = broker.ready_processor("PROCESSOR-0");
+    let processor_1 = broker.ready_processor("PROCESSOR-1");
+
+    let first = broker.client("CLIENT-0");
+    first.send("old", 0).unwrap();
+    assert_eq!(receive(&processor_0), ["CLIENT-0", "", "old"]);
+
+    let second = broker.client("CLIENT-0");
+    second.send("new", 0).unwrap();
+    assert_eq!(receive(&processor_1), ["CLIENT-0", "", "new"]);
+
+    processor_0
+        .send_multipart(["CLIENT-0", "", "OK old"], 0)
+        .unwrap();
+    processor_1
+        .send_multipart(["CLIENT-0", "", "OK new"], 0)
+        .unwrap();
+    assert_eq!(receive(&second), ["OK new"]);
+
+    let stats = broker.stop();
+    assert_eq!(stats.replies_forwarded, 1);
+    assert_eq!(stats.dropped, 1, "the stale reply");
 }

@@ -1,0 +1,61 @@
+//! The roles in terminals of their own, as the README's walk-through runs them: one broker,
+//! processors stopped with Ctrl-C and started again, clients that come and go.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use common::{run_within, wait_for_file, Background, PATIENCE};
+use tempfile::TempDir;
+
+fn replies(stdout: &str) -> usize {
+    stdout
+        .lines()
+        .filter(|line| line.contains(": REP OK from PROCESSOR-"))
+        .count()
+}
+
+fn start_broker(dir: &Path) -> Background {
+    let broker = Background::start(dir, &["broker"]);
+    wait_for_file(&dir.join("frontend.ipc"));
+    wait_for_file(&dir.join("backend.ipc"));
+    broker
+}
+
+/// Issue #16, item 2, step by step: broker, processors, one client, Ctrl-C the processors, then
+/// two clients. The stopped processors are still in the broker's ready queue: the requests sent
+/// to them are refused, and must wait for the processors started next instead of being dropped.
+#[test]
+fn clients_after_the_processors_were_stopped_are_served_once_processors_return() {
+    let dir = TempDir::new().unwrap();
+    let broker = start_broker(dir.path());
+    let processors = Background::start(dir.path(), &["processor", "--unit-ms", "1"]);
+    let first = run_within(dir.path(), &["client", "--clients", "1"], PATIENCE);
+    assert_eq!(replies(&first.stdout), 1, "{first:?}");
+
+    processors.signal("INT");
+    let stopped = processors.finish_within(PATIENCE).unwrap();
+    assert_eq!(stopped.code(), Some(0), "{stopped:?}");
+
+    let waiting = Background::start(dir.path(), &["client", "--clients", "2", "--first-id", "1"]);
+    // Let their requests reach the broker while no processor is there.
+    thread::sleep(Duration::from_millis(300));
+    let _restarted = Background::start(dir.path(), &["processor", "--unit-ms", "1"]);
+    let served = waiting
+        .finish_within(PATIENCE)
+        .expect("the clients got no reply: their requests were lost");
+    assert_eq!(served.code(), Some(0), "{served:?}");
+    assert_eq!(replies(&served.stdout), 2, "{served:?}");
+
+    // And no stale entry is left in the queue to lose the next requests.
+    let more = run_within(
+        dir.path(),
+        &["client", "--clients", "6", "--first-id", "3"],
+        PATIENCE,
+    );
+    assert_eq!(replies(&more.stdout), 6, "{more:?}");
+    drop(broker);
+}
