@@ -18,10 +18,10 @@
 #              request in its summary was answered); a request just under the limit is answered.
 # In every case a normal client asks the echo service while the abuse goes on and must be answered,
 # and the broker's peak RSS (VmHWM) must stay under RSS_BOUND_MB (64 unless set).
-# No check reads a log line but the broker's exit summary (its `served:` counters). What only the
-# log says, how many replies for the deaf client were dropped, is printed as a "note:" for the
-# reader and passes or fails nothing; so is the connection libzmq cut for the oversize request,
-# which only the connection monitor's log shows (left to the log: no figure tells it apart).
+# No check reads a log line but the broker's exit summary (its `served:` counters). How many
+# replies for the deaf client were dropped only the log says: it is printed as a "note:" for the
+# reader and passes or fails nothing. The connection libzmq cut for the oversize request shows
+# only in the connection monitor's log (broker/src/monitor.rs), and is not checked.
 #
 # Prints one PASS/FAIL line per check and ends with "N passed, N failed"; exits 1 if any failed.
 #
