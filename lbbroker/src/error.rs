@@ -96,6 +96,18 @@ pub enum Error {
     #[error("cannot write the output")]
     Output(#[source] io::Error),
 
+    /// A client's reply did not come in time (`lbbroker client --timeout`).
+    #[error(
+        "no reply within {} ms (--timeout) from the broker at {frontend}",
+        timeout.as_millis()
+    )]
+    NoReply {
+        /// The broker's frontend endpoint the client sent to.
+        frontend: String,
+        /// How long it waited.
+        timeout: std::time::Duration,
+    },
+
     /// The run was interrupted (Ctrl-C) before every client had its reply.
     #[error("interrupted before every client had its reply ({replies} of {clients} replies)")]
     Interrupted {

@@ -115,6 +115,10 @@ struct ClientArgs {
     frontend: Frontend,
     #[command(flatten)]
     seed: Seed,
+    /// Give up if a client has no reply MS milliseconds after it started, and exit 1 (the broker
+    /// may be down, or have no processor). Without it, clients wait until Ctrl-C.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +229,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 first_id: args.first_id,
                 frontend: args.frontend.frontend,
                 seed: args.seed.seed,
+                timeout: args.timeout.map(Duration::from_millis),
             };
             run_clients(&group, &mut out, &stop, &stopped)?;
         }

@@ -100,6 +100,8 @@ pub(crate) struct ClientConfig {
     pub(crate) frontend: String,
     /// How many units of work to ask for.
     pub(crate) load: u32,
+    /// How long to wait for the reply before giving up; `None` waits until stopped.
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// Reads a request body as a load: a whole number of units, like `2`.
@@ -125,7 +127,7 @@ pub(crate) fn run_processor(
     );
 
     let mut answered = 0;
-    while let Some(mut frames) = recv_unless_stopped(&socket, stop)? {
+    while let Some(mut frames) = recv_unless_stopped(&socket, stop, None)?.into_message() {
         debug!("{} received {}", config.identity, describe(&frames));
         // [client][][request]: anything else means the broker broke its own framing, and a
         // REQ socket that cannot answer cannot take another request either.
@@ -180,7 +182,7 @@ pub(crate) fn run_processor(
 }
 
 /// Sends the load, waits for the reply and reports it as an [`Event::ReplyReceived`], unless
-/// `stop` is raised first.
+/// `stop` is raised first, or the timeout passes ([`Error::NoReply`]).
 pub(crate) fn run_client(
     context: &zmq::Context,
     config: &ClientConfig,
@@ -193,8 +195,18 @@ pub(crate) fn run_client(
         .send(config.load.to_string().as_str(), 0)
         .doing("send a request")?;
 
-    let Some(frames) = recv_unless_stopped(&socket, stop)? else {
-        return Ok(());
+    let deadline = config
+        .timeout
+        .and_then(|timeout| Instant::now().checked_add(timeout));
+    let frames = match recv_unless_stopped(&socket, stop, deadline)? {
+        Received::Message(frames) => frames,
+        Received::Stopped => return Ok(()),
+        Received::TimedOut => {
+            return Err(Error::NoReply {
+                frontend: config.frontend.clone(),
+                timeout: config.timeout.unwrap_or_default(),
+            })
+        }
     };
     debug!("{} received {}", config.identity, describe(&frames));
     let reply = ClientReply {
@@ -227,18 +239,43 @@ fn connect_req(
     Ok(socket)
 }
 
-/// The next whole message on `socket`, or `None` once `stop` is raised. The wait has no
-/// deadline: the thread sleeps until a message or the stop wakes it.
-fn recv_unless_stopped(socket: &zmq::Socket, stop: &StopSignal) -> Result<Option<Frames>, Error> {
+/// What [`recv_unless_stopped`] ended with.
+enum Received {
+    Message(Frames),
+    Stopped,
+    TimedOut,
+}
+
+impl Received {
+    /// The message, if one came: for a wait without a deadline, `None` means stopped.
+    fn into_message(self) -> Option<Frames> {
+        match self {
+            Received::Message(frames) => Some(frames),
+            Received::Stopped | Received::TimedOut => None,
+        }
+    }
+}
+
+/// The next whole message on `socket`, unless `stop` is raised or `deadline` passes first. The
+/// thread sleeps until one of them wakes it.
+fn recv_unless_stopped(
+    socket: &zmq::Socket,
+    stop: &StopSignal,
+    deadline: Option<Instant>,
+) -> Result<Received, Error> {
     loop {
-        match zsocket::wait(&[socket], Some(stop), None, Instant::now())? {
-            Woken::Stopped => return Ok(None),
+        let now = Instant::now();
+        if deadline.is_some_and(|deadline| now >= deadline) {
+            return Ok(Received::TimedOut);
+        }
+        match zsocket::wait(&[socket], Some(stop), deadline, now)? {
+            Woken::Stopped => return Ok(Received::Stopped),
             Woken::Readable(_) => {
                 if let Some(frames) = zsocket::recv(socket, zmq::DONTWAIT)? {
-                    return Ok(Some(frames));
+                    return Ok(Received::Message(frames));
                 }
             }
-            // A signal interrupted the wait: wait again.
+            // The deadline passed (checked above), or a signal interrupted the wait.
             Woken::Timeout => {}
         }
     }

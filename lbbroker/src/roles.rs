@@ -133,6 +133,9 @@ pub struct ClientGroup {
     pub frontend: String,
     /// The seed for the loads; `None` draws one.
     pub seed: Option<u64>,
+    /// How long each client waits for its reply before the run fails with [`Error::NoReply`];
+    /// `None` waits until stopped.
+    pub timeout: Option<Duration>,
 }
 
 /// Runs the demo, writing the gist's lines to `out` as they happen. Returns once every client has
@@ -150,7 +153,7 @@ pub fn run_demo(
     let roles = Roles::new(stop, stopped);
     let broker = Broker::bind(&roles.context, &config.endpoints)?;
     let processors = processors(0, config.processors, broker.backend_endpoint(), config.unit);
-    let clients = clients(0, config.clients, broker.frontend_endpoint(), seed);
+    let clients = clients(0, config.clients, broker.frontend_endpoint(), seed, None);
     let (requests, replies) = roles.run(Some(broker), processors, clients, out)?;
     Ok(DemoReport {
         seed,
@@ -198,7 +201,13 @@ pub fn run_clients(
     check_count("clients", group.count, MAX_CLIENTS)?;
     check_first_id(group.first_id, group.count)?;
     let seed = draw_seed(group.seed);
-    let clients = clients(group.first_id, group.count, &group.frontend, seed);
+    let clients = clients(
+        group.first_id,
+        group.count,
+        &group.frontend,
+        seed,
+        group.timeout,
+    );
     let (_, replies) = Roles::new(stop, stopped).run(None, Vec::new(), clients, out)?;
     Ok(replies)
 }
@@ -440,7 +449,13 @@ fn processors(first: usize, count: usize, backend: &str, unit: Duration) -> Vec<
 }
 
 /// The clients `CLIENT-first..`, connecting to `frontend`, with loads drawn with `seed`.
-fn clients(first: usize, count: usize, frontend: &str, seed: u64) -> Vec<ClientConfig> {
+fn clients(
+    first: usize,
+    count: usize,
+    frontend: &str,
+    seed: u64,
+    timeout: Option<Duration>,
+) -> Vec<ClientConfig> {
     choose_loads(count, seed)
         .into_iter()
         .enumerate()
@@ -448,6 +463,7 @@ fn clients(first: usize, count: usize, frontend: &str, seed: u64) -> Vec<ClientC
             identity: client_identity(first + offset),
             frontend: frontend.to_owned(),
             load,
+            timeout,
         })
         .collect()
 }
@@ -625,7 +641,7 @@ mod tests {
     fn a_failed_role_ends_the_run_and_stops_the_others() {
         let (stop, stopped) = zsocket::stop_pair().expect("a socket pair");
         let processors = processors(0, 1, "tcp://127.0.0.1:1", Duration::from_millis(1));
-        let clients = clients(0, 1, "tcpx://no-such-transport", 1);
+        let clients = clients(0, 1, "tcpx://no-such-transport", 1, None);
         let error = Roles::new(&stop, &stopped)
             .run(None, processors, clients, &mut Vec::new())
             .expect_err("the client cannot connect");

@@ -21,6 +21,7 @@ fn clients_started_first_are_served_once_a_broker_and_processors_arrive() {
         first_id: 10,
         frontend: endpoints.frontend.clone(),
         seed: Some(1),
+        timeout: None,
     };
     let clients = thread::spawn(move || {
         let mut out = Vec::new();

@@ -59,3 +59,26 @@ fn clients_after_the_processors_were_stopped_are_served_once_processors_return()
     assert_eq!(replies(&more.stdout), 6, "{more:?}");
     drop(broker);
 }
+
+/// A client at a terminal is never stuck: with no processor to answer, `--timeout` ends it with
+/// exit 1 and a message naming the wait and the broker.
+#[test]
+fn a_client_with_no_reply_in_time_exits_1_naming_the_timeout() {
+    let dir = TempDir::new().unwrap();
+    let broker = start_broker(dir.path());
+    let started = std::time::Instant::now();
+    let client = run_within(
+        dir.path(),
+        &["client", "--clients", "1", "--timeout", "300"],
+        PATIENCE,
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(client.code(), Some(1), "{client:?}");
+    assert_eq!(
+        client.stderr,
+        "lbbroker: CLIENT-0 stopped: no reply within 300 ms (--timeout) from the broker at \
+         ipc://frontend.ipc\n"
+    );
+    assert!(client.stdout.is_empty(), "{client:?}");
+    drop(broker);
+}
