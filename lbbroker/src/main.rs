@@ -1,26 +1,29 @@
 //! `lbbroker`: the command line. Without a subcommand (or with `demo`) it runs the Ruby gist's
 //! whole demo in one process; `broker`, `processor` and `client` run one role each, to watch the
 //! pattern in separate terminals. Stdout carries only the gist's lines; logs go to stderr.
+//!
+//! The demo's flags may also be given before a subcommand that takes them (`lbbroker --frontend X
+//! broker`, `lbbroker --unit-ms 1 demo`), as `-v` may; given on both sides, the subcommand's value
+//! wins. One given before a subcommand that does not take it (`lbbroker --clients 3 broker`) is a
+//! usage error, as it is after it.
+//!
+//! The exit statuses are the workspace's ([`cli::exit`]). A closed stdout (`lbbroker | head -2`)
+//! stops every role and ends the program quietly, with 141.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use lbbroker::{
     run_broker, run_clients, run_demo, run_processors, stop_pair, ClientGroup, DemoConfig,
     Endpoints, Error, ProcessorGroup, StopHandle, DEFAULT_BACKEND, DEFAULT_FRONTEND, MAX_CLIENTS,
     MAX_PROCESSORS,
 };
 
-/// The load-balancing broker of the ZeroMQ guide: clients and processors that never know about
-/// each other, and a broker that gives each request to the processor that has waited longest.
-#[derive(Debug, Parser)]
-#[command(
-    name = "lbbroker",
-    version,
-    args_conflicts_with_subcommands = true,
-    after_help = "\
+/// What `--help` says after the flags.
+const HOW_IT_WORKS: &str = "\
 HOW IT WORKS
   Clients (REQ sockets) connect to the broker's frontend ROUTER; processors (REQ sockets) connect
   to its backend ROUTER and say READY. A ROUTER puts the sender's identity in front of every
@@ -30,7 +33,8 @@ HOW IT WORKS
   out of the frontend to that client.
 
   While no processor is ready, the broker does not even poll the frontend: requests wait in the
-  socket, and the broker sleeps.
+  socket, and the broker sleeps. A request sent to a processor that has gone goes to the next
+  ready one. Two peers with one identity: the newer takes it over, and the broker warns.
 
 EXAMPLES
   lbbroker                        the gist: 10 clients, 3 processors, 1-second units
@@ -39,7 +43,21 @@ EXAMPLES
   lbbroker processor              3 processors, PROCESSOR-0..2
   lbbroker client --clients 4     4 clients, one request each
 
-  Set RUST_LOG=debug (or pass -v) to see every message, frame by frame, on stderr."
+  The demo's flags work before or after the subcommand. Pass -v to see every message, frame by
+  frame, on stderr (-vv for everything; RUST_LOG, if set, overrides both).";
+
+/// What the exit statuses mean for each role, after the workspace's [`cli::EXIT_STATUS_HELP`].
+const EXIT_STATUS_OF_ROLES: &str = "\
+The broker and processors end normally on Ctrl-C or SIGTERM (exit 0); the demo and clients exit
+130 if interrupted before every client has its reply, 1 if a client's --timeout passes.";
+
+/// The load-balancing broker of the ZeroMQ guide: clients and processors that never know about
+/// each other, and a broker that gives each request to the processor that has waited longest.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lbbroker",
+    version,
+    after_help = format!("{HOW_IT_WORKS}\n\n{}\n{EXIT_STATUS_OF_ROLES}", cli::EXIT_STATUS_HELP)
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,9 +66,8 @@ struct Cli {
     #[command(flatten)]
     demo: DemoArgs,
 
-    /// Log every message, frame by frame, on stderr (RUST_LOG, if set, takes precedence).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
-    verbose: u8,
+    #[command(flatten)]
+    verbosity: cli::Verbosity,
 }
 
 #[derive(Debug, Subcommand)]
@@ -94,7 +111,8 @@ struct ProcessorArgs {
     #[command(flatten)]
     processors: ProcessorCount,
     /// Number in the first processor's identity. Give each terminal its own range (e.g. 3 for
-    /// PROCESSOR-3..): a ROUTER will not accept a second peer with an identity it already has.
+    /// PROCESSOR-3..): of two peers with one identity, the newer takes it over and the older one
+    /// is cut off.
     #[arg(long, value_name = "N", default_value_t = 0)]
     first_id: usize,
     #[command(flatten)]
@@ -108,7 +126,8 @@ struct ClientArgs {
     #[command(flatten)]
     clients: ClientCount,
     /// Number in the first client's identity. Give each terminal its own range (e.g. 10 for
-    /// CLIENT-10..): a ROUTER will not accept a second peer with an identity it already has.
+    /// CLIENT-10..): of two peers with one identity, the newer takes it over and the older one
+    /// is cut off.
     #[arg(long, value_name = "N", default_value_t = 0)]
     first_id: usize,
     #[command(flatten)]
@@ -123,8 +142,8 @@ struct ClientArgs {
 
 #[derive(Debug, Args)]
 struct ClientCount {
-    /// How many clients (CLIENT-0, CLIENT-1, ...). Each is a thread with a REQ socket that sends
-    /// one request, a random load of 1 to 3 units, and waits for its reply.
+    /// How many clients (CLIENT-0, CLIENT-1, ...), 1 to 500. Each is a thread with a REQ socket
+    /// that sends one request, a random load of 1 to 3 units, and waits for its reply.
     #[arg(long, value_name = "N", default_value_t = 10,
           value_parser = clap::value_parser!(u16).range(1..=MAX_CLIENTS as i64))]
     clients: u16,
@@ -132,8 +151,8 @@ struct ClientCount {
 
 #[derive(Debug, Args)]
 struct ProcessorCount {
-    /// How many processors (PROCESSOR-0, ...). Each is a thread with a REQ socket that says
-    /// READY, then takes one request at a time and answers "OK from PROCESSOR-n".
+    /// How many processors (PROCESSOR-0, ...), 1 to 100. Each is a thread with a REQ socket that
+    /// says READY, then takes one request at a time and answers "OK from PROCESSOR-n".
     #[arg(long, value_name = "N", default_value_t = 3,
           value_parser = clap::value_parser!(u16).range(1..=MAX_PROCESSORS as i64))]
     processors: u16,
@@ -172,21 +191,174 @@ struct Seed {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logging(cli.verbose);
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let parsed = parse();
+    // The broker is a server with nothing on stdout: at the default level it says where it
+    // listens and how it ended. The other roles print the gist's lines, and only warnings besides.
+    let quiet = match parsed.command {
+        Command::Broker(_) => log::LevelFilter::Info,
+        _ => log::LevelFilter::Warn,
+    };
+    parsed.verbosity.init_logging(quiet);
+    match run(parsed) {
+        Ok(()) => ExitCode::from(cli::exit::DONE),
+        // `lbbroker | head -2`: the reader has what it wanted; every role has been stopped.
+        Err(Error::Output(error)) if cli::is_closed_pipe(&error) => {
+            ExitCode::from(cli::exit::STDOUT_CLOSED)
+        }
         // The whole chain on one line, outermost first, so the user sees what failed and why.
-        Err(error) => cli::fail("lbbroker", &error, cli::exit::FAILED),
+        Err(error) => cli::fail("lbbroker", &error, exit_status(&error)),
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// The exit status for `error`, by the workspace's contract (see [`cli::exit`]).
+fn exit_status(error: &Error) -> u8 {
+    match error {
+        Error::RoleFailed { source, .. } => exit_status(source),
+        Error::InvalidSetting { .. } => cli::exit::USAGE,
+        // ZeroMQ connects in the background: a connect fails only for an endpoint it cannot parse.
+        Error::Connect { .. } => cli::exit::USAGE,
+        // An endpoint libzmq cannot use at all is a usage error; one it could use but cannot now
+        // (a port or path in use, a missing directory) is a failure.
+        Error::Bind { source, .. }
+            if matches!(
+                source.zmq_error(),
+                zmq::Error::EINVAL
+                    | zmq::Error::EPROTONOSUPPORT
+                    | zmq::Error::ENOCOMPATPROTO
+                    | zmq::Error::ENODEV
+            ) =>
+        {
+            cli::exit::USAGE
+        }
+        Error::Interrupted { .. } => cli::exit::INTERRUPTED,
+        _ => cli::exit::FAILED,
+    }
+}
+
+/// The flags the top level (the demo's) shares with subcommands, by clap's id (the field name).
+const SHARED_FLAGS: [&str; 6] = [
+    "clients",
+    "processors",
+    "unit_ms",
+    "frontend",
+    "backend",
+    "seed",
+];
+
+/// The parsed command line, with the demo's flags given before a subcommand moved into it.
+fn parse() -> Parsed {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let verbosity = cli.verbosity;
+    let top = cli.demo;
+    let (Some(mut command), Some((name, sub_matches))) = (cli.command, matches.subcommand()) else {
+        return Parsed {
+            command: Command::Demo(top),
+            verbosity,
+        };
+    };
+    let given_before = |id: &str| given(&matches, id);
+    let given_after = |id: &str| given(sub_matches, id);
+    let mut command_line = Cli::command();
+    let takes = command_line
+        .find_subcommand(name)
+        .map(|sub| {
+            SHARED_FLAGS
+                .into_iter()
+                .filter(|id| sub.get_arguments().any(|arg| arg.get_id() == *id))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if let Some(misplaced) = SHARED_FLAGS
+        .into_iter()
+        .find(|id| given_before(id) && !takes.contains(id))
+    {
+        command_line
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "--{} does not apply to `lbbroker {name}`",
+                    misplaced.replace('_', "-")
+                ),
+            )
+            .exit();
+    }
+    // The value given before the subcommand, unless the subcommand was given one itself.
+    let before = |id: &str| given_before(id) && !given_after(id);
+    match &mut command {
+        Command::Demo(args) => {
+            if before("clients") {
+                args.clients = top.clients;
+            }
+            if before("processors") {
+                args.processors = top.processors;
+            }
+            if before("unit_ms") {
+                args.unit = top.unit;
+            }
+            if before("frontend") {
+                args.frontend = top.frontend;
+            }
+            if before("backend") {
+                args.backend = top.backend;
+            }
+            if before("seed") {
+                args.seed = top.seed;
+            }
+        }
+        Command::Broker(args) => {
+            if before("frontend") {
+                args.frontend = top.frontend;
+            }
+            if before("backend") {
+                args.backend = top.backend;
+            }
+        }
+        Command::Processor(args) => {
+            if before("processors") {
+                args.processors = top.processors;
+            }
+            if before("unit_ms") {
+                args.unit = top.unit;
+            }
+            if before("backend") {
+                args.backend = top.backend;
+            }
+        }
+        Command::Client(args) => {
+            if before("clients") {
+                args.clients = top.clients;
+            }
+            if before("frontend") {
+                args.frontend = top.frontend;
+            }
+            if before("seed") {
+                args.seed = top.seed;
+            }
+        }
+    }
+    Parsed { command, verbosity }
+}
+
+/// Whether `id` was on the command line (not a default) at this level.
+fn given(matches: &ArgMatches, id: &str) -> bool {
+    matches!(matches.try_get_raw(id), Ok(Some(_)))
+        && matches.value_source(id) == Some(ValueSource::CommandLine)
+}
+
+/// A command line, ready to run.
+#[derive(Debug)]
+struct Parsed {
+    command: Command,
+    verbosity: cli::Verbosity,
+}
+
+fn run(parsed: Parsed) -> Result<(), Error> {
     let (stop, stopped) = stop_pair().map_err(Error::StopSignal)?;
     stop_on_ctrl_c(&stop);
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    match cli.command.unwrap_or(Command::Demo(cli.demo)) {
+    match parsed.command {
         Command::Demo(args) => {
             let config = DemoConfig {
                 clients: usize::from(args.clients.clients),
@@ -211,7 +383,7 @@ fn run(cli: Cli) -> Result<(), Error> {
                 backend: args.backend.backend,
             };
             let stats = run_broker(&endpoints, &stopped)?;
-            log::info!("broker stopped: {stats:?}");
+            log::info!("broker stopped: {stats}");
         }
         Command::Processor(args) => {
             let group = ProcessorGroup {
@@ -251,11 +423,4 @@ fn stop_on_ctrl_c(stop: &StopHandle) {
     if let Err(error) = installed {
         log::warn!("Ctrl-C will end the process at once: {error}");
     }
-}
-
-/// Logs go to stderr. `RUST_LOG` wins; otherwise warnings only, or debug with `-v`.
-fn init_logging(verbose: u8) {
-    let default_level = if verbose == 0 { "warn" } else { "debug" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .init();
 }

@@ -114,7 +114,7 @@ pub struct ProcessorGroup {
     /// How many processors.
     pub count: usize,
     /// The number in the first identity: with 3, the group is `PROCESSOR-3`, `-4`, ... Give each
-    /// terminal its own range: two peers with one identity cannot both talk to one ROUTER.
+    /// terminal its own range: of two peers with one identity, the broker serves only the newer.
     pub first_id: usize,
     /// The broker's backend endpoint.
     pub backend: String,
@@ -167,8 +167,9 @@ pub fn run_demo(
 pub fn run_broker(endpoints: &Endpoints, stopped: &StopSignal) -> Result<BrokerStats, Error> {
     let context = zmq::Context::new();
     let broker = Broker::bind(&context, endpoints)?;
+    // The one line a broker says at the default level while it runs, like `broker`'s.
     info!(
-        "broker: clients connect to {}, processors to {}",
+        "lbbroker broker is active: clients connect to {}, processors to {}",
         broker.frontend_endpoint(),
         broker.backend_endpoint()
     );
@@ -274,7 +275,7 @@ impl Role {
         match self {
             Role::Broker(broker) => {
                 let stats = broker.report_to(events.clone()).run(stopped)?;
-                debug!("broker: {stats:?}");
+                debug!("broker: {stats}");
             }
             Role::Processor(processor) => {
                 let answered = run_processor(context, &processor, events, stopped)?;

@@ -83,18 +83,13 @@ impl Background {
         }
         let mut stdout = String::new();
         let mut stderr = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
+        // Either may have been taken by the test already.
+        if let Some(mut pipe) = child.stdout.take() {
+            pipe.read_to_string(&mut stdout).unwrap();
+        }
+        if let Some(mut pipe) = child.stderr.take() {
+            pipe.read_to_string(&mut stderr).unwrap();
+        }
         Some(Finished {
             status: child.wait().unwrap(),
             stdout,
