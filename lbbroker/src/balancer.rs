@@ -235,8 +235,10 @@ impl fmt::Display for Notice {
             }
             Notice::ClientTakenOver { client } => write!(
                 f,
-                "{client} sent a request before its last one was answered: a second client took \
-                 over the identity {client} (the older connection is cut off and gets no reply)"
+                "{client} sent a request before its last one was answered: a new connection has \
+                 that identity (the client started again, or a second client with the same \
+                 identity, which cuts the older one off); the reply to the older request will \
+                 be dropped"
             ),
         }
     }

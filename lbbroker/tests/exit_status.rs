@@ -108,8 +108,9 @@ fn interrupted_is_130_for_the_demo_and_for_clients() {
     assert_eq!(demo.code(), Some(130), "{demo:?}");
     assert!(demo.stderr.contains("interrupted"), "{demo:?}");
 
-    let clients = Background::start(dir.path(), &["client", "--clients", "2"]);
-    thread::sleep(Duration::from_millis(200));
+    let mut clients = Background::start(dir.path(), &["client", "-v", "--clients", "2"]);
+    // Logged once the signal handler is in place.
+    clients.wait_for_stderr("client loads drawn with seed");
     clients.signal("TERM");
     let clients = clients.finish_within(PATIENCE).unwrap();
     assert_eq!(clients.code(), Some(130), "{clients:?}");

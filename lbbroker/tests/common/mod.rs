@@ -39,6 +39,8 @@ impl Finished {
 /// A program running in the background, killed if the test ends first.
 pub struct Background {
     child: Option<Child>,
+    /// Reads stderr once [`Background::wait_for_stderr`] has taken it; gives all of it back.
+    stderr_reader: Option<thread::JoinHandle<String>>,
 }
 
 impl Background {
@@ -49,7 +51,10 @@ impl Background {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Background { child: Some(child) }
+        Background {
+            child: Some(child),
+            stderr_reader: None,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -89,12 +94,38 @@ impl Background {
         }
         if let Some(mut pipe) = child.stderr.take() {
             pipe.read_to_string(&mut stderr).unwrap();
+        } else if let Some(reader) = self.stderr_reader.take() {
+            stderr = reader.join().unwrap();
         }
         Some(Finished {
             status: child.wait().unwrap(),
             stdout,
             stderr,
         })
+    }
+
+    /// Reads the program's stderr until a line contains `text` (the rest of stderr is not kept).
+    /// A program that logs something once it is set up says so: after that, a signal reaches
+    /// its handler rather than killing it.
+    pub fn wait_for_stderr(&mut self, text: &str) {
+        use std::io::BufRead;
+        let stderr = self.child.as_mut().unwrap().stderr.take().unwrap();
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut seen = String::new();
+        loop {
+            let start = seen.len();
+            match reader.read_line(&mut seen) {
+                Ok(0) | Err(_) => panic!("the program ended without logging {text:?}: {seen}"),
+                Ok(_) if seen[start..].contains(text) => break,
+                Ok(_) => {}
+            }
+        }
+        // Keep reading: a program whose stderr is closed fails to log (Rust's eprintln panics).
+        self.stderr_reader = Some(thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            seen + &rest
+        }));
     }
 
     /// Takes the program's stdout, to read it while it runs.
