@@ -437,7 +437,9 @@ impl LoadBalancer {
     /// ready (the loop does not read requests then, but one may have been read just before),
     /// the request waits for the next one.
     ///
-    /// The request's own frames are moved, not copied: the broker only puts two frames in front.
+    /// The request's own frames are moved on, not copied: the broker only puts two frames in
+    /// front. (It keeps a copy of its few bytes while a processor works on it, in case that
+    /// processor turns out to be gone: see the module docs.)
     pub fn on_client_request(&mut self, frames: Frames, out: &mut Vec<Action>) {
         if let Err(error) = check_envelope(&frames, Side::Client, 3) {
             out.push(Action::Dropped(Dropped::Malformed(error)));
@@ -1070,5 +1072,195 @@ mod tests {
              identity PROCESSOR-0 (the older connection is cut off); the request from CLIENT-3 it \
              was working on goes to the next ready processor"
         );
+    }
+
+    /// Many runs of peers that come and go at random, from seeds: whatever happens, a processor
+    /// is in the ready queue at most once, never gets a request while it works on one, and once
+    /// every processor is back, every client has the reply to its latest request. No request
+    /// goes into the void.
+    #[test]
+    fn no_request_is_lost_however_processors_come_and_go() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+
+        struct Processor {
+            identity: String,
+            alive: bool,
+            /// The request it works on: (client, body).
+            holding: Option<(String, String)>,
+        }
+
+        /// Carries out the balancer's actions the way the sockets would: a request for a
+        /// processor that is gone comes back refused.
+        fn carry_out(
+            balancer: &mut LoadBalancer,
+            processors: &mut [Processor],
+            answered: &mut Vec<(String, String)>,
+            actions: Vec<Action>,
+        ) {
+            let mut actions = VecDeque::from(actions);
+            while let Some(action) = actions.pop_front() {
+                let mut more = Vec::new();
+                match action {
+                    Action::ToProcessor(request) => {
+                        let frames = texts(request.frames());
+                        let processor = processors
+                            .iter_mut()
+                            .find(|processor| processor.identity == frames[0])
+                            .expect("sent to a processor that exists");
+                        if processor.alive {
+                            assert!(
+                                processor.holding.is_none(),
+                                "{} got a second request: {frames:?}",
+                                processor.identity
+                            );
+                            processor.holding = Some((frames[2].clone(), frames[4].clone()));
+                        } else {
+                            balancer.on_request_refused(request.into_frames(), &mut more);
+                        }
+                    }
+                    Action::ToClient(reply) => {
+                        let frames = texts(reply.frames());
+                        answered.push((frames[0].clone(), frames[2].clone()));
+                    }
+                    Action::Joined { .. } | Action::Notice(_) => {}
+                    Action::Dropped(dropped) => panic!("dropped: {dropped}"),
+                }
+                actions.extend(more);
+            }
+            let ready: Vec<String> = balancer.ready_processors().collect();
+            let unique: std::collections::BTreeSet<&String> = ready.iter().collect();
+            assert_eq!(unique.len(), ready.len(), "a processor twice: {ready:?}");
+        }
+
+        for seed in 0..200 {
+            let mut random = StdRng::seed_from_u64(seed);
+            let mut balancer = LoadBalancer::new();
+            let mut processors: Vec<Processor> = (0..3)
+                .map(|number| Processor {
+                    identity: format!("PROCESSOR-{number}"),
+                    alive: true,
+                    holding: None,
+                })
+                .collect();
+            // Each client's latest request body, while it waits for the reply.
+            let mut waiting_clients: HashMap<String, String> = HashMap::new();
+            let mut answered = Vec::new();
+            let mut sent = 0;
+            let identities: Vec<String> = processors
+                .iter()
+                .map(|processor| processor.identity.clone())
+                .collect();
+            for identity in identities {
+                let mut out = Vec::new();
+                balancer.on_processor_message(frames(&[&identity, "", "READY"]), &mut out);
+                carry_out(&mut balancer, &mut processors, &mut answered, out);
+            }
+
+            let step = |balancer: &mut LoadBalancer,
+                        processors: &mut Vec<Processor>,
+                        answered: &mut Vec<(String, String)>,
+                        waiting_clients: &mut HashMap<String, String>,
+                        event: u32,
+                        pick: usize,
+                        sent: &mut u32| {
+                let mut out = Vec::new();
+                let processor = &mut processors[pick % 3];
+                match event {
+                    // A client with no request out sends one.
+                    0..=3 => {
+                        let client = format!("CLIENT-{}", pick % 5);
+                        if waiting_clients.contains_key(&client) {
+                            return;
+                        }
+                        *sent += 1;
+                        let body = format!("request {sent}");
+                        balancer.on_client_request(frames(&[&client, "", &body]), &mut out);
+                        waiting_clients.insert(client, body);
+                    }
+                    // A working processor answers.
+                    4..=6 => {
+                        let Some((client, body)) = processor.holding.take() else {
+                            return;
+                        };
+                        let reply = [processor.identity.as_str(), "", &client, "", &body];
+                        balancer.on_processor_message(frames(&reply), &mut out);
+                    }
+                    // A processor stops, idle or at work; the broker is not told.
+                    7 => {
+                        processor.alive = false;
+                        processor.holding = None;
+                    }
+                    // A stopped processor starts again and says READY.
+                    _ => {
+                        if processor.alive {
+                            return;
+                        }
+                        processor.alive = true;
+                        let ready = [processor.identity.as_str(), "", "READY"];
+                        balancer.on_processor_message(frames(&ready), &mut out);
+                    }
+                }
+                carry_out(balancer, processors, answered, out);
+            };
+
+            for _ in 0..60 {
+                let event = random.random_range(0..10);
+                let pick = random.random_range(0..15);
+                step(
+                    &mut balancer,
+                    &mut processors,
+                    &mut answered,
+                    &mut waiting_clients,
+                    event,
+                    pick,
+                    &mut sent,
+                );
+                for (client, body) in answered.drain(..) {
+                    assert_eq!(
+                        waiting_clients.remove(&client).as_deref(),
+                        Some(body.as_str()),
+                        "seed {seed}: {client} got a reply it was not waiting for"
+                    );
+                }
+            }
+            // Every processor comes back and works until there is nothing left to do.
+            for pick in 0..3 {
+                step(
+                    &mut balancer,
+                    &mut processors,
+                    &mut answered,
+                    &mut waiting_clients,
+                    9,
+                    pick,
+                    &mut sent,
+                );
+            }
+            for _ in 0..100 {
+                for pick in 0..3 {
+                    step(
+                        &mut balancer,
+                        &mut processors,
+                        &mut answered,
+                        &mut waiting_clients,
+                        4,
+                        pick,
+                        &mut sent,
+                    );
+                }
+            }
+            for (client, body) in answered.drain(..) {
+                assert_eq!(
+                    waiting_clients.remove(&client).as_deref(),
+                    Some(body.as_str()),
+                    "seed {seed}"
+                );
+            }
+            assert!(
+                waiting_clients.is_empty(),
+                "seed {seed}: no reply for {waiting_clients:?}"
+            );
+            assert_eq!(balancer.waiting_requests(), 0, "seed {seed}");
+        }
     }
 }
