@@ -19,6 +19,11 @@
 //! empty delimiter (`[][2]` on the wire), the frontend ROUTER adds the client's identity
 //! (`[CLIENT-3][][2]` for the broker), and on the way back the same two frames are taken off
 //! again, so the client receives just `[OK from PROCESSOR-1]`.
+//!
+//! A client waits for its reply until the run is stopped, as the gist's do, or, given a timeout
+//! (`lbbroker client --timeout MS`), until that much time has passed: then it fails with
+//! [`Error::NoReply`], so that a user at a terminal is never stuck with a broker that cannot
+//! answer (none there, no processor, or its identity taken over by another client).
 
 use std::fmt;
 use std::time::{Duration, Instant};
