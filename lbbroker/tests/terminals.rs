@@ -82,3 +82,38 @@ fn a_client_with_no_reply_in_time_exits_1_naming_the_timeout() {
     assert!(client.stdout.is_empty(), "{client:?}");
     drop(broker);
 }
+
+/// `lbbroker processor | head -1`: once the reader has gone, the processors stop at the next
+/// line they print, quietly, with 141.
+#[test]
+fn a_closed_stdout_ends_the_processors_quietly_with_141() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new().unwrap();
+    let broker = start_broker(dir.path());
+    let mut processors = Background::start(dir.path(), &["processor", "--unit-ms", "1"]);
+    let first = run_within(dir.path(), &["client", "--clients", "1"], PATIENCE);
+    assert_eq!(first.code(), Some(0), "{first:?}");
+    let mut stdout = BufReader::new(processors.take_stdout());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.contains(": REQ "), "{line:?}");
+    drop(stdout);
+    // The next request makes a processor print a line to the closed pipe.
+    let clients = Background::start(
+        dir.path(),
+        &[
+            "client",
+            "--clients",
+            "3",
+            "--first-id",
+            "1",
+            "--timeout",
+            "5000",
+        ],
+    );
+    let ended = processors.finish_within(PATIENCE).unwrap();
+    assert_eq!(ended.code(), Some(141), "{ended:?}");
+    assert_eq!(ended.stderr, "");
+    drop(clients);
+    drop(broker);
+}
