@@ -522,6 +522,9 @@ impl fmt::Debug for World {
     }
 }
 
+/// More events than this at one virtual instant means a livelock.
+const MAX_EVENTS_AT_ONE_INSTANT: u64 = 100_000;
+
 /// The broker is always party 0.
 const BROKER: usize = 0;
 
@@ -613,6 +616,8 @@ impl World {
             let first = plan.start;
             self.timeline.schedule(first, Event::RandomFault);
         }
+        // How many events ran at the current instant: the clock must move on eventually.
+        let mut same_instant = (Duration::ZERO, 0u64);
         while self.violation.is_none() && !self.all_requests_ended() {
             let net_at = self.net.next_at();
             let world_at = self.timeline.next_at();
@@ -625,6 +630,15 @@ impl World {
             let at = if take_net { net_at } else { world_at }.unwrap_or_default();
             if at > self.scenario.end_by {
                 break;
+            }
+            if at == same_instant.0 {
+                same_instant.1 += 1;
+                if same_instant.1 > MAX_EVENTS_AT_ONE_INSTANT {
+                    self.violate("the system is stuck: the clock no longer moves".to_owned());
+                    break;
+                }
+            } else {
+                same_instant = (at, 0);
             }
             self.clock.advance_to(at);
             self.net.set_now(at);
@@ -864,6 +878,19 @@ impl World {
             }
         };
         self.execute(node, produced);
+        // A core whose deadline is still due after its tick would be woken again at once, for
+        // ever: its driver's loop would spin (`broker::testing` checks the same of the broker).
+        let deadline = match &self.roles[node] {
+            Role::Broker(role) => role.core.as_ref().map(Broker::next_deadline),
+            Role::Worker(role) => Some(role.core.next_deadline()),
+            Role::Sync(role) => role.core.next_deadline(),
+            Role::Async(role) => role.core.next_deadline(),
+        };
+        if deadline.is_some_and(|deadline| deadline <= now) && self.processes[node].alive {
+            return self.violate(format!(
+                "after a tick, party {node}'s core still has a deadline due: its loop would spin"
+            ));
+        }
         self.reschedule(node);
     }
 
