@@ -207,6 +207,8 @@ struct Wire {
     partitioned: bool,
     /// Nothing arrives before this (a delayed message holds up what follows it).
     held_until: Duration,
+    /// How many items were ever put on it: numbers each item's jitter draw.
+    items_put: u64,
 }
 
 /// One connection.
@@ -333,6 +335,8 @@ pub struct Network {
     bound: HashMap<String, SocketId>,
     timeline: Timeline<NetEvent>,
     rng: StdRng,
+    /// The seed of the per-wire jitter draws.
+    jitter_seed: u64,
     now: Duration,
     stats: NetStats,
 }
@@ -346,6 +350,7 @@ impl Network {
             bound: HashMap::new(),
             timeline: Timeline::new(),
             rng: StdRng::seed_from_u64(seed),
+            jitter_seed: mix(seed, 0x6a09_e667),
             now: Duration::ZERO,
             stats: NetStats::default(),
         }
@@ -724,13 +729,23 @@ impl Network {
 
     /// Puts an item on the wire toward `to`, due after the latency and after everything before it.
     fn put_on_wire(&mut self, link: LinkId, to: Side, item: Item) {
-        let jitter = if self.config.jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            self.rng.random_range(Duration::ZERO..=self.config.jitter)
-        };
-        let earliest = self.now + self.config.latency + jitter;
         let wire = &mut self.links[link.0].wires[to as usize];
+        // Each wire draws its own jitter, numbered by item: the delays on one link do not depend
+        // on the order in which messages to other links were sent. The broker core iterates a
+        // HashMap (random order per process) to heartbeat its workers, and a shared random
+        // stream would make every run after the first heartbeat differ.
+        let draw = mix(
+            self.jitter_seed ^ ((link.0 as u64) << 1) ^ (to as u64),
+            wire.items_put,
+        );
+        wire.items_put += 1;
+        let jitter_ns = self.config.jitter.as_nanos() as u64;
+        let jitter = Duration::from_nanos(if jitter_ns == 0 {
+            0
+        } else {
+            draw % (jitter_ns + 1)
+        });
+        let earliest = self.now + self.config.latency + jitter;
         if matches!(item, Item::Message(_)) {
             wire.queued += 1;
             wire.sent += 1;
@@ -956,6 +971,17 @@ impl Network {
             self.put_on_wire(link, Side::Acceptor, Item::Message(frames));
         }
     }
+}
+
+/// A 64-bit mix of a key and a counter (splitmix64's finaliser): a cheap, well-spread,
+/// reproducible random number per (key, counter).
+fn mix(key: u64, counter: u64) -> u64 {
+    let mut z = key
+        .wrapping_add(counter.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// What a REQ's session accepts from its peer: the empty delimiter (or a 4-byte request id for
