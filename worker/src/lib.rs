@@ -537,7 +537,7 @@ fn spawn_heartbeat_thread(
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             };
             if let Err(error) = driver.background_pass() {
-                warn!("could not send a heartbeat: {error}");
+                warn!("the heartbeat thread could not keep the link alive: {error}");
             }
         })?;
     Ok(HeartbeatThread { quit, handle })
