@@ -10,8 +10,11 @@
 //! * [`world`]: the parties (the broker, workers, synchronous and asynchronous clients) driven as
 //!   their socket loops drive them, the faults, and the checks run during and after each run.
 //!
-//! The tests: `tests/seeds.rs` runs thousands of random seeds (and replays one with `SIM_SEED`),
-//! `tests/drills.rs` the twins of the fault drills in `scripts/`.
+//! The tests: `tests/seeds.rs` runs thousands of random seeds, prints what they covered and, for
+//! each failing seed, the command that replays it (`SIM_SEED=N cargo test -p sim --test seeds --
+//! --nocapture replay`; add `SIM_TRACE=1` to see every message the broker received and sent);
+//! `tests/drills.rs` runs the twins of the fault drills in `scripts/`; `tests/differential.rs`
+//! checks the socket model against libzmq.
 
 pub mod net;
 pub mod time;
