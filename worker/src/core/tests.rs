@@ -613,3 +613,37 @@ fn messages_for_a_closed_or_unknown_link_are_ignored() {
     assert!(harness.delivered.is_empty());
     assert_eq!(harness.core.malformed_messages(), 0);
 }
+
+#[test]
+fn a_second_request_before_the_reply_keeps_the_countdown_suspended_until_both_are_answered() {
+    // Spec 7 brokers send one request at a time; one that sends two still gets both served, and
+    // the worker does not time it out while either is in hand.
+    let (mut harness, _) = Harness::started(1);
+    harness.handle(100, 0, request(b"A", &[b"1"]));
+    harness.handle(200, 0, request(b"B", &[b"2"]));
+    assert_eq!(harness.reply(300, &[b"1"]), [reply(0, b"A", &[b"1"])]);
+    assert!(harness.core.holds_request(LinkId(0)));
+    assert_eq!(
+        harness.tick(10_000),
+        [Did::Heartbeat(0)],
+        "no expiry while B is in hand"
+    );
+    assert_eq!(harness.reply(10_100, &[b"2"]), [reply(0, b"B", &[b"2"])]);
+    assert!(!harness.core.holds_request(LinkId(0)));
+    assert_eq!(harness.next_deadline(), 11_100);
+    assert_eq!(harness.tick(13_099), [Did::Heartbeat(0)]);
+    assert_eq!(harness.tick(13_100), [Did::Close(0)]);
+}
+
+#[test]
+fn start_again_leaves_open_links_alone() {
+    let (mut harness, _) = Harness::started(2);
+    harness.handle(100, 1, disconnect());
+    let mut out = Vec::new();
+    harness.core.start(harness.at(150), &mut out);
+    assert!(
+        out.is_empty(),
+        "link 0 is open and link 1 waits out its backoff: {out:?}"
+    );
+    assert_eq!(harness.core.generation(LinkId(0)), 1);
+}
