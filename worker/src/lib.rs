@@ -463,7 +463,7 @@ impl Driver {
         link_socket.socket = None;
         let socket = zsocket::connect(&self.context, zmq::DEALER, &link_socket.endpoint).map_err(
             |error| {
-                if is_bad_endpoint(error.zmq_error()) {
+                if error.is_bad_endpoint() {
                     Error::Connect(error)
                 } else {
                     Error::Socket(error)
@@ -485,14 +485,6 @@ impl Driver {
         }
         Ok(())
     }
-}
-
-/// What `zmq_connect` says of an endpoint it cannot parse or whose transport it does not know.
-fn is_bad_endpoint(error: zmq::Error) -> bool {
-    matches!(
-        error,
-        zmq::Error::EINVAL | zmq::Error::EPROTONOSUPPORT | zmq::Error::ENOCOMPATPROTO
-    )
 }
 
 /// Turns the positions of readable sockets in a wait's list into link indexes, in place.
