@@ -7,6 +7,8 @@
 //! * [`time`]: the virtual clock and the queue of what is due when.
 //! * [`net`]: the socket model (identities, ordering, gone peers, high-water marks, REQ's turns)
 //!   and the network faults; checked against libzmq by `tests/differential.rs`.
+//! * [`scenario`]: what a run is made of (the system, the load, the faults), and
+//!   [`report`]: what it produced (the ledger of requests, the coverage, the first broken rule).
 //! * [`world`]: the parties (the broker, workers, synchronous and asynchronous clients) driven as
 //!   their socket loops drive them, the faults, and the checks run during and after each run.
 //!
@@ -17,7 +19,11 @@
 //! checks the socket model against libzmq.
 
 pub mod net;
+pub mod report;
+pub mod scenario;
 pub mod time;
 pub mod world;
 
-pub use world::{run, Coverage, FaultKind, Report, Scenario};
+pub use report::{Coverage, Report};
+pub use scenario::{FaultKind, Scenario, ScriptedFault};
+pub use world::run;

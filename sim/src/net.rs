@@ -9,7 +9,7 @@
 //!   the connection is up wait in it, and it survives a lost connection, so what was still in it
 //!   goes out on the next one. The connecting side retries every `reconnect_interval` (libzmq's
 //!   `ZMQ_RECONNECT_IVL`, 100 ms) while nobody is bound there. Each connection that comes up is
-//!   a [`Link`]; on the ROUTER's side it is a new peer with a new routing identity, so a
+//!   a *link*; on the ROUTER's side it is a new peer with a new routing identity, so a
 //!   reconnection, or a new socket, is a new identity.
 //! * **Routing identities.** A ROUTER names a peer by the identity the peer set
 //!   (`ZMQ_ROUTING_ID`) or, if it set none, by five bytes it makes up: a zero byte, then a 32-bit

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use client::{AsyncClientConfig, ClientConfig, Matching};
-use sim::world::{FaultKind, ScriptedFault};
+use sim::{FaultKind, ScriptedFault};
 use sim::{Report, Scenario};
 use worker::WorkerConfig;
 
