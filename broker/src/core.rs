@@ -36,7 +36,8 @@
 //!   request obeys the queue limits like a new one: if they are reached, it is lost.
 //!   A request the socket refused whole ([`Broker::refused`]: the worker was already gone when it
 //!   was dispatched) never reached a worker, so it goes back to the front of its queue whether
-//!   `redeliver` is on or not, and without using up its one redelivery.
+//!   `redeliver` is on or not, and without using up its one redelivery; the queue limits hold for
+//!   it too (past them it is dropped, logged and counted as lost with the worker).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -144,7 +145,9 @@ impl std::fmt::Display for Stats {
 enum Delivery {
     /// It was sent and may have run: redelivered only if `redeliver` is on, and once.
     Unknown,
-    /// The socket refused it: it cannot have run, so it is always queued again.
+    /// The socket refused it: it cannot have run, so it is queued again whether or not
+    /// `redeliver` is on, within the queue limits like any request (past them it is dropped and
+    /// counted lost with the worker).
     Refused,
 }
 
@@ -250,7 +253,7 @@ impl Broker {
             self.purge(now, out);
         }
         if now >= self.next_heartbeat_at {
-            for worker in self.workers.keys() {
+            for worker in sorted_identities(&self.workers) {
                 out.push(Outgoing {
                     frames: ToWorker::Heartbeat.encode_for_router(worker),
                 });
@@ -317,7 +320,7 @@ impl Broker {
     /// Shutting down: DISCONNECT to every worker, so they re-register with the next broker
     /// instead of waiting out the heartbeat expiry.
     pub fn shutdown(&mut self, out: &mut Vec<Outgoing>) {
-        for worker in self.workers.keys() {
+        for worker in sorted_identities(&self.workers) {
             out.push(Outgoing {
                 frames: ToWorker::Disconnect.encode_for_router(worker),
             });
@@ -703,8 +706,9 @@ impl Broker {
             })
             .collect();
         // Idle ones first: a busy one's request, if redelivered, must not be handed to a worker
-        // that this same pass is about to purge.
-        expired.sort_unstable_by_key(|(busy, _)| *busy);
+        // that this same pass is about to purge. Then by identity, so the order never depends on
+        // the map's random hashing (see `sorted_identities`).
+        expired.sort_unstable();
         for (_, identity) in expired {
             warn!(
                 "worker {} silent for {:?}: purging it",
@@ -825,6 +829,16 @@ impl Broker {
 
 /// True when `entry` is the one live idle-list entry of its worker: the worker still exists, is
 /// idle, and went idle with this entry's token.
+/// The workers' identities in byte order. Whatever the broker sends to many workers at once goes
+/// out in this order rather than the map's, which its random hashing changes from run to run, so
+/// the same inputs always give the same outputs (a simulation seed replays exactly). Sorting is
+/// done once per heartbeat interval, not per message.
+fn sorted_identities(workers: &HashMap<Identity, Worker>) -> Vec<&Identity> {
+    let mut identities: Vec<&Identity> = workers.keys().collect();
+    identities.sort_unstable();
+    identities
+}
+
 fn is_live_idle_entry(workers: &HashMap<Identity, Worker>, entry: &IdleEntry) -> bool {
     matches!(workers.get(&entry.worker),
         Some(Worker { state: WorkerState::Idle { token }, .. }) if *token == entry.token)

@@ -679,58 +679,60 @@ impl World {
     /// Sends what the broker core said, in order, as `broker::server` does: a message the
     /// ROUTER refuses goes back to the core, which may answer with more.
     fn broker_send_all(&mut self, mut out: Vec<broker::Outgoing>) {
-        while !out.is_empty() {
-            for message in std::mem::take(&mut out) {
-                let Role::Broker(role) = &mut self.roles[BROKER] else {
-                    return;
+        // As a stack, reversed: what the core answers to a refusal goes out before the rest.
+        out.reverse();
+        while let Some(message) = out.pop() {
+            let answered_from = out.len();
+            let Role::Broker(role) = &mut self.roles[BROKER] else {
+                return;
+            };
+            let (Some(socket), Some(core)) = (role.socket, role.core.as_mut()) else {
+                return;
+            };
+            let request_for = is_request(&message.frames).then(|| message.frames[0].to_vec());
+            let shown = self.trace.then(|| {
+                format!(
+                    "{:>14?} broker -> {} {}",
+                    self.clock.elapsed(),
+                    mdp::dump::Identity(&message.frames[0]),
+                    mdp::dump::Message(&message.frames[1..])
+                )
+            });
+            let sent = self.net.send(socket, message.frames);
+            if let Some(shown) = shown {
+                let verdict = match &sent {
+                    Ok(()) => String::new(),
+                    Err(refused) => format!("  REFUSED {:?}", refused.error),
                 };
-                let (Some(socket), Some(core)) = (role.socket, role.core.as_mut()) else {
-                    return;
-                };
-                let request_for = is_request(&message.frames).then(|| message.frames[0].to_vec());
-                let shown = self.trace.then(|| {
-                    format!(
-                        "{:>14?} broker -> {} {}",
-                        self.clock.elapsed(),
-                        mdp::dump::Identity(&message.frames[0]),
-                        mdp::dump::Message(&message.frames[1..])
-                    )
-                });
-                let sent = self.net.send(socket, message.frames);
-                if let Some(shown) = shown {
-                    let verdict = match &sent {
-                        Ok(()) => String::new(),
-                        Err(refused) => format!("  REFUSED {:?}", refused.error),
-                    };
-                    println!("{shown}{verdict}");
-                }
-                match sent {
-                    Ok(()) => {
-                        if let Some(worker) = request_for {
-                            *role.at_risk.entry(worker).or_default() += 1;
-                        }
+                println!("{shown}{verdict}");
+            }
+            match sent {
+                Ok(()) => {
+                    if let Some(worker) = request_for {
+                        *role.at_risk.entry(worker).or_default() += 1;
                     }
-                    Err(refused) => {
-                        // A REQUEST refused whole never reached the worker: the broker must take
-                        // it back (`Broker::refused`). It may drop it only if its queue is full.
-                        let lost_before = core.stats().requests_lost_with_worker;
-                        let config = core.config();
-                        let queued = core.queued_requests();
-                        let room = queued < config.max_queued_total && queued < config.max_queue;
-                        core.refused(refused.frames, &mut out);
-                        let lost = core.stats().requests_lost_with_worker - lost_before;
-                        if request_for.is_some() && lost > 0 {
-                            if room {
-                                self.violate(format!(
-                                    "a REQUEST the ROUTER refused ({:?}), which no worker got, \
+                }
+                Err(refused) => {
+                    // A REQUEST refused whole never reached the worker: the broker must take
+                    // it back (`Broker::refused`). It may drop it only if its queue is full.
+                    let lost_before = core.stats().requests_lost_with_worker;
+                    let config = core.config();
+                    let queued = core.queued_requests();
+                    let room = queued < config.max_queued_total && queued < config.max_queue;
+                    core.refused(refused.frames, &mut out);
+                    out[answered_from..].reverse();
+                    let lost = core.stats().requests_lost_with_worker - lost_before;
+                    if request_for.is_some() && lost > 0 {
+                        if room {
+                            self.violate(format!(
+                                "a REQUEST the ROUTER refused ({:?}), which no worker got, \
                                      was lost with {queued} requests waiting, under the limits",
-                                    refused.error
-                                ));
-                                return;
-                            }
-                            role.loss_budget += lost;
-                            self.coverage.refused_requests_lost_queue_full += lost;
+                                refused.error
+                            ));
+                            return;
                         }
+                        role.loss_budget += lost;
+                        self.coverage.refused_requests_lost_queue_full += lost;
                     }
                 }
             }
