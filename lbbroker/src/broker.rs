@@ -14,7 +14,7 @@
 //! the broker spins (about 6 CPU-seconds in a 7-second run).
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
@@ -25,6 +25,7 @@ use crate::endpoint::Endpoints;
 use crate::error::Error;
 use crate::frames::describe;
 use crate::roles::Event;
+use zsocket::limit::LogLimit;
 
 /// How many messages went through a broker, and how many it had to drop.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +63,7 @@ pub struct Broker {
     /// Where to report processors joining, if anyone wants to know (the demo launcher does).
     events: Option<Sender<Event>>,
     stats: BrokerStats,
-    warn_limit: WarnLimit,
+    warn_limit: LogLimit,
     // Declared after the sockets, so they are dropped (closed) before their files are removed.
     _bindings: [zsocket::Binding; 2],
 }
@@ -102,7 +103,7 @@ impl Broker {
             balancer: LoadBalancer::new(),
             events: None,
             stats: BrokerStats::default(),
-            warn_limit: WarnLimit::default(),
+            warn_limit: LogLimit::default(),
             _bindings: [frontend_binding, backend_binding],
         })
     }
@@ -216,7 +217,7 @@ impl Broker {
         Ok(())
     }
 
-    /// A warning a peer can cause, at most once a second (see [`WarnLimit`]).
+    /// A warning a peer can cause, at most once a second (see [`LogLimit`]).
     fn warn(&mut self, what: &dyn std::fmt::Display) {
         match self.warn_limit.allow(Instant::now()) {
             Some(0) => warn!("{what}"),
@@ -235,33 +236,6 @@ fn forward(router: &zmq::Socket, outgoing: Outgoing) -> Result<Option<Frames>, E
             Ok(Some(refused.frames))
         }
         Err(error) => Err(zsocket::Error::from(error).into()),
-    }
-}
-
-/// How often a warning a peer can cause (a malformed message, a taken-over identity) may be
-/// logged; those in between go to the debug log and are counted in the next warning, so a
-/// misbehaving peer cannot flood the log. Once a second, as the client and worker cores do.
-const WARN_EVERY: Duration = Duration::from_secs(1);
-
-/// The rate limit of the broker's warnings; see [`WARN_EVERY`].
-#[derive(Debug, Default)]
-struct WarnLimit {
-    /// When the next warning may be logged; `None` before the first.
-    next_at: Option<Instant>,
-    /// Warnings sent to the debug log since the last one logged.
-    held_back: u64,
-}
-
-impl WarnLimit {
-    /// `Some(held back so far)` if a warning may be logged at `now` (and starts a new period);
-    /// `None` if it should go to the debug log.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.next_at.is_some_and(|next_at| now < next_at) {
-            self.held_back += 1;
-            return None;
-        }
-        self.next_at = now.checked_add(WARN_EVERY);
-        Some(std::mem::take(&mut self.held_back))
     }
 }
 

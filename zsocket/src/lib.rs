@@ -23,6 +23,7 @@
 
 mod error;
 pub mod ipc;
+pub mod limit;
 pub mod stop;
 #[doc(hidden)]
 pub mod testing;

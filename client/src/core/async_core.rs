@@ -26,7 +26,8 @@ use log::{debug, info, warn};
 use mdp::client::{Reply, Request};
 use mdp::{Frames, ServiceName};
 
-use super::{at_least_one_frame, copy_frames, WarnLimit};
+use super::{at_least_one_frame, copy_frames};
+use zsocket::limit::LogLimit;
 
 /// The target of this core's log lines: that of the driver they came from before the rules
 /// moved here, so that `RUST_LOG` filters and the README's examples stay right.
@@ -137,7 +138,7 @@ pub struct AsyncCore {
     outcomes: VecDeque<Outcome>,
     dropped_replies: u64,
     resends: u64,
-    malformed_warnings: WarnLimit,
+    malformed_warnings: LogLimit,
 }
 
 /// Which of the client's connections: the current one or a retired one.
@@ -226,7 +227,7 @@ impl AsyncCore {
             outcomes: VecDeque::new(),
             dropped_replies: 0,
             resends: 0,
-            malformed_warnings: WarnLimit::default(),
+            malformed_warnings: LogLimit::default(),
         }
     }
 

@@ -24,8 +24,6 @@
 pub(crate) mod async_core;
 pub(crate) mod sync_core;
 
-use std::time::{Duration, Instant};
-
 pub use async_core::{AsyncAction, AsyncCore, ConnId};
 pub use sync_core::{SyncAction, SyncCore};
 
@@ -45,33 +43,6 @@ fn at_least_one_frame(body: Frames) -> Frames {
         vec![zmq::Message::new()]
     } else {
         body
-    }
-}
-
-/// How often a warning that a peer can cause (a malformed reply) may be logged; those in between
-/// go to the debug log and are counted in the next warning, so a broken broker cannot flood the
-/// log. Once a second, as the worker core does for malformed messages.
-const WARN_EVERY: Duration = Duration::from_secs(1);
-
-/// The rate limit of one kind of warning; see [`WARN_EVERY`].
-#[derive(Debug, Default)]
-struct WarnLimit {
-    /// When the next warning may be logged; `None` before the first.
-    next_at: Option<Instant>,
-    /// Warnings sent to the debug log since the last one logged.
-    held_back: u64,
-}
-
-impl WarnLimit {
-    /// `Some(held back so far)` if a warning may be logged at `now` (and starts a new period);
-    /// `None` if it should go to the debug log.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.next_at.is_some_and(|next_at| now < next_at) {
-            self.held_back += 1;
-            return None;
-        }
-        self.next_at = now.checked_add(WARN_EVERY);
-        Some(std::mem::take(&mut self.held_back))
     }
 }
 

@@ -43,27 +43,3 @@ fn dealer_reply(service: &[u8], body: &[&[u8]]) -> Frames {
     parts.extend_from_slice(body);
     frames(&parts)
 }
-
-#[test]
-fn a_warning_a_peer_can_cause_is_logged_at_most_once_per_period_with_a_count_of_the_rest() {
-    use super::{WarnLimit, WARN_EVERY};
-    let mut limit = WarnLimit::default();
-    let t0 = Instant::now();
-    assert_eq!(limit.allow(t0), Some(0), "the first is logged");
-    assert_eq!(limit.allow(t0), None);
-    assert_eq!(
-        limit.allow(t0 + WARN_EVERY - NANO),
-        None,
-        "not before the period is over"
-    );
-    assert_eq!(
-        limit.allow(t0 + WARN_EVERY),
-        Some(2),
-        "at the end of the period exactly, with the two held back"
-    );
-    assert_eq!(
-        limit.allow(t0 + WARN_EVERY * 5),
-        Some(0),
-        "a quiet period holds none back"
-    );
-}
