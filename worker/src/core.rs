@@ -50,10 +50,9 @@ use log::{debug, info, warn};
 use mdp::worker::{FromWorker, ToWorker};
 use mdp::{dump, Frames, ServiceName};
 
-use crate::WorkerConfig;
+use zsocket::limit::LogLimit;
 
-/// How often at most a line about malformed messages is logged.
-const MALFORMED_LOG_EVERY: Duration = Duration::from_secs(1);
+use crate::WorkerConfig;
 
 /// One MDP worker conversation slot: one DEALER socket at a time, numbered from 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -175,48 +174,14 @@ impl Link {
     }
 }
 
-/// The log of malformed messages, limited to one line per [`MALFORMED_LOG_EVERY`].
-#[derive(Debug, Clone, Default)]
-struct MalformedLog {
-    last_line_at: Option<Instant>,
-    /// Malformed messages dropped since the last line, not reported yet.
-    unreported: u64,
-}
-
-impl MalformedLog {
-    /// One more malformed message. Returns how many went unreported before it if a line is due
-    /// now (the line reports this one and those), or `None` if this one is only counted.
-    fn note(&mut self, now: Instant) -> Option<u64> {
-        match self.last_line_at {
-            Some(at) if now < at + MALFORMED_LOG_EVERY => {
-                self.unreported += 1;
-                None
-            }
-            _ => {
-                self.last_line_at = Some(now);
-                Some(std::mem::take(&mut self.unreported))
-            }
-        }
-    }
-
-    /// The count of messages dropped silently, if a line about them is due.
-    fn overdue(&mut self, now: Instant) -> Option<u64> {
-        let at = self.last_line_at?;
-        if self.unreported == 0 || now < at + MALFORMED_LOG_EVERY {
-            return None;
-        }
-        self.last_line_at = Some(now);
-        Some(std::mem::take(&mut self.unreported))
-    }
-}
-
 /// The worker's protocol state for all of its links. See the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct WorkerCore {
     service: ServiceName,
     config: WorkerConfig,
     links: Vec<Link>,
-    malformed_log: MalformedLog,
+    /// At most one line a second about malformed messages.
+    malformed_log: LogLimit,
     malformed_messages: u64,
     /// The latest `now` the core was given, for [`WorkerCore::next_deadline`] when no link has a
     /// deadline.
@@ -232,7 +197,7 @@ impl WorkerCore {
             links: (0..links).map(|_| Link::new(&config, now)).collect(),
             service,
             config,
-            malformed_log: MalformedLog::default(),
+            malformed_log: LogLimit::default(),
             malformed_messages: 0,
             latest_now: now,
         }
@@ -282,7 +247,7 @@ impl WorkerCore {
             }
             Err(error) => {
                 self.malformed_messages += 1;
-                match self.malformed_log.note(now) {
+                match self.malformed_log.allow(now) {
                     Some(0) => warn!("dropped a malformed message from the broker{on}: {error}"),
                     Some(unreported) => warn!(
                         "dropped a malformed message from the broker{on}: {error} \

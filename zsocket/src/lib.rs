@@ -284,10 +284,13 @@ pub fn wait(
     if stop.is_some_and(StopSignal::is_raised) {
         return Ok(Woken::Stopped);
     }
-    let mut items: Vec<zmq::PollItem<'_>> = sockets
-        .iter()
-        .map(|socket| socket.as_poll_item(zmq::POLLIN))
-        .collect();
+    // One allocation, with room for the stop signal's item.
+    let mut items: Vec<zmq::PollItem<'_>> = Vec::with_capacity(sockets.len() + 1);
+    items.extend(
+        sockets
+            .iter()
+            .map(|socket| socket.as_poll_item(zmq::POLLIN)),
+    );
     if let Some(item) = stop.and_then(StopSignal::poll_item) {
         items.push(item);
     }

@@ -66,8 +66,18 @@ mod tests {
         assert_eq!(limit.overdue(at(999)), None, "not a second yet");
         assert_eq!(limit.allow(at(1000)), Some(2));
         assert_eq!(limit.allow(at(1500)), None);
-        assert_eq!(limit.overdue(at(2000)), Some(1));
-        assert_eq!(limit.overdue(at(3500)), None, "nothing held back");
-        assert_eq!(limit.allow(at(3500)), Some(0));
+        assert_eq!(
+            limit.overdue(at(2000)),
+            Some(1),
+            "the rest is reported by a tick"
+        );
+        assert_eq!(
+            limit.allow(at(2500)),
+            None,
+            "within a second of the tick's line"
+        );
+        assert_eq!(limit.overdue(at(3500)), Some(1));
+        assert_eq!(limit.overdue(at(5000)), None, "nothing held back");
+        assert_eq!(limit.allow(at(5000)), Some(0));
     }
 }

@@ -457,37 +457,6 @@ fn malformed_messages_are_dropped_counted_and_change_nothing() {
 }
 
 #[test]
-fn malformed_messages_are_logged_at_most_once_a_second_with_a_count() {
-    let base = Instant::now();
-    let at = |ms| base + Duration::from_millis(ms);
-    let mut log = MalformedLog::default();
-    assert_eq!(log.overdue(at(0)), None, "nothing to report yet");
-    assert_eq!(log.note(at(0)), Some(0), "the first is logged");
-    assert_eq!(log.note(at(10)), None);
-    assert_eq!(log.note(at(999)), None);
-    assert_eq!(log.overdue(at(999)), None);
-    assert_eq!(
-        log.note(at(1000)),
-        Some(2),
-        "a second later, with the two counted since"
-    );
-    assert_eq!(log.note(at(1500)), None);
-    assert_eq!(log.overdue(at(1999)), None);
-    assert_eq!(
-        log.overdue(at(2000)),
-        Some(1),
-        "the rest is reported by a tick"
-    );
-    assert_eq!(log.overdue(at(5000)), None, "and only once");
-    assert_eq!(
-        log.note(at(2500)),
-        None,
-        "within a second of the tick's line"
-    );
-    assert_eq!(log.note(at(3000)), Some(1));
-}
-
-#[test]
 fn next_deadline_is_always_the_next_moment_something_is_due() {
     // Two links, one of them busy for a while and one whose broker heartbeats now and then: at
     // every deadline something happens, and a moment before it nothing does.
