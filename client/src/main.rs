@@ -78,9 +78,8 @@ struct Args {
     #[arg(long, value_name = "FILE", num_args = 1..,
           conflicts_with_all = ["frames", "size", "window", "tag", "count"])]
     merge_stats: Vec<PathBuf>,
-    /// Log every frame sent and received (to stderr).
-    #[arg(short, long)]
-    verbose: bool,
+    #[command(flatten)]
+    verbosity: cli::Verbosity,
     /// The request body, one frame per argument; when none is given, stdin (one trailing newline
     /// removed) is the one frame.
     #[arg(value_name = "FRAME")]
@@ -110,15 +109,13 @@ fn parse_service(name: &str) -> Result<ServiceName, String> {
     name.parse().map_err(|error| format!("{error}"))
 }
 
-/// Exit status for usage errors, the same as clap's.
-const USAGE_ERROR: u8 = 2;
-
 /// How many failure reasons are printed before the rest are only counted.
 const FAILURES_SHOWN: u64 = 5;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.verbose);
+    // Without -v only warnings (a resend, say); -v adds frame dumps, -vv everything.
+    args.verbosity.init_logging(log::LevelFilter::Warn);
     if !args.merge_stats.is_empty() {
         return merge_stats(&args.merge_stats, args.stats.unwrap_or(StatsFormat::Line));
     }
@@ -132,12 +129,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(error) => {
-            eprintln!("client: {}", error_chain(&error));
-            match error {
-                // A malformed endpoint is a typo on the command line.
-                error if error.is_bad_endpoint() => ExitCode::from(USAGE_ERROR),
-                _ => ExitCode::FAILURE,
-            }
+            // A malformed endpoint is a typo on the command line.
+            let status = if error.is_bad_endpoint() {
+                cli::exit::USAGE
+            } else {
+                cli::exit::FAILED
+            };
+            cli::fail("client", &error, status)
         }
     }
 }
@@ -279,7 +277,7 @@ fn run_synchronous(
             }
             // Every answer is worth waiting for; only a broken socket stops the run.
             Err(error @ client::Error::Socket(_)) => return Err(error),
-            Err(error) => tally.failed(request, &DisplayChain(&error)),
+            Err(error) => tally.failed(request, &cli::error_chain(&error)),
         }
     }
     Ok(tally)
@@ -397,39 +395,6 @@ fn print_frames(frames: &Frames) {
             .and_then(|()| stdout.write_all(b"\n"));
     }
     let _ = stdout.flush();
-}
-
-/// `-v` shows frame dumps (debug); otherwise only warnings, such as a resend. RUST_LOG
-/// overrides both.
-fn init_logging(verbose: bool) {
-    let level = if verbose {
-        log::LevelFilter::Debug
-    } else {
-        log::LevelFilter::Warn
-    };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_default_env()
-        .init();
-}
-
-/// Displays an error with its causes: `outer: cause: root cause`.
-struct DisplayChain<'a>(&'a dyn std::error::Error);
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    DisplayChain(error).to_string()
 }
 
 #[cfg(test)]

@@ -37,15 +37,16 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = mdp::DEFAULT_HEARTBEAT_LIVENESS,
           value_parser = clap::value_parser!(u32).range(1..))]
     liveness: u32,
-    /// Log every frame sent and received (to stderr).
-    #[arg(short, long)]
-    verbose: bool,
+    #[command(flatten)]
+    verbosity: cli::Verbosity,
 }
 
 const AFTER_HELP: &str = "\
 With --exec, each request body frame is written to the command's stdin followed by a newline.
 Exit status 0: the reply is one frame, its stdout minus one trailing newline.
-Otherwise: the reply is three frames: ERROR, the reason (e.g. \"exit status 3\"), its stderr.";
+Otherwise: the reply is three frames: ERROR, the reason (e.g. \"exit status 3\"), its stderr.
+Exit status: 0 after SIGINT or SIGTERM (DISCONNECT sent: the normal end of a server); 1 failed;
+2 usage error (a bad flag, service name or endpoint).";
 
 fn parse_service(name: &str) -> Result<ServiceName, String> {
     let service: ServiceName = name.parse().map_err(|error| format!("{error}"))?;
@@ -57,16 +58,17 @@ fn parse_service(name: &str) -> Result<ServiceName, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.verbose);
+    // Without -v: connection events (info); -v adds frame dumps, -vv everything.
+    args.verbosity.init_logging(log::LevelFilter::Info);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("worker: {}", error_chain(error.as_ref()));
-            match error.downcast_ref::<worker::Error>() {
+            let status = match error.downcast_ref::<worker::Error>() {
                 // A malformed endpoint is a typo on the command line: a usage error, as clap's.
-                Some(worker::Error::Connect(_)) => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
-            }
+                Some(worker::Error::Connect(_)) => cli::exit::USAGE,
+                _ => cli::exit::FAILED,
+            };
+            cli::fail("worker", error.as_ref(), status)
         }
     }
 }
@@ -90,27 +92,21 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `-v` shows frame dumps (debug); otherwise connection events (info). RUST_LOG overrides both.
-fn init_logging(verbose: bool) {
-    let level = if verbose {
-        log::LevelFilter::Debug
-    } else {
-        log::LevelFilter::Info
-    };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .parse_default_env()
-        .init();
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// `outer: cause: root cause`, so the user sees why, not only what.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+    #[test]
+    fn verbosity_is_the_same_flag_as_in_every_program() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        for (argv, verbose) in [
+            (&["worker"][..], 0),
+            (&["worker", "-v"], 1),
+            (&["worker", "-vv"], 2),
+        ] {
+            let args = Args::try_parse_from(argv).expect("accepted");
+            assert_eq!(args.verbosity.verbose, verbose, "{argv:?}");
+        }
     }
-    text
 }
