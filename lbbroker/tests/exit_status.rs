@@ -5,19 +5,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use common::{run_within, wait_for_file, Background, PATIENCE};
+use common::{run_within, start_broker, wait_for_file, Background, PATIENCE};
 use tempfile::TempDir;
-
-fn start_broker(dir: &Path) -> Background {
-    let broker = Background::start(dir, &["broker"]);
-    wait_for_file(&dir.join("frontend.ipc"));
-    wait_for_file(&dir.join("backend.ipc"));
-    broker
-}
 
 #[test]
 fn help_states_the_exit_statuses() {

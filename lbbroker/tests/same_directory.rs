@@ -8,17 +8,10 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{entries, run_within, wait_for_file, Background, PATIENCE};
+use common::{entries, run_within, start_broker, Background, PATIENCE};
 use tempfile::TempDir;
 
 /// A broker in `dir`, once it has bound both of its paths.
-fn start_broker(dir: &Path) -> Background {
-    let broker = Background::start(dir, &["broker"]);
-    wait_for_file(&dir.join("frontend.ipc"));
-    wait_for_file(&dir.join("backend.ipc"));
-    broker
-}
-
 /// What a second program bound to the first one's frontend must say: which socket and endpoint,
 /// which file and that another program is bound to it, each once.
 fn assert_refused_because_in_use(dir: &Path, second: Option<common::Finished>) {

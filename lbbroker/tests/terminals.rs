@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use common::{run_within, wait_for_file, Background, PATIENCE};
+use common::{run_within, start_broker, Background, PATIENCE};
 use tempfile::TempDir;
 
 fn replies(stdout: &str) -> usize {
@@ -16,13 +15,6 @@ fn replies(stdout: &str) -> usize {
         .lines()
         .filter(|line| line.contains(": REP OK from PROCESSOR-"))
         .count()
-}
-
-fn start_broker(dir: &Path) -> Background {
-    let broker = Background::start(dir, &["broker"]);
-    wait_for_file(&dir.join("frontend.ipc"));
-    wait_for_file(&dir.join("backend.ipc"));
-    broker
 }
 
 /// Issue #16, item 2, step by step: broker, processors, one client, Ctrl-C the processors, then

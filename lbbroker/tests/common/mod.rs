@@ -172,3 +172,11 @@ pub fn entries(dir: &Path) -> Vec<String> {
     names.sort();
     names
 }
+
+/// `lbbroker broker` in `dir`, once both of its ipc files are there (it is bound).
+pub fn start_broker(dir: &Path) -> Background {
+    let broker = Background::start(dir, &["broker"]);
+    wait_for_file(&dir.join("frontend.ipc"));
+    wait_for_file(&dir.join("backend.ipc"));
+    broker
+}
