@@ -32,12 +32,12 @@ struct Args {
 
     /// How often to send HEARTBEAT to each worker, in milliseconds. Workers must use the same.
     #[arg(long, value_name = "MS", default_value_t = mdp::DEFAULT_HEARTBEAT_INTERVAL_MS,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = cli::at_least_one_u64)]
     heartbeat_ms: u64,
 
     /// How many heartbeat intervals a worker may stay silent before it is purged.
     #[arg(long, value_name = "N", default_value_t = mdp::DEFAULT_HEARTBEAT_LIVENESS,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = cli::at_least_one_u32)]
     liveness: u32,
 
     /// Most requests that may wait for one service when none of its workers is free; more are

@@ -66,6 +66,22 @@ impl Verbosity {
     }
 }
 
+/// A clap value parser for a count or a duration that must be 1 or more, which says so in words
+/// ("must be 1 or more") rather than clap's "0 is not in 1..18446744073709551615".
+pub fn at_least_one_u64(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(0) => Err("must be 1 or more".to_owned()),
+        Ok(value) => Ok(value),
+        Err(_) => Err(format!("{text:?} is not a whole number of 1 or more")),
+    }
+}
+
+/// [`at_least_one_u64`] for `u32` settings.
+pub fn at_least_one_u32(text: &str) -> Result<u32, String> {
+    let value = at_least_one_u64(text)?;
+    u32::try_from(value).map_err(|_| format!("must be at most {}", u32::MAX))
+}
+
 /// An error and its causes on one line: `outer: cause: root cause`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -124,6 +140,20 @@ mod tests {
         assert_eq!(
             error_chain(&error),
             "cannot bind tcp://*:5555: Address already in use"
+        );
+    }
+
+    #[test]
+    fn counts_of_at_least_one_say_what_is_wrong_in_words() {
+        assert_eq!(at_least_one_u64("3"), Ok(3));
+        assert_eq!(at_least_one_u64("0"), Err("must be 1 or more".to_owned()));
+        assert_eq!(
+            at_least_one_u64("-1"),
+            Err("\"-1\" is not a whole number of 1 or more".to_owned())
+        );
+        assert_eq!(
+            at_least_one_u32("4294967296"),
+            Err("must be at most 4294967295".to_owned())
         );
     }
 

@@ -51,7 +51,7 @@ pub enum Error {
     #[error(transparent)]
     Socket(#[from] zsocket::Error),
     /// Every try of a synchronous request timed out.
-    #[error("no reply from service {service} after {attempts} tries of {timeout:?} each")]
+    #[error("{}", no_reply(service, *attempts, *timeout))]
     NoReply {
         service: ServiceName,
         attempts: u32,
@@ -80,5 +80,41 @@ impl Error {
     /// endpoint (the `client` program exits with its usage status), not a failure of the system.
     pub fn is_bad_endpoint(&self) -> bool {
         matches!(self, Error::Socket(error) if error.is_bad_endpoint())
+    }
+}
+
+/// "no reply from service echo within 2.5s", or "... after 3 tries of 2.5s each" when the
+/// request was sent more than once: what the user needs to judge the failure, in plain words.
+pub fn no_reply(service: &ServiceName, tries: u32, timeout: Duration) -> String {
+    if tries > 1 {
+        format!("no reply from service {service} after {tries} tries of {timeout:?} each")
+    } else {
+        format!("no reply from service {service} within {timeout:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_reply_says_tries_only_when_there_were_several() {
+        let echo: ServiceName = "echo".parse().unwrap();
+        let timeout = Duration::from_millis(500);
+        let once = Error::NoReply {
+            service: echo.clone(),
+            attempts: 1,
+            timeout,
+        };
+        assert_eq!(once.to_string(), "no reply from service echo within 500ms");
+        let thrice = Error::NoReply {
+            service: echo,
+            attempts: 3,
+            timeout,
+        };
+        assert_eq!(
+            thrice.to_string(),
+            "no reply from service echo after 3 tries of 500ms each"
+        );
     }
 }

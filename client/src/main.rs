@@ -45,20 +45,20 @@ struct Args {
     service: ServiceName,
     /// How long to wait for each reply, in milliseconds.
     #[arg(short = 't', long = "timeout", value_name = "TIMEOUT_MS", default_value_t = 2500,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = cli::at_least_one_u64)]
     timeout_ms: u64,
     /// How many times a request is sent in all before it counts as failed, each try waiting
     /// TIMEOUT_MS [default: 3; with --window: 1, no resends]
     #[arg(short, long, value_name = "RETRIES",
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = cli::at_least_one_u32)]
     retries: Option<u32>,
     /// How many requests to send.
     #[arg(short = 'n', long, value_name = "N", default_value_t = 1,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = cli::at_least_one_u64)]
     count: u64,
     /// Keep up to this many requests in flight, refilled in batches of W/8 (asynchronous
     /// client; resends only with --retries).
-    #[arg(short, long, value_name = "W", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(short, long, value_name = "W", value_parser = cli::at_least_one_u64)]
     window: Option<u64>,
     /// With --window: match each reply to its request exactly by a tag frame put first in the
     /// request body, which the worker must echo first (the echo service does). Without it a
@@ -335,15 +335,10 @@ fn run_windowed(
                 }
             }
             Outcome::TimedOut { id, service, tries } => {
-                let reason = if tries > 1 {
+                if tries > 1 {
                     tally.retried += 1;
-                    format!(
-                        "no reply from service {service} after {tries} tries of {timeout:?} each"
-                    )
-                } else {
-                    format!("no reply from service {service} within {timeout:?}")
-                };
-                tally.failed(id.0 + 1, &reason);
+                }
+                tally.failed(id.0 + 1, &client::no_reply(&service, tries, timeout));
             }
         }
     }

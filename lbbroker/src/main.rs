@@ -136,7 +136,7 @@ struct ClientArgs {
     seed: Seed,
     /// Give up if a client has no reply MS milliseconds after it started, and exit 1 (the broker
     /// may be down, or have no processor). Without it, clients wait until Ctrl-C.
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MS", value_parser = cli::at_least_one_u64)]
     timeout: Option<u64>,
 }
 

@@ -309,10 +309,16 @@ impl WorkerCore {
                 }
                 Phase::Open => {
                     if state.requests_in_hand == 0 && now >= state.broker_expires_at {
+                        // A broker with other heartbeat settings looks exactly like a dead one
+                        // from here, so the line says which settings this side uses.
                         warn!(
-                            "no heartbeat from the broker{} for heartbeat interval x liveness; \
-                             reconnecting",
-                            self.on(link)
+                            "no heartbeat from the broker{} for {:?} (heartbeat interval {:?} x \
+                             liveness {}); reconnecting. If the broker is up, check that it uses \
+                             the same --heartbeat-ms and --liveness",
+                            self.on(link),
+                            self.config.heartbeat_interval * self.config.liveness,
+                            self.config.heartbeat_interval,
+                            self.config.liveness
                         );
                         self.close_and_back_off(link, now, out);
                     } else if now >= state.heartbeat_at {

@@ -31,11 +31,11 @@ struct Args {
     exec: Option<String>,
     /// Heartbeat interval in milliseconds; must match the broker's.
     #[arg(long, value_name = "MS", default_value_t = mdp::DEFAULT_HEARTBEAT_INTERVAL_MS,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = cli::at_least_one_u64)]
     heartbeat_ms: u64,
     /// Missed heartbeats after which the broker counts as gone; must match the broker's.
     #[arg(long, value_name = "N", default_value_t = mdp::DEFAULT_HEARTBEAT_LIVENESS,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = cli::at_least_one_u32)]
     liveness: u32,
     #[command(flatten)]
     verbosity: cli::Verbosity,
