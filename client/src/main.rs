@@ -15,7 +15,7 @@
 //! 2 for usage errors. With `--merge-stats`: 0 when the figures were merged, 1 when a FILE could
 //! not be read or is not a `--stats=json` object.
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +68,12 @@ struct Args {
     /// Send a body of this many bytes instead of FRAMEs or stdin.
     #[arg(long, value_name = "BYTES", conflicts_with = "frames")]
     size: Option<usize>,
+    /// Exact bytes both ways: the body is stdin as it is (no newline removed), and the reply's
+    /// frames are written back to back with nothing added, so `client --raw < file > copy` copies
+    /// a file byte for byte (through an echo worker). Without it, one trailing newline of stdin is
+    /// removed and each reply frame is printed followed by a newline, for text.
+    #[arg(long, conflicts_with_all = ["frames", "size"])]
+    raw: bool,
     /// Print only a summary at the end: requests, replies, failures, rate, latency. `line` (the
     /// default) is one line of key=value; `json` one JSON object with a latency histogram.
     #[arg(long, value_name = "FORMAT", num_args = 0..=1, require_equals = true,
@@ -272,7 +278,7 @@ fn run_synchronous(
             Ok(reply) => {
                 tally.answered(sent_at.elapsed());
                 if args.stats.is_none() {
-                    print_frames(&reply);
+                    print_frames(&reply, args.raw);
                 }
             }
             // Every answer is worth waiting for; only a broken socket stops the run.
@@ -331,7 +337,7 @@ fn run_windowed(
                     tally.retried += 1;
                 }
                 if args.stats.is_none() {
-                    print_frames(&body);
+                    print_frames(&body, args.raw);
                 }
             }
             Outcome::TimedOut { id, service, tries } => {
@@ -370,24 +376,36 @@ fn request_body(args: &Args) -> Vec<Vec<u8>> {
             .take(size)
             .collect()];
     }
+    if std::io::stdin().is_terminal() {
+        // Otherwise a user who typed no FRAME sees a client that seems to hang.
+        eprintln!("client: reading the request body from stdin (Ctrl-D to end)");
+    }
     let mut stdin = Vec::new();
     if let Err(error) = std::io::stdin().read_to_end(&mut stdin) {
         log::warn!("cannot read stdin ({error}); sending an empty body");
     }
-    if stdin.last() == Some(&b'\n') {
+    if !args.raw && stdin.last() == Some(&b'\n') {
         stdin.pop();
     }
     vec![stdin]
 }
 
-/// Each frame on its own line, as raw bytes (a reply need not be text).
-fn print_frames(frames: &Frames) {
+/// Each frame on its own line, as raw bytes (a reply need not be text); with `raw`, the frames
+/// back to back and nothing else.
+fn print_frames(frames: &Frames, raw: bool) {
     let mut stdout = std::io::stdout().lock();
     for frame in frames {
         // A closed stdout (`client ... | head -1`) is not worth an error message.
-        let _ = stdout
-            .write_all(frame)
-            .and_then(|()| stdout.write_all(b"\n"));
+        let _ =
+            stdout.write_all(frame).and_then(
+                |()| {
+                    if raw {
+                        Ok(())
+                    } else {
+                        stdout.write_all(b"\n")
+                    }
+                },
+            );
     }
     let _ = stdout.flush();
 }

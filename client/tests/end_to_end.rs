@@ -233,6 +233,13 @@ fn three_terminal_flow() {
     let piped = run_with_stdin("client", &["-c", c, "-s", "upper"], b"line one\nline two\n");
     assert_eq!(stdout(&piped), "LINE ONE\nLINE TWO\n");
 
+    // --raw: exact bytes both ways (issue #16 item 6: the default strips one trailing newline of
+    // stdin and adds one after each reply frame, so binary data did not round-trip).
+    let bytes: Vec<u8> = (0..=255u8).chain(*b"\n\n").collect();
+    let raw = run_with_stdin("client", &["-c", c, "--raw"], &bytes);
+    assert!(raw.status.success(), "{}", stderr(&raw));
+    assert_eq!(raw.stdout, bytes, "--raw returns the bytes exactly");
+
     // A failing command is a reply too: three frames, ERROR first. The worker goes on.
     let failed = run("client", &["-c", c, "-s", "fails", "x"]);
     assert!(failed.status.success());
