@@ -12,13 +12,15 @@
 //! `--stats` counts the requests that were sent more than once as `retried`.
 //!
 //! Exit status: 0 when every request got its reply, 1 when any did not (the reasons on stderr),
-//! 2 for usage errors. With `--merge-stats`: 0 when the figures were merged, 1 when a FILE could
+//! 2 for usage errors, 130 when Ctrl-C (or SIGTERM) ended the run, after printing what was done.
+//! With `--merge-stats`: 0 when the figures were merged, 1 when a FILE could
 //! not be read or is not a `--stats=json` object.
 
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -99,7 +101,10 @@ Output: each reply frame on its own line, or with --stats exactly one line:
 With --stats=json one JSON object instead: the same fields, dropped_replies (late or duplicate
 replies the windowed client dropped) and latency_us, a histogram that --merge-stats adds up
 exactly; percentiles read from it are at most 1/128 (0.78%) above the exact ones.
-Exit status: 0 when every request got its reply, 1 when any failed, 2 for usage errors;
+Ctrl-C (or SIGTERM) stops the run: the windowed client at once, the synchronous one after the
+request in hand; --stats still prints what was done.
+Exit status: 0 when every request got its reply, 1 when any failed, 2 for usage errors,
+130 when interrupted;
 with --merge-stats 0 when merged, 1 when a FILE cannot be read or parsed.";
 
 /// The two forms of `--stats`.
@@ -118,6 +123,12 @@ fn parse_service(name: &str) -> Result<ServiceName, String> {
 /// How many failure reasons are printed before the rest are only counted.
 const FAILURES_SHOWN: u64 = 5;
 
+/// Raised by Ctrl-C (SIGINT) or SIGTERM: the run stops, prints what it did, and exits 130.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How often the windowed client looks at [`INTERRUPTED`] while it waits for replies.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(100);
+
 fn main() -> ExitCode {
     let args = Args::parse();
     // Without -v only warnings (a resend, say); -v adds frame dumps, -vv everything.
@@ -125,7 +136,18 @@ fn main() -> ExitCode {
     if !args.merge_stats.is_empty() {
         return merge_stats(&args.merge_stats, args.stats.unwrap_or(StatsFormat::Line));
     }
+    // Ctrl-C (or SIGTERM) ends the run early but still reports it (issue #16 item 5).
+    if let Err(error) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)) {
+        log::warn!("Ctrl-C will not print the figures: {error}");
+    }
     match run(&args) {
+        Ok(tally) if tally.interrupted => {
+            eprintln!(
+                "client: interrupted: {} of {} requests answered, {} failed",
+                tally.replies, tally.requests, tally.failed
+            );
+            ExitCode::from(cli::exit::INTERRUPTED)
+        }
         Ok(tally) if tally.failed == 0 => ExitCode::SUCCESS,
         Ok(tally) => {
             eprintln!(
@@ -158,6 +180,8 @@ struct Tally {
     dropped_replies: u64,
     /// Round-trip times of the answered requests, in microseconds.
     latencies_us: Vec<u64>,
+    /// Ctrl-C ended the run early; requests still in flight then count as neither.
+    interrupted: bool,
 }
 
 impl Tally {
@@ -267,6 +291,10 @@ fn run_synchronous(
     let mut client = Client::connect(&args.endpoint, config)?;
     let mut tally = Tally::default();
     for request in 1..=args.count {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            tally.interrupted = true;
+            break;
+        }
         tally.requests += 1;
         let sent_at = Instant::now();
         let resends_before = client.resends();
@@ -314,6 +342,10 @@ fn run_windowed(
     let batch = (window / 8).max(1);
     let mut tally = Tally::default();
     while tally.requests < args.count || client.outstanding() > 0 {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            tally.interrupted = true;
+            break;
+        }
         let room = window.saturating_sub(client.outstanding());
         let refill = room >= batch || tally.requests + (room as u64) >= args.count;
         while refill && tally.requests < args.count && client.outstanding() < window {
@@ -325,7 +357,11 @@ fn run_windowed(
             client.send(&args.service, frames)?;
             tally.requests += 1;
         }
-        match client.recv()? {
+        // Not `recv`, which may wait a whole timeout: Ctrl-C is looked at every INTERRUPT_CHECK.
+        let Some(outcome) = client.recv_timeout(INTERRUPT_CHECK)? else {
+            continue;
+        };
+        match outcome {
             Outcome::Reply {
                 body,
                 latency,

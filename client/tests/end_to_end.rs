@@ -303,6 +303,56 @@ fn three_terminal_flow() {
     assert_eq!(usage.status.code(), Some(2));
 }
 
+/// Issue #16 item 5: Ctrl-C in the middle of a long run used to print nothing and exit 130
+/// (the signal's default); it must print the figures of what was done, then exit 130.
+#[test]
+fn ctrl_c_prints_the_figures_of_what_was_done_and_exits_130() {
+    let dir = TempDir::new().unwrap();
+    let endpoint = ipc_endpoint(&dir);
+    let _broker = start_broker(&dir, "broker", &endpoint);
+    let _echo = start_worker(&dir, "echo-worker", &endpoint, &[]);
+    wait_until("echo is registered", PATIENCE, || {
+        broker_knows(&endpoint, "echo")
+    });
+    let client = Command::new(binary("client"))
+        .args([
+            "-c",
+            &endpoint,
+            "--count",
+            "100000000",
+            "--window",
+            "100",
+            "--stats",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let some requests through; the test asks only that some were, not how many.
+    thread::sleep(Duration::from_millis(500));
+    let status = Command::new("kill")
+        .args(["-INT", &client.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = client.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let line = stdout(&output);
+    let replies: u64 = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("replies="))
+        .unwrap_or_else(|| panic!("no stats line in {line:?}"))
+        .parse()
+        .unwrap();
+    assert!(replies > 0, "{line}");
+    assert!(
+        stderr(&output).contains("interrupted"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn a_killed_workers_request_is_answered_by_another_worker_on_retry() {
     let dir = TempDir::new().unwrap();
