@@ -287,54 +287,26 @@ fn parse() -> Parsed {
     let before = |id: &str| given_before(id) && !given_after(id);
     match &mut command {
         Command::Demo(args) => {
-            if before("clients") {
-                args.clients = top.clients;
-            }
-            if before("processors") {
-                args.processors = top.processors;
-            }
-            if before("unit_ms") {
-                args.unit = top.unit;
-            }
-            if before("frontend") {
-                args.frontend = top.frontend;
-            }
-            if before("backend") {
-                args.backend = top.backend;
-            }
-            if before("seed") {
-                args.seed = top.seed;
-            }
+            adopt(&mut args.clients, top.clients, before("clients"));
+            adopt(&mut args.processors, top.processors, before("processors"));
+            adopt(&mut args.unit, top.unit, before("unit_ms"));
+            adopt(&mut args.frontend, top.frontend, before("frontend"));
+            adopt(&mut args.backend, top.backend, before("backend"));
+            adopt(&mut args.seed, top.seed, before("seed"));
         }
         Command::Broker(args) => {
-            if before("frontend") {
-                args.frontend = top.frontend;
-            }
-            if before("backend") {
-                args.backend = top.backend;
-            }
+            adopt(&mut args.frontend, top.frontend, before("frontend"));
+            adopt(&mut args.backend, top.backend, before("backend"));
         }
         Command::Processor(args) => {
-            if before("processors") {
-                args.processors = top.processors;
-            }
-            if before("unit_ms") {
-                args.unit = top.unit;
-            }
-            if before("backend") {
-                args.backend = top.backend;
-            }
+            adopt(&mut args.processors, top.processors, before("processors"));
+            adopt(&mut args.unit, top.unit, before("unit_ms"));
+            adopt(&mut args.backend, top.backend, before("backend"));
         }
         Command::Client(args) => {
-            if before("clients") {
-                args.clients = top.clients;
-            }
-            if before("frontend") {
-                args.frontend = top.frontend;
-            }
-            if before("seed") {
-                args.seed = top.seed;
-            }
+            adopt(&mut args.clients, top.clients, before("clients"));
+            adopt(&mut args.frontend, top.frontend, before("frontend"));
+            adopt(&mut args.seed, top.seed, before("seed"));
         }
     }
     Parsed { command, verbosity }
@@ -422,5 +394,13 @@ fn stop_on_ctrl_c(stop: &StopHandle) {
     });
     if let Err(error) = installed {
         log::warn!("Ctrl-C will end the process at once: {error}");
+    }
+}
+
+/// Takes `value`, given before the subcommand, in place of the subcommand's own `field` when
+/// `given` says so.
+fn adopt<T>(field: &mut T, value: T, given: bool) {
+    if given {
+        *field = value;
     }
 }
