@@ -203,13 +203,10 @@ impl Server {
     /// Waits until the core's next deadline for one whole message: the sender's identity and the
     /// frames after it. `None` when the time ran out or a signal interrupted the wait.
     fn receive(&mut self, now: Instant) -> Result<Option<(zmq::Message, Frames)>, ServerError> {
-        let Some(mut frames) =
-            zsocket::recv_until(&self.socket, Some(self.core.next_deadline()), now)?
-        else {
+        let received = zsocket::recv_until(&self.socket, Some(self.core.next_deadline()), now)?;
+        let Some((identity, frames)) = received.and_then(zsocket::split_routed) else {
             return Ok(None);
         };
-        // A ROUTER always puts the sender's identity first.
-        let identity = frames.remove(0);
         if log_enabled!(Level::Debug) {
             debug!(
                 "from {}: {}",

@@ -135,13 +135,17 @@ pub fn recv(socket: &zmq::Socket, flags: i32) -> Result<Option<Frames>> {
 
 /// Receives one whole message on a ROUTER: the sender's routing identity, and the frames after it.
 pub fn recv_routed(socket: &zmq::Socket, flags: i32) -> Result<Option<(zmq::Message, Frames)>> {
-    Ok(recv(socket, flags)?.and_then(|mut frames| {
-        if frames.is_empty() {
-            return None;
-        }
-        let identity = frames.remove(0);
-        Some((identity, frames))
-    }))
+    Ok(recv(socket, flags)?.and_then(split_routed))
+}
+
+/// A message a ROUTER received, split into the sender's routing identity (which a ROUTER always
+/// puts first) and the frames after it; `None` for an empty list.
+pub fn split_routed(mut frames: Frames) -> Option<(zmq::Message, Frames)> {
+    if frames.is_empty() {
+        return None;
+    }
+    let identity = frames.remove(0);
+    Some((identity, frames))
 }
 
 /// Waits up to `deadline` (forever with `None`) for one whole message on a socket that no other
