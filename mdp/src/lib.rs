@@ -25,6 +25,7 @@
 pub mod client;
 pub mod dump;
 mod error;
+pub mod failure;
 pub mod mmi;
 mod service_name;
 pub mod worker;
