@@ -13,6 +13,7 @@ use crate::{expect_delimiter, next_frame, Error, Frames, ServiceName, CLIENT_HEA
 /// A client's REQUEST, as the broker's ROUTER delivers it (identity already taken off).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request {
+    /// The service the client asks for: `echo`, or `mmi.service` for the broker itself.
     pub service: ServiceName,
     /// The request body: one frame or more, opaque to the broker.
     pub body: Frames,
@@ -55,6 +56,7 @@ impl Request {
 /// The broker's REPLY to a client.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Reply {
+    /// The service that answered, as spec 7 has the broker repeat it.
     pub service: ServiceName,
     /// The reply body as the worker (or the broker, for `mmi.*`) sent it.
     pub body: Frames,

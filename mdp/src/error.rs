@@ -12,7 +12,12 @@ pub enum Error {
     MissingFrame(&'static str),
     /// A frame that must be empty (a delimiter) carried bytes.
     #[error("{frame} frame must be empty, it has {len} bytes")]
-    NotEmpty { frame: &'static str, len: usize },
+    NotEmpty {
+        /// Which frame it was.
+        frame: &'static str,
+        /// How many bytes it carried.
+        len: usize,
+    },
     /// The protocol header was neither `MDPC01` nor `MDPW01` (or not the one expected here).
     #[error("unknown protocol header {0}")]
     BadHeader(Printable),
@@ -27,7 +32,12 @@ pub enum Error {
     UnexpectedCommand(Command),
     /// A command that has a fixed number of frames came with more.
     #[error("{command} has {extra} unexpected trailing frame(s)")]
-    TrailingFrames { command: Command, extra: usize },
+    TrailingFrames {
+        /// The command whose frames ran over.
+        command: Command,
+        /// How many frames were left after its last one.
+        extra: usize,
+    },
     /// A service name frame was empty.
     #[error("service name is empty")]
     EmptyServiceName,

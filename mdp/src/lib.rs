@@ -22,6 +22,8 @@
 //! Frames move, they are not copied: bodies are kept as the [`zmq::Message`]s they arrived in, so
 //! a broker can forward a request body to a worker without touching its bytes.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod dump;
 mod error;

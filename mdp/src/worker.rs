@@ -22,9 +22,21 @@ use crate::{CLIENT_HEADER, WORKER_HEADER};
 /// A command a worker sends to the broker.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FromWorker {
-    Ready { service: ServiceName },
-    Reply { client: Vec<u8>, body: Frames },
+    /// "I serve this service": the first command of every worker conversation.
+    Ready {
+        /// The service the worker registers for.
+        service: ServiceName,
+    },
+    /// The answer to the last REQUEST.
+    Reply {
+        /// The client address frame of the REQUEST it answers, handed back unchanged.
+        client: Vec<u8>,
+        /// The reply body, one frame or more, for the client.
+        body: Frames,
+    },
+    /// "I am alive".
     Heartbeat,
+    /// "Forget me": the worker is leaving and sends nothing further.
     Disconnect,
 }
 
@@ -33,17 +45,24 @@ pub enum FromWorker {
 pub enum ToWorker {
     /// A request to serve; `client` is the envelope to hand back unchanged in the REPLY.
     Request {
+        /// The client's address (its ROUTER identity at the broker).
         client: zmq::Message,
+        /// The request body as the client sent it.
         body: Frames,
     },
+    /// "I am alive".
     Heartbeat,
+    /// "Forget me": the broker ends this conversation; the worker should reconnect with a new
+    /// socket and READY.
     Disconnect,
 }
 
 /// Everything a broker can receive on its ROUTER socket, once the identity frame is taken off.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Inbound {
+    /// A client's REQUEST (`MDPC01`).
     Client(crate::client::Request),
+    /// A worker's command (`MDPW01`).
     Worker(FromWorker),
 }
 
