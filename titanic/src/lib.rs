@@ -1,0 +1,1 @@
+//! Titanic (rfc.zeromq.org spec 9): disconnected reliability on top of MDP.
