@@ -16,6 +16,8 @@
 //!   socket needs (see [`stop`]).
 //! * [`connect`] / [`bind`]: open a socket with linger 0 and connect or bind it, with an error
 //!   that names the endpoint.
+//! * [`monitor`]: what libzmq knows about a socket's connections (a socket monitor, read
+//!   without blocking), opened and closed so that it can never block libzmq.
 //! * [`Error`]: the one error type, which names the action that failed.
 //!
 //! The protocol lives elsewhere: frames are built and parsed by `mdp` (or, for lbbroker, by its
@@ -24,6 +26,7 @@
 mod error;
 pub mod ipc;
 pub mod limit;
+pub mod monitor;
 pub mod stop;
 #[doc(hidden)]
 pub mod testing;
