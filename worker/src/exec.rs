@@ -4,81 +4,501 @@
 //! * **stdin**: the request body, each frame followed by a newline, so a line-oriented command
 //!   sees one line per frame (`client` sends each FRAME argument as one frame).
 //! * **success** (exit status 0): the reply is exactly **one** frame, the command's stdout with one
-//!   trailing newline removed (as the shell's `$(...)` does), which `client` prints as a line.
-//! * **failure** (a non-zero status, a signal, or `sh` not starting): the reply is exactly
-//!   **three** frames: [`ERROR_FRAME`] (`ERROR`), what happened (`exit status 3`, `killed by
-//!   signal 9`, `cannot start sh: ...`), and the command's stderr.
+//!   trailing newline removed (as the shell's `$(...)` does), which `client` prints as a line. What
+//!   the command wrote to stderr goes to the worker's stderr.
+//! * **failure** (a non-zero status, a signal, a timeout, `sh` not starting): the reply is the
+//!   project's failure report, [`mdp::failure`]: four frames, `MDP-FAILED`, the reason (`exit
+//!   status 3`, `killed by signal 9`, `timed out after 60s`, `cannot start sh: ...`), the command's
+//!   stdout (what it wrote before it failed, one trailing newline removed) and its stderr (the
+//!   same). The worker logs each failure as a warning, at most one line a second
+//!   ([`zsocket::limit::LogLimit`]): a command that fails on every request does not flood the log.
 //!
-//! A client tells the two apart by the frame count alone, so even a command whose output is the
-//! word `ERROR` cannot be mistaken for a failure.
+//! A client tells the two apart by the shape alone, so even a command whose output is the word
+//! `MDP-FAILED` cannot be mistaken for a failure.
+//!
+//! # Timeout and stopping
+//! Each command runs in a process group of its own, so that it and everything it started (a
+//! pipeline, a `sleep &`) can be stopped together. A command that runs longer than its timeout
+//! (`worker --exec-timeout`; [`DEFAULT_TIMEOUT`] unless told otherwise) is sent SIGTERM, to its
+//! whole group, and SIGKILL [`DEFAULT_GRACE`] later if the group has not closed its output by
+//! then; the reply says `timed out after ...`. A command counts as running until it has exited
+//! **and** closed its stdout and stderr: one that leaves a background process holding them runs
+//! into the timeout as well.
+//!
+//! [`Stopper::stop_all`] (the worker's SIGINT and SIGTERM handler) does the same to every command
+//! running at the time, and refuses to start new ones, so that the worker can send DISCONNECT and
+//! exit at once rather than when the command ends. [`Exec::run`] may be called from several
+//! threads at once: the running commands are kept in one registry that the stopper reads.
 
-use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
+use log::warn;
+use mdp::failure::Failure;
 use mdp::Frames;
+use zsocket::limit::LogLimit;
 
-/// The first of the three frames of a failure reply.
-pub const ERROR_FRAME: &[u8] = b"ERROR";
+/// The timeout of a command unless told otherwise: generous for a request-reply service (whose
+/// clients give up after seconds), short enough that a hung command does not keep its worker
+/// from the service forever.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs `sh -c command` with `body` on stdin and returns the reply body described in the
-/// [module docs](self). Blocks until the command exits; it never fails, since every failure
-/// becomes a reply the client can read.
-pub fn run(command: &str, body: &[zmq::Message]) -> Frames {
-    let spawned = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match spawned {
-        Ok(child) => child,
-        Err(error) => return failure(&format!("cannot start sh: {error}"), b""),
-    };
-    let mut input = Vec::with_capacity(body.iter().map(|frame| frame.len() + 1).sum());
-    for frame in body {
-        input.extend_from_slice(frame);
-        input.push(b'\n');
-    }
-    // Feed stdin from another thread: a command that writes a lot before it reads would block on
-    // a full stdout pipe while we block on a full stdin pipe. A command that never reads stdin
-    // closes it, and the write then fails with a broken pipe, which is fine.
-    let feeder = child.stdin.take().map(|mut stdin| {
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        })
-    });
-    let output = child.wait_with_output();
-    if let Some(feeder) = feeder {
-        let _ = feeder.join();
-    }
-    match output {
-        Err(error) => failure(&format!("cannot read the command's output: {error}"), b""),
-        Ok(output) if output.status.success() => {
-            if !output.stderr.is_empty() {
-                // Not part of the reply, but not lost either: it goes where an inherited stderr
-                // would have gone.
-                let _ = std::io::stderr().write_all(&output.stderr);
-            }
-            let mut stdout = output.stdout;
-            if stdout.last() == Some(&b'\n') {
-                stdout.pop();
-            }
-            vec![zmq::Message::from(stdout)]
-        }
-        Ok(output) => failure(&describe(output.status), &output.stderr),
+/// How long a command has between SIGTERM and SIGKILL.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
+
+/// The `--exec-timeout` value: a duration (`500ms`, `30s`, `5m`, `2h`) or `none` for no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout(pub Option<Duration>);
+
+impl Default for Timeout {
+    fn default() -> Self {
+        Timeout(Some(DEFAULT_TIMEOUT))
     }
 }
 
-/// `ERROR`, the reason, the command's stderr (one trailing newline removed).
-fn failure(reason: &str, stderr: &[u8]) -> Frames {
-    let stderr = stderr.strip_suffix(b"\n").unwrap_or(stderr);
-    vec![
-        zmq::Message::from(ERROR_FRAME),
-        zmq::Message::from(reason),
-        zmq::Message::from(stderr),
-    ]
+impl FromStr for Timeout {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Timeout, String> {
+        if text == "none" {
+            return Ok(Timeout(None));
+        }
+        match parse_duration(text)? {
+            duration if duration.is_zero() => {
+                Err("must be more than 0 (`none` for no limit)".into())
+            }
+            duration => Ok(Timeout(Some(duration))),
+        }
+    }
+}
+
+impl std::fmt::Display for Timeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            None => f.write_str("none"),
+            Some(duration) => f.write_str(&format_duration(duration)),
+        }
+    }
+}
+
+/// A whole number and a unit: `ms`, `s`, `m` or `h` (`250ms`, `30s`, `5m`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let bad = || format!("{text:?} is not a duration such as 500ms, 30s, 5m or 2h");
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        "ms" => Some(Duration::from_millis(number)),
+        "s" => Some(Duration::from_secs(number)),
+        "m" => number.checked_mul(60).map(Duration::from_secs),
+        "h" => number.checked_mul(3600).map(Duration::from_secs),
+        "" => {
+            return Err(format!(
+                "{text:?} needs a unit: {text}s, {text}ms, {text}m or {text}h"
+            ))
+        }
+        _ => return Err(bad()),
+    };
+    duration.ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// The shortest exact form [`parse_duration`] reads back: `60s`, `2m`, `1500ms`.
+pub fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    if duration.subsec_nanos() != 0 || secs == 0 {
+        format!("{}ms", duration.as_millis())
+    } else if secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// Runs one shell command per request; see the [module docs](self). Cheap to clone: the clones
+/// share the registry of running commands.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    command: String,
+    timeout: Option<Duration>,
+    grace: Duration,
+    shared: Arc<Shared>,
+}
+
+/// Stops the commands an [`Exec`] (and its clones) is running, from any thread.
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    grace: Duration,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a command leaves the registry.
+    left: Condvar,
+    failures: Mutex<LogLimit>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The process group ids (= the `sh` pids) of the running commands. A group is here from its
+    /// spawn until just before its `sh` is reaped, and is signalled only while the lock is held:
+    /// so the id cannot have been reused by another process when it is signalled.
+    running: HashSet<u32>,
+    /// [`Stopper::stop_all`] was called: no new command starts.
+    stopping: bool,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `signal` to the group `pid` if it is still running; true if it was.
+    fn signal(&self, pid: u32, signal: i32) -> bool {
+        let state = self.state();
+        let running = state.running.contains(&pid);
+        if running {
+            sys::kill_group(pid, signal);
+        }
+        running
+    }
+}
+
+impl Exec {
+    /// Runs `sh -c command` per request, killed after `timeout` (`None`: no limit).
+    pub fn new(command: impl Into<String>, timeout: Option<Duration>) -> Exec {
+        Exec {
+            command: command.into(),
+            timeout,
+            grace: DEFAULT_GRACE,
+            shared: Arc::default(),
+        }
+    }
+
+    /// The time between SIGTERM and SIGKILL, [`DEFAULT_GRACE`] unless set here.
+    pub fn with_grace(mut self, grace: Duration) -> Exec {
+        self.grace = grace;
+        self
+    }
+
+    /// A handle that stops the running commands, for a signal handler.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            grace: self.grace,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Runs the command with `body` on stdin and returns the reply body described in the
+    /// [module docs](self). Blocks until the command ends (or is stopped); it never fails, since
+    /// every failure becomes a reply the client can read.
+    pub fn run(&self, body: &[zmq::Message]) -> Frames {
+        match self.execute(body) {
+            Ok(Done { stdout, stderr }) => {
+                if !stderr.is_empty() {
+                    // Not part of the reply, but not lost either: it goes where an inherited
+                    // stderr would have gone.
+                    let _ = std::io::stderr().write_all(&stderr);
+                }
+                vec![zmq::Message::from(without_last_newline(&stdout))]
+            }
+            Err(failed) => {
+                self.log_failure(&failed);
+                Failure {
+                    reason: failed.reason.as_bytes(),
+                    output: without_last_newline(&failed.stdout),
+                    diagnostics: without_last_newline(&failed.stderr),
+                }
+                .encode()
+            }
+        }
+    }
+
+    fn log_failure(&self, failed: &Failed) {
+        let mut limit = self
+            .shared
+            .failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(held_back) = limit.allow(Instant::now()) else {
+            return;
+        };
+        let stderr = String::from_utf8_lossy(without_last_newline(&failed.stderr));
+        let last_line = stderr.lines().last().unwrap_or("");
+        let also = match held_back {
+            0 => String::new(),
+            1 => " (and 1 more failure in the last second)".to_owned(),
+            n => format!(" (and {n} more failures in the last second)"),
+        };
+        if last_line.is_empty() {
+            warn!("--exec command failed: {}{also}", failed.reason);
+        } else {
+            warn!(
+                "--exec command failed: {}: {last_line}{also}",
+                failed.reason
+            );
+        }
+    }
+
+    fn execute(&self, body: &[zmq::Message]) -> Result<Done, Failed> {
+        let spawned = Command::new("sh")
+            .arg("-c")
+            .arg(&self.command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn();
+        let mut child =
+            spawned.map_err(|error| Failed::new(format!("cannot start sh: {error}")))?;
+        let pid = child.id();
+        {
+            let mut state = self.shared.state();
+            if state.stopping {
+                sys::kill_group(pid, sys::SIGKILL);
+                drop(state);
+                let _ = child.wait();
+                return Err(Failed::new("not run: the worker is stopping".into()));
+            }
+            state.running.insert(pid);
+        }
+        match self.start_threads(&mut child, body) {
+            Ok(()) => self.collect(child, pid),
+            Err(error) => {
+                self.shared.signal(pid, sys::SIGKILL);
+                self.forget(pid);
+                let _ = child.wait();
+                Err(Failed::new(format!("cannot start a thread: {error}")))
+            }
+        }
+    }
+
+    /// The threads that feed stdin (a command that writes a lot before it reads would block on a
+    /// full stdout pipe while we block on a full stdin pipe; one that never reads stdin closes it,
+    /// and the write then fails with a broken pipe, which is fine).
+    fn start_threads(&self, child: &mut Child, body: &[zmq::Message]) -> std::io::Result<()> {
+        let mut input = Vec::with_capacity(body.iter().map(|frame| frame.len() + 1).sum());
+        for frame in body {
+            input.extend_from_slice(frame);
+            input.push(b'\n');
+        }
+        if let Some(mut stdin) = child.stdin.take() {
+            std::thread::Builder::new()
+                .name("exec-stdin".into())
+                .spawn(move || {
+                    let _ = stdin.write_all(&input);
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the command (stdout and stderr closed, `sh` exited), killing it at the timeout.
+    fn collect(&self, mut child: Child, pid: u32) -> Result<Done, Failed> {
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let (sender, receiver) = mpsc::channel();
+        let shared = Arc::clone(&self.shared);
+        let collector = std::thread::Builder::new()
+            .name("exec-output".into())
+            .spawn(move || {
+                let collected = read_outputs(stdout, stderr).map(|(stdout, stderr)| {
+                    // Out of the registry before `sh` is reaped, so that its pid (the group id) is
+                    // never signalled after it may have been reused.
+                    sys::wait_unreaped(pid);
+                    forget(&shared, pid);
+                    let status = child.wait();
+                    (status, stdout, stderr)
+                });
+                if collected.is_err() {
+                    forget(&shared, pid);
+                    let _ = child.wait();
+                }
+                let _ = sender.send(collected);
+            });
+        if let Err(error) = collector {
+            self.shared.signal(pid, sys::SIGKILL);
+            self.forget(pid);
+            return Err(Failed::new(format!("cannot start a thread: {error}")));
+        }
+
+        let first = match self.timeout {
+            Some(timeout) => receiver.recv_timeout(timeout),
+            None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let (collected, timed_out) = match first {
+            Ok(collected) => (Some(collected), None),
+            Err(RecvTimeoutError::Timeout) => {
+                let timeout = self.timeout.unwrap_or_default();
+                (self.terminate(pid, &receiver), Some(timeout))
+            }
+            Err(RecvTimeoutError::Disconnected) => (None, None),
+        };
+        let stopping = self.shared.state().stopping;
+        let Some(collected) = collected else {
+            let reason = match timed_out {
+                Some(timeout) => format!(
+                    "timed out after {}, and still running after SIGKILL",
+                    format_duration(timeout)
+                ),
+                None => "lost the command's output".to_owned(),
+            };
+            return Err(Failed::new(reason));
+        };
+        let (status, stdout, stderr) = match collected {
+            Ok((Ok(status), stdout, stderr)) => (status, stdout, stderr),
+            Ok((Err(error), stdout, stderr)) => {
+                return Err(Failed {
+                    reason: format!("cannot wait for the command: {error}"),
+                    stdout,
+                    stderr,
+                })
+            }
+            Err(error) => {
+                return Err(Failed::new(format!(
+                    "cannot read the command's output: {error}"
+                )))
+            }
+        };
+        let reason = match timed_out {
+            Some(timeout) => format!(
+                "timed out after {} ({})",
+                format_duration(timeout),
+                describe(status)
+            ),
+            None if status.success() => return Ok(Done { stdout, stderr }),
+            None if stopping => format!(
+                "stopped: the worker is shutting down ({})",
+                describe(status)
+            ),
+            None => describe(status),
+        };
+        Err(Failed {
+            reason,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// SIGTERM to the group, SIGKILL after the grace; the output if it then ends within another
+    /// grace (a process that left the group may hold the pipes open: then it is given up on).
+    fn terminate(&self, pid: u32, receiver: &mpsc::Receiver<Collected>) -> Option<Collected> {
+        self.shared.signal(pid, sys::SIGTERM);
+        match receiver.recv_timeout(self.grace) {
+            Ok(collected) => Some(collected),
+            Err(_) => {
+                self.shared.signal(pid, sys::SIGKILL);
+                receiver.recv_timeout(self.grace).ok()
+            }
+        }
+    }
+
+    fn forget(&self, pid: u32) {
+        forget(&self.shared, pid);
+    }
+}
+
+impl Stopper {
+    /// Refuses new commands and stops the running ones as a timeout does: SIGTERM to each group,
+    /// SIGKILL to those still running after the grace. Returns once all have ended, or after a
+    /// second grace.
+    pub fn stop_all(&self) {
+        let mut state = self.shared.state();
+        state.stopping = true;
+        for (signal, deadline) in [
+            (sys::SIGTERM, Instant::now() + self.grace),
+            (sys::SIGKILL, Instant::now() + self.grace * 2),
+        ] {
+            for &pid in &state.running {
+                sys::kill_group(pid, signal);
+            }
+            while !state.running.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                state = self
+                    .shared
+                    .left
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            if state.running.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+fn forget(shared: &Shared, pid: u32) {
+    shared.state().running.remove(&pid);
+    shared.left.notify_all();
+}
+
+type Collected = std::io::Result<(std::io::Result<ExitStatus>, Vec<u8>, Vec<u8>)>;
+
+/// Reads stdout here and stderr on a thread of its own, both to their end.
+fn read_outputs(
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    let stderr_reader = stderr
+        .map(|mut stderr| {
+            std::thread::Builder::new()
+                .name("exec-stderr".into())
+                .spawn(move || {
+                    let mut bytes = Vec::new();
+                    stderr.read_to_end(&mut bytes).map(|_| bytes)
+                })
+        })
+        .transpose()?;
+    let mut out = Vec::new();
+    if let Some(mut stdout) = stdout {
+        stdout.read_to_end(&mut out)?;
+    }
+    let err = match stderr_reader {
+        Some(reader) => reader
+            .join()
+            .map_err(|_| std::io::Error::other("the stderr reader panicked"))??,
+        None => Vec::new(),
+    };
+    Ok((out, err))
+}
+
+/// A command that ended well: its output.
+struct Done {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// A command that failed: why, and what it wrote.
+struct Failed {
+    reason: String,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+impl Failed {
+    fn new(reason: String) -> Failed {
+        Failed {
+            reason,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+}
+
+fn without_last_newline(bytes: &[u8]) -> &[u8] {
+    bytes.strip_suffix(b"\n").unwrap_or(bytes)
 }
 
 fn describe(status: ExitStatus) -> String {
@@ -86,6 +506,43 @@ fn describe(status: ExitStatus) -> String {
         (Some(code), _) => format!("exit status {code}"),
         (None, Some(signal)) => format!("killed by signal {signal}"),
         (None, None) => format!("ended with {status}"),
+    }
+}
+
+/// The two system calls std does not wrap.
+#[allow(unsafe_code)]
+mod sys {
+    pub use libc::{SIGKILL, SIGTERM};
+
+    /// `kill(-pgid, signal)`: the signal to every process of the group. An error (the group has
+    /// ended meanwhile) changes nothing for the caller.
+    pub fn kill_group(pgid: u32, signal: i32) {
+        let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+            return;
+        };
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        unsafe {
+            libc::kill(-pgid, signal);
+        }
+    }
+
+    /// Waits until the child `pid` has exited, leaving it a zombie (`WNOWAIT`) so that its pid
+    /// stays taken until `Child::wait` reaps it. Returns at once on an error.
+    pub fn wait_unreaped(pid: u32) {
+        let pid: libc::id_t = pid;
+        loop {
+            // SAFETY: siginfo_t is plain data for which all zeroes is a valid value; waitid
+            // writes into it and keeps no pointer after it returns.
+            let status = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT)
+            };
+            if status == 0
+                || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
+                return;
+            }
+        }
     }
 }
 
@@ -104,6 +561,10 @@ mod tests {
             .collect()
     }
 
+    fn run(command: &str, body: &Frames) -> Frames {
+        Exec::new(command, None).run(body)
+    }
+
     #[test]
     fn success_is_one_frame_of_stdout_without_its_last_newline() {
         let reply = run("tr a-z A-Z", &frames(&["hello", "world"]));
@@ -111,21 +572,27 @@ mod tests {
     }
 
     #[test]
-    fn output_that_reads_error_is_still_a_success() {
-        let reply = run("echo ERROR", &frames(&["x"]));
-        assert_eq!(texts(&reply), ["ERROR"]);
+    fn output_that_reads_like_a_failure_is_still_a_success() {
+        let reply = run("echo MDP-FAILED", &frames(&["x"]));
+        assert_eq!(texts(&reply), ["MDP-FAILED"]);
+        assert!(!mdp::failure::is_failure(&reply));
     }
 
     #[test]
-    fn failure_is_three_frames_with_status_and_stderr() {
-        let reply = run("echo oops >&2; exit 3", &frames(&["x"]));
-        assert_eq!(texts(&reply), ["ERROR", "exit status 3", "oops"]);
+    fn failure_is_the_failure_report_with_status_stdout_and_stderr() {
+        let reply = run("echo partial; echo oops >&2; exit 3", &frames(&["x"]));
+        assert_eq!(
+            texts(&reply),
+            ["MDP-FAILED", "exit status 3", "partial", "oops"]
+        );
+        let failure = Failure::parse(&reply).expect("a failure report");
+        assert_eq!(failure.output, b"partial");
     }
 
     #[test]
     fn a_killed_command_says_which_signal() {
         let reply = run("kill -9 $$", &frames(&["x"]));
-        assert_eq!(texts(&reply)[..2], ["ERROR", "killed by signal 9"]);
+        assert_eq!(texts(&reply)[..2], ["MDP-FAILED", "killed by signal 9"]);
     }
 
     #[test]
