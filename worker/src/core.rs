@@ -8,16 +8,35 @@
 //! when it is next due. Because nothing here blocks or reads the clock, every timing rule is
 //! tested with a fake clock (`core/tests.rs`), and the same core runs in the simulation.
 //!
-//! # Links
+//! # Links, brokers and slots
 //! A *link* ([`LinkId`]) is one MDP worker conversation slot: one DEALER socket at a time, each
-//! socket a brand-new peer for the broker (a new ROUTER identity) that starts with READY. The core
-//! keeps any number of links, each with its own clocks and backoff, independent of the others;
-//! the [`crate::Worker`] uses one. A link's *generation* counts the sockets it has opened, so a
-//! reply can be matched to the conversation its request came in.
+//! socket a brand-new peer for the broker (a new ROUTER identity) that starts with READY. Spec 7
+//! identifies a worker by its socket, so each link is one MDP worker, with its own clocks and
+//! backoff, independent of the others. A link's *generation* counts the sockets it has opened, so
+//! a reply can be matched to the conversation its request came in.
+//!
+//! The links are laid out by a [`Topology`]: `brokers x slots` of them, link
+//! `broker * slots + slot`, each knowing its broker (the index of its endpoint in the driver's
+//! list) and its slot. Several slots to one broker are several workers to it, so up to `slots`
+//! requests can be in flight to one program while the broker still dispatches by readiness. The
+//! [`Mode`] says which links are open:
+//! * [`Mode::All`]: every link of every broker, all the time. The loss of one broker closes and
+//!   reopens only its own links; the others never notice.
+//! * [`Mode::Failover`]: only the slots of one broker, the *active* one, starting with the first.
+//!   When it has been silent for interval x liveness on any of its slots, or the driver reports
+//!   that its connection is refused ([`WorkerCore::unreachable`]), every link of it is closed and
+//!   the next broker in the list (after the last, the first again) is opened after a backoff, with
+//!   READY there. The worker stays on that broker until it fails in turn: no going back to the
+//!   first when it returns, which would move the worker's registration (and cut its requests
+//!   short) every time a broker flaps. A DISCONNECT is not a failure: a broker that sends one is
+//!   alive, so that slot registers again on the same broker.
 //!
 //! # The rules each link keeps
-//! * **READY on every new socket.** [`WorkerCore::start`] opens every link; a link reopened after
-//!   a backoff says READY again.
+//! * **READY on every new socket.** [`WorkerCore::start`] opens every link the mode wants open; a
+//!   link reopened after a backoff says READY again.
+//! * **Registered** is the moment the broker first speaks on a new socket (a HEARTBEAT or a
+//!   REQUEST): [`WorkerCore::handle`] returns true for that message, once per socket, so a driver
+//!   can log it once per registration.
 //! * **Heartbeats out, every interval, idle or busy.** Spec 7 makes heartbeats independent of the
 //!   request dialog, and a broker purges a worker that is silent for interval x liveness, busy or
 //!   not: a handler that runs for a minute must not cost the worker its registration. So a
@@ -35,7 +54,11 @@
 //!   7: send nothing further), wait the backoff, open a new socket and say READY.
 //! * **Backoff.** The wait before reopening starts at `reconnect_initial` and doubles on each
 //!   reopening up to `reconnect_max`; it falls back to `reconnect_initial` once the broker speaks
-//!   on the new socket, since a broker that answered accepted the conversation.
+//!   on the new socket, since a broker that answered accepted the conversation. In failover mode
+//!   the move to the next broker waits a backoff of its own, kept the same way, so that a list of
+//!   brokers that are all down is tried at a falling rate, not in a tight loop.
+//! * **Quiet retries.** The first silent expiry of a link that was never answered says so at
+//!   `warn`; the repeats, against a broker that stays unreachable, are `debug` until it answers.
 //! * **A reply for an ended conversation** (its link's socket was closed since the request came)
 //!   is dropped with a log line: the broker no longer knows that socket, a REPLY on the new one
 //!   would only earn a DISCONNECT, and the client resends after its timeout.
@@ -54,7 +77,8 @@ use zsocket::limit::LogLimit;
 
 use crate::WorkerConfig;
 
-/// One MDP worker conversation slot: one DEALER socket at a time, numbered from 0.
+/// One MDP worker conversation slot: one DEALER socket at a time, numbered from 0. With a
+/// [`Topology`] of several brokers, link `broker * slots + slot`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinkId(pub usize);
 
@@ -64,11 +88,55 @@ impl fmt::Display for LinkId {
     }
 }
 
+/// Which links are open at once. See the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Every slot of every broker, all the time.
+    #[default]
+    All,
+    /// The slots of one broker at a time: the first in the list that answers, then the next one
+    /// each time the one in use fails.
+    Failover,
+}
+
+/// How many brokers, how many slots (MDP workers) to each, and which are open at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Topology {
+    /// The brokers, by their index in the driver's list of endpoints. At least 1.
+    pub brokers: usize,
+    /// The links to each broker, each its own MDP worker. At least 1.
+    pub slots: usize,
+    pub mode: Mode,
+}
+
+impl Topology {
+    /// `slots` links to one broker.
+    pub fn single(slots: usize) -> Topology {
+        Topology {
+            brokers: 1,
+            slots,
+            mode: Mode::All,
+        }
+    }
+
+    /// How many links this makes: brokers x slots.
+    pub fn links(&self) -> usize {
+        self.brokers.saturating_mul(self.slots)
+    }
+}
+
+impl Default for Topology {
+    /// One broker, one slot: the worker of spec 7.
+    fn default() -> Self {
+        Topology::single(1)
+    }
+}
+
 /// What the core asks its driver to do. Execute them in the order given.
 #[derive(Debug)]
 pub enum Action {
-    /// Drop the link's old socket, if any, then open a new DEALER and connect it to the broker.
-    /// A `Send` of READY follows at once.
+    /// Drop the link's old socket, if any, then open a new DEALER and connect it to the link's
+    /// broker ([`WorkerCore::broker_of`]). A `Send` of READY follows at once.
     Open { link: LinkId },
     /// Send these frames on the link's socket: a whole message, from the empty delimiter on, as
     /// `mdp::worker::FromWorker` encodes it.
@@ -125,8 +193,8 @@ impl fmt::Debug for ReplyTo {
 /// Where a link is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// No socket, and none wanted: before [`WorkerCore::start`] and after
-    /// [`WorkerCore::shutdown`].
+    /// No socket, and none wanted: before [`WorkerCore::start`], after
+    /// [`WorkerCore::shutdown`], and in failover mode for every broker but the active one.
     Stopped,
     /// A socket is open and registered (or registering) with the broker.
     Open,
@@ -140,6 +208,8 @@ struct Link {
     phase: Phase,
     /// How many sockets this link has opened; while `Open`, the number of the current one.
     generation: u64,
+    /// The broker has spoken on the current socket: the worker is registered.
+    registered: bool,
     /// When the broker is next owed a sign of life from us.
     heartbeat_at: Instant,
     /// When we give up on the broker, if it has said nothing by then (and no request is in hand).
@@ -156,6 +226,7 @@ impl Link {
         Link {
             phase: Phase::Stopped,
             generation: 0,
+            registered: false,
             heartbeat_at: now,
             broker_expires_at: now,
             reconnect_delay: config.reconnect_initial,
@@ -172,6 +243,13 @@ impl Link {
             Phase::Backoff { reopen_at } => Some(reopen_at),
         }
     }
+
+    /// No socket from now on, and nothing in hand.
+    fn stop(&mut self) {
+        self.phase = Phase::Stopped;
+        self.registered = false;
+        self.requests_in_hand = 0;
+    }
 }
 
 /// The worker's protocol state for all of its links. See the [module docs](self).
@@ -179,7 +257,18 @@ impl Link {
 pub struct WorkerCore {
     service: ServiceName,
     config: WorkerConfig,
+    topology: Topology,
+    /// Indexed by [`LinkId`].
     links: Vec<Link>,
+    /// In failover mode, the broker whose slots are open (or reopening); 0 in all mode.
+    active: usize,
+    /// In failover mode, the wait before the next broker's slots open.
+    failover_delay: Duration,
+    /// Per broker: a silent expiry of a link it never answered has been logged at `warn`, so the
+    /// repeats go to `debug` until it answers.
+    quiet: Vec<bool>,
+    /// After [`WorkerCore::shutdown`]: nothing opens again until [`WorkerCore::start`].
+    stopped: bool,
     /// At most one line a second about malformed messages.
     malformed_log: LogLimit,
     malformed_messages: u64,
@@ -189,25 +278,44 @@ pub struct WorkerCore {
 }
 
 impl WorkerCore {
-    /// A core for `links` conversation slots, none of them open yet: [`WorkerCore::start`] opens
-    /// them. The service name should not be `mmi.*` (spec 8 reserves it; a broker disconnects a
-    /// worker that registers one).
+    /// A core for `links` conversation slots to one broker, none of them open yet:
+    /// [`WorkerCore::start`] opens them. The service name should not be `mmi.*` (spec 8 reserves
+    /// it; a broker disconnects a worker that registers one).
     pub fn new(service: ServiceName, config: WorkerConfig, links: usize, now: Instant) -> Self {
+        WorkerCore::with_topology(service, config, Topology::single(links), now)
+    }
+
+    /// A core for `topology.brokers x topology.slots` links, none of them open yet.
+    pub fn with_topology(
+        service: ServiceName,
+        config: WorkerConfig,
+        topology: Topology,
+        now: Instant,
+    ) -> Self {
         WorkerCore {
-            links: (0..links).map(|_| Link::new(&config, now)).collect(),
+            links: (0..topology.links())
+                .map(|_| Link::new(&config, now))
+                .collect(),
             service,
+            failover_delay: config.reconnect_initial,
             config,
+            topology,
+            active: 0,
+            quiet: vec![false; topology.brokers],
+            stopped: true,
             malformed_log: LogLimit::default(),
             malformed_messages: 0,
             latest_now: now,
         }
     }
 
-    /// Opens every link that has no socket: `Open`, then READY.
+    /// Opens every link the mode wants open that has no socket: `Open`, then READY. In all mode
+    /// that is every link; in failover mode the active broker's (at first, the first broker's).
     pub fn start(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.latest_now = now;
+        self.stopped = false;
         for index in 0..self.links.len() {
-            if self.links[index].phase == Phase::Stopped {
+            if self.links[index].phase == Phase::Stopped && self.wanted(LinkId(index)) {
                 self.open(LinkId(index), now, out);
             }
         }
@@ -215,22 +323,32 @@ impl WorkerCore {
 
     /// Handles one whole message the broker sent on `link`: the frames its DEALER received,
     /// delimiter first. A REQUEST becomes [`Action::Deliver`]; nothing a broker sends is an error.
-    pub fn handle(&mut self, now: Instant, link: LinkId, frames: Frames, out: &mut Vec<Action>) {
+    ///
+    /// Returns true when this message registered the link: the first HEARTBEAT or REQUEST the
+    /// broker sent on the link's current socket. Once per socket, so once per registration.
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        frames: Frames,
+        out: &mut Vec<Action>,
+    ) -> bool {
         self.latest_now = now;
         let on = self.on(link);
+        let broker = self.broker_of(link);
         let Some(state) = self.links.get_mut(link.0) else {
             debug!("dropped a message for {link}, which does not exist");
-            return;
+            return false;
         };
         if state.phase != Phase::Open {
             // Sent to a socket that has been closed since; a driver may still have had it queued.
             debug!("dropped a message that came{on} after its socket was closed");
-            return;
+            return false;
         }
-        match ToWorker::parse(frames) {
+        let registered = match ToWorker::parse(frames) {
             Ok(ToWorker::Heartbeat) => heard_from_broker(state, &self.config, now),
             Ok(ToWorker::Request { client, body }) => {
-                heard_from_broker(state, &self.config, now);
+                let registered = heard_from_broker(state, &self.config, now);
                 state.requests_in_hand = state.requests_in_hand.saturating_add(1);
                 out.push(Action::Deliver(Request {
                     reply_to: ReplyTo {
@@ -240,10 +358,12 @@ impl WorkerCore {
                     },
                     body,
                 }));
+                registered
             }
             Ok(ToWorker::Disconnect) => {
                 info!("broker sent DISCONNECT{on}; will register again");
                 self.close_and_back_off(link, now, out);
+                false
             }
             Err(error) => {
                 self.malformed_messages += 1;
@@ -255,8 +375,18 @@ impl WorkerCore {
                     ),
                     None => {}
                 }
+                false
+            }
+        };
+        if registered {
+            // A broker that answered accepted the conversation: the next failure of any kind
+            // starts from the short waits again, and its silence is worth a warning again.
+            self.failover_delay = self.config.reconnect_initial;
+            if let Some(quiet) = self.quiet.get_mut(broker) {
+                *quiet = false;
             }
         }
+        registered
     }
 
     /// Sends the reply to a delivered request: REPLY with the client's address exactly as it came
@@ -293,8 +423,9 @@ impl WorkerCore {
     }
 
     /// The timed work, on every link: a HEARTBEAT if one is due, closing a link whose broker has
-    /// been silent too long, reopening a link whose backoff has passed. Call it when
-    /// [`WorkerCore::next_deadline`] has passed; calling it earlier is harmless.
+    /// been silent too long (in failover mode: moving to the next broker), reopening a link whose
+    /// backoff has passed. Call it when [`WorkerCore::next_deadline`] has passed; calling it
+    /// earlier is harmless.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.latest_now = now;
         for index in 0..self.links.len() {
@@ -309,18 +440,11 @@ impl WorkerCore {
                 }
                 Phase::Open => {
                     if state.requests_in_hand == 0 && now >= state.broker_expires_at {
-                        // A broker with other heartbeat settings looks exactly like a dead one
-                        // from here, so the line says which settings this side uses.
-                        warn!(
-                            "no heartbeat from the broker{} for {:?} (heartbeat interval {:?} x \
-                             liveness {}); reconnecting. If the broker is up, check that it uses \
-                             the same --heartbeat-ms and --liveness",
-                            self.on(link),
-                            self.config.heartbeat_interval * self.config.liveness,
-                            self.config.heartbeat_interval,
-                            self.config.liveness
-                        );
-                        self.close_and_back_off(link, now, out);
+                        self.log_silence(link);
+                        match self.topology.mode {
+                            Mode::All => self.close_and_back_off(link, now, out),
+                            Mode::Failover => self.fail_over(now, out),
+                        }
                     } else if now >= state.heartbeat_at {
                         self.send(link, now, FromWorker::Heartbeat.encode(), out);
                     }
@@ -329,6 +453,25 @@ impl WorkerCore {
         }
         if let Some(unreported) = self.malformed_log.overdue(now) {
             warn!("dropped {unreported} more malformed message(s) from the broker");
+        }
+    }
+
+    /// What the driver learned from the socket monitor: the connection to `broker` was refused
+    /// (or failed) while a link of it was open. In failover mode, if `broker` is the active one,
+    /// that is the broker failing: its links close and the next broker's open after the
+    /// backoff. In all mode nothing changes: the sockets keep retrying, and each link's liveness
+    /// decides as always.
+    pub fn unreachable(&mut self, now: Instant, broker: usize, out: &mut Vec<Action>) {
+        self.latest_now = now;
+        if self.stopped || self.topology.mode != Mode::Failover || broker != self.active {
+            return;
+        }
+        let open = self
+            .links_of(broker)
+            .any(|link| self.links[link.0].phase == Phase::Open);
+        if open {
+            debug!("the connection to broker {broker} is refused: failing over");
+            self.fail_over(now, out);
         }
     }
 
@@ -347,6 +490,7 @@ impl WorkerCore {
     /// broker forgets this worker at once instead of after its heartbeat expiry. Links waiting to
     /// reopen stay closed. Nothing more happens after this.
     pub fn shutdown(&mut self, out: &mut Vec<Action>) {
+        self.stopped = true;
         for index in 0..self.links.len() {
             let link = LinkId(index);
             if self.links[index].phase == Phase::Open {
@@ -357,15 +501,40 @@ impl WorkerCore {
                 });
                 out.push(Action::Close { link });
             }
-            let state = &mut self.links[index];
-            state.phase = Phase::Stopped;
-            state.requests_in_hand = 0;
+            self.links[index].stop();
         }
     }
 
     /// How many links the core has.
     pub fn link_count(&self) -> usize {
         self.links.len()
+    }
+
+    /// The layout of the links.
+    pub fn topology(&self) -> Topology {
+        self.topology
+    }
+
+    /// The broker `link` talks to: the index of its endpoint in the driver's list.
+    pub fn broker_of(&self, link: LinkId) -> usize {
+        link.0 / self.topology.slots.max(1)
+    }
+
+    /// Which of its broker's slots `link` is.
+    pub fn slot_of(&self, link: LinkId) -> usize {
+        link.0 % self.topology.slots.max(1)
+    }
+
+    /// The links to `broker`, slot by slot.
+    pub fn links_of(&self, broker: usize) -> impl Iterator<Item = LinkId> {
+        let slots = self.topology.slots;
+        let end = ((broker + 1) * slots).min(self.links.len());
+        (broker * slots..end).map(LinkId)
+    }
+
+    /// In failover mode, the broker in use (or about to be); `None` in all mode.
+    pub fn active_broker(&self) -> Option<usize> {
+        (self.topology.mode == Mode::Failover).then_some(self.active)
     }
 
     /// True while `link` holds a request it has not answered. A driver need not read such a
@@ -383,6 +552,13 @@ impl WorkerCore {
             .is_some_and(|state| state.phase == Phase::Open)
     }
 
+    /// True once the broker has spoken on `link`'s current socket.
+    pub fn is_registered(&self, link: LinkId) -> bool {
+        self.links
+            .get(link.0)
+            .is_some_and(|state| state.phase == Phase::Open && state.registered)
+    }
+
     /// How many sockets `link` has opened (the current one's number while it is open).
     pub fn generation(&self, link: LinkId) -> u64 {
         self.links.get(link.0).map_or(0, |state| state.generation)
@@ -393,12 +569,21 @@ impl WorkerCore {
         self.malformed_messages
     }
 
+    /// Whether the mode wants `link` open now.
+    fn wanted(&self, link: LinkId) -> bool {
+        match self.topology.mode {
+            Mode::All => true,
+            Mode::Failover => self.broker_of(link) == self.active,
+        }
+    }
+
     /// A new socket for `link`, and READY on it: the start of a conversation.
     fn open(&mut self, link: LinkId, now: Instant, out: &mut Vec<Action>) {
         let patience = self.config.heartbeat_interval * self.config.liveness;
         let state = &mut self.links[link.0];
         state.phase = Phase::Open;
         state.generation += 1;
+        state.registered = false;
         state.requests_in_hand = 0;
         state.broker_expires_at = now + patience;
         out.push(Action::Open { link });
@@ -412,12 +597,64 @@ impl WorkerCore {
     fn close_and_back_off(&mut self, link: LinkId, now: Instant, out: &mut Vec<Action>) {
         let state = &mut self.links[link.0];
         let delay = state.reconnect_delay;
+        state.stop();
         state.reconnect_delay = (delay * 2).min(self.config.reconnect_max);
         state.phase = Phase::Backoff {
             reopen_at: now + delay,
         };
-        state.requests_in_hand = 0;
         out.push(Action::Close { link });
+    }
+
+    /// Failover mode: the active broker has failed. Closes every link of it without a word and
+    /// schedules the next broker's links to open after the failover backoff.
+    fn fail_over(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let from = self.active;
+        let to = (from + 1) % self.topology.brokers.max(1);
+        for link in self.links_of(from).collect::<Vec<_>>() {
+            let state = &mut self.links[link.0];
+            if state.phase == Phase::Open {
+                out.push(Action::Close { link });
+            }
+            state.stop();
+        }
+        let delay = self.failover_delay;
+        self.failover_delay = (delay * 2).min(self.config.reconnect_max);
+        self.active = to;
+        info!("broker {from} failed: moving to broker {to} in {delay:?}");
+        for link in self.links_of(to).collect::<Vec<_>>() {
+            self.links[link.0].phase = Phase::Backoff {
+                reopen_at: now + delay,
+            };
+        }
+    }
+
+    /// The log line for a link whose broker has been silent for interval x liveness.
+    fn log_silence(&mut self, link: LinkId) {
+        let patience = self.config.heartbeat_interval * self.config.liveness;
+        let (interval, liveness) = (self.config.heartbeat_interval, self.config.liveness);
+        let on = self.on(link);
+        if self.links[link.0].registered {
+            // A broker with other heartbeat settings looks exactly like a dead one from here, so
+            // the line says which settings this side uses.
+            warn!(
+                "no heartbeat from the broker{on} for {patience:?} (heartbeat interval \
+                 {interval:?} x liveness {liveness}); reconnecting. If the broker is up, check \
+                 that it uses the same --heartbeat-ms and --liveness"
+            );
+            return;
+        }
+        let broker = self.broker_of(link);
+        let quiet = self.quiet.get_mut(broker);
+        match quiet {
+            Some(quiet) if !*quiet => {
+                *quiet = true;
+                warn!(
+                    "no answer from the broker{on} to READY within {patience:?}; it is down or \
+                     unreachable, or uses other heartbeat settings. Retrying quietly"
+                );
+            }
+            _ => debug!("still no answer from the broker{on}; retrying"),
+        }
     }
 
     /// Sends a command on `link`: every command is a sign of life, so the next HEARTBEAT is due
@@ -427,27 +664,36 @@ impl WorkerCore {
         out.push(Action::Send { link, frames });
     }
 
-    /// `" on link N"` for log lines, when there is more than one link to tell apart.
+    /// `" on broker B slot S"` for log lines, naming only what there is more than one of.
     fn on(&self, link: LinkId) -> OnLink {
-        OnLink((self.links.len() > 1).then_some(link))
+        OnLink {
+            broker: (self.topology.brokers > 1).then(|| self.broker_of(link)),
+            slot: (self.topology.slots > 1).then(|| self.slot_of(link)),
+        }
     }
 }
 
 /// A HEARTBEAT or a REQUEST: the broker is alive, and it accepted this conversation, so the next
-/// reopening need not wait long.
-fn heard_from_broker(state: &mut Link, config: &WorkerConfig, now: Instant) {
+/// reopening need not wait long. True if this is the first sign on the current socket.
+fn heard_from_broker(state: &mut Link, config: &WorkerConfig, now: Instant) -> bool {
     state.broker_expires_at = now + config.heartbeat_interval * config.liveness;
     state.reconnect_delay = config.reconnect_initial;
+    !std::mem::replace(&mut state.registered, true)
 }
 
-/// Names the link in a log line, or nothing when the core has only one.
-struct OnLink(Option<LinkId>);
+/// Names the broker and slot in a log line, or nothing when the core has only one of each.
+struct OnLink {
+    broker: Option<usize>,
+    slot: Option<usize>,
+}
 
 impl fmt::Display for OnLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(link) => write!(f, " on {link}"),
-            None => Ok(()),
+        match (self.broker, self.slot) {
+            (Some(broker), Some(slot)) => write!(f, " on broker {broker} slot {slot}"),
+            (Some(broker), None) => write!(f, " on broker {broker}"),
+            (None, Some(slot)) => write!(f, " on slot {slot}"),
+            (None, None) => Ok(()),
         }
     }
 }

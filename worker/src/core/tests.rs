@@ -79,10 +79,24 @@ impl Harness {
     }
 
     fn started_with(config: WorkerConfig, links: usize) -> (Harness, Vec<Did>) {
+        Harness::started_on(config, Topology::single(links))
+    }
+
+    /// A started core with `brokers x slots` links in `mode`, and what the start did.
+    fn topology(brokers: usize, slots: usize, mode: Mode) -> (Harness, Vec<Did>) {
+        let topology = Topology {
+            brokers,
+            slots,
+            mode,
+        };
+        Harness::started_on(config(), topology)
+    }
+
+    fn started_on(config: WorkerConfig, topology: Topology) -> (Harness, Vec<Did>) {
         let base = Instant::now();
         let service = "echo".parse().expect("a service name");
         let mut harness = Harness {
-            core: WorkerCore::new(service, config, links, base),
+            core: WorkerCore::with_topology(service, config, topology, base),
             base,
             delivered: Vec::new(),
         };
@@ -118,9 +132,43 @@ impl Harness {
     }
 
     fn handle(&mut self, ms: u64, link: usize, frames: Frames) -> Vec<Did> {
+        self.handle_registering(ms, link, frames).1
+    }
+
+    /// The same, with what `handle` returned: whether the message registered the link.
+    fn handle_registering(&mut self, ms: u64, link: usize, frames: Frames) -> (bool, Vec<Did>) {
+        let mut out = Vec::new();
+        let registered = self
+            .core
+            .handle(self.at(ms), LinkId(link), frames, &mut out);
+        (registered, self.collect(out))
+    }
+
+    /// The driver reports `broker`'s connection refused.
+    fn unreachable(&mut self, ms: u64, broker: usize) -> Vec<Did> {
+        let mut out = Vec::new();
+        self.core.unreachable(self.at(ms), broker, &mut out);
+        self.collect(out)
+    }
+
+    /// The broker heartbeats every link in `links` at `ms`.
+    fn heartbeats_from(&mut self, ms: u64, links: &[usize]) {
+        for &link in links {
+            self.handle(ms, link, heartbeat());
+        }
+    }
+
+    /// Answers the request delivered on `link` (the oldest there) with `body`.
+    fn reply_on(&mut self, ms: u64, link: usize, body: &[&[u8]]) -> Vec<Did> {
+        let position = self
+            .delivered
+            .iter()
+            .position(|request| request.reply_to.link() == LinkId(link))
+            .expect("a request on that link");
+        let request = self.delivered.remove(position);
         let mut out = Vec::new();
         self.core
-            .handle(self.at(ms), LinkId(link), frames, &mut out);
+            .reply(self.at(ms), request.reply_to, frames(body), &mut out);
         self.collect(out)
     }
 
@@ -615,4 +663,251 @@ fn start_again_leaves_open_links_alone() {
         "link 0 is open and link 1 waits out its backoff: {out:?}"
     );
     assert_eq!(harness.core.generation(LinkId(0)), 1);
+}
+
+// Topologies: brokers x slots, all and failover.
+
+#[test]
+fn links_are_laid_out_broker_by_broker_and_know_their_broker_and_slot() {
+    let (harness, started) = Harness::topology(2, 3, Mode::All);
+    let core = &harness.core;
+    assert_eq!(core.link_count(), 6);
+    let layout: Vec<(usize, usize)> = (0..6)
+        .map(|index| (core.broker_of(LinkId(index)), core.slot_of(LinkId(index))))
+        .collect();
+    assert_eq!(layout, [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]);
+    assert_eq!(
+        core.links_of(1).collect::<Vec<_>>(),
+        [LinkId(3), LinkId(4), LinkId(5)]
+    );
+    assert_eq!(core.active_broker(), None, "all mode has no active broker");
+    // All mode: every slot of every broker opens at once, each with its own READY.
+    let expected: Vec<Did> = (0..6)
+        .flat_map(|link| [Did::Open(link), ready(link)])
+        .collect();
+    assert_eq!(started, expected);
+}
+
+#[test]
+fn each_slot_heartbeats_on_its_own_clock() {
+    let (mut harness, _) = Harness::topology(1, 3, Mode::All);
+    // A request on slot 1 answered at 600 pushes only slot 1's heartbeat back.
+    harness.handle(100, 1, request(b"C", &[b"x"]));
+    assert_eq!(harness.reply(600, &[b"x"]), [reply(1, b"C", &[b"x"])]);
+    assert_eq!(harness.tick(1000), [Did::Heartbeat(0), Did::Heartbeat(2)]);
+    assert_eq!(harness.next_deadline(), 1600);
+    assert_eq!(harness.tick(1600), [Did::Heartbeat(1)]);
+    // The broker's countdown is per slot too: slots 0 and 2 heard nothing since READY, slot 1
+    // was ready to listen again from its REPLY at 600.
+    harness.tick(2000);
+    harness.tick(2600);
+    assert_eq!(harness.tick(3000), [Did::Close(0), Did::Close(2)]);
+    assert!(harness.core.is_open(LinkId(1)));
+    assert_eq!(
+        harness.tick(3100),
+        [Did::Open(0), ready(0), Did::Open(2), ready(2)]
+    );
+    assert_eq!(harness.tick(3600), [Did::Close(1)]);
+}
+
+#[test]
+fn a_disconnected_slot_reconnects_alone() {
+    let (mut harness, _) = Harness::topology(1, 3, Mode::All);
+    harness.handle(100, 0, request(b"A", &[b"a"]));
+    assert_eq!(harness.handle(200, 1, disconnect()), [Did::Close(1)]);
+    assert!(harness.core.is_open(LinkId(0)) && harness.core.is_open(LinkId(2)));
+    assert_eq!(harness.tick(300), [Did::Open(1), ready(1)]);
+    assert_eq!(harness.core.generation(LinkId(0)), 1);
+    assert_eq!(harness.core.generation(LinkId(1)), 2);
+    assert_eq!(harness.core.generation(LinkId(2)), 1);
+    // Slot 0's request, in hand all along, is answered on its own socket.
+    assert_eq!(harness.reply(400, &[b"a"]), [reply(0, b"A", &[b"a"])]);
+}
+
+#[test]
+fn requests_on_several_slots_are_delivered_in_arrival_order_and_answered_in_any_order() {
+    let (mut harness, _) = Harness::topology(1, 3, Mode::All);
+    assert_eq!(
+        harness.handle(100, 2, request(b"A", &[b"1"])),
+        [deliver(2, b"A", &[b"1"])]
+    );
+    assert_eq!(
+        harness.handle(110, 0, request(b"B", &[b"2"])),
+        [deliver(0, b"B", &[b"2"])]
+    );
+    assert_eq!(
+        harness.handle(120, 1, request(b"C", &[b"3"])),
+        [deliver(1, b"C", &[b"3"])]
+    );
+    assert!((0..3).all(|link| harness.core.holds_request(LinkId(link))));
+    assert_eq!(harness.reply_on(200, 1, &[b"3"]), [reply(1, b"C", &[b"3"])]);
+    assert_eq!(harness.reply_on(210, 2, &[b"1"]), [reply(2, b"A", &[b"1"])]);
+    assert_eq!(harness.reply_on(220, 0, &[b"2"]), [reply(0, b"B", &[b"2"])]);
+    assert!((0..3).all(|link| !harness.core.holds_request(LinkId(link))));
+}
+
+#[test]
+fn in_all_mode_the_loss_of_one_broker_never_interrupts_the_others() {
+    // Brokers 0 and 1, two slots each: links 0 and 1 to broker 0, links 2 and 3 to broker 1.
+    let (mut harness, _) = Harness::topology(2, 2, Mode::All);
+    harness.heartbeats_from(500, &[0, 1, 2, 3]);
+    harness.handle(600, 2, request(b"C", &[b"x"]));
+    // Broker 0 dies at 500: refused connections change nothing in all mode...
+    assert_eq!(harness.unreachable(700, 0), []);
+    // ...and its silence closes only its own links, while broker 1 keeps heartbeating.
+    for second in 1..=3 {
+        harness.heartbeats_from(second * 1000 - 1, &[3]);
+        let done = harness.tick(second * 1000);
+        assert!(
+            !done.iter().any(|did| matches!(did, Did::Close(2 | 3))),
+            "broker 1's links stay open: {done:?}"
+        );
+    }
+    assert_eq!(harness.tick(3500), [Did::Close(0), Did::Close(1)]);
+    assert!(harness.core.is_open(LinkId(2)) && harness.core.is_open(LinkId(3)));
+    // The request in hand from broker 1 is answered there, on the same socket.
+    assert_eq!(harness.reply(3600, &[b"x"]), [reply(2, b"C", &[b"x"])]);
+    assert_eq!(harness.core.generation(LinkId(2)), 1);
+    // Broker 0's links retry on their own backoff.
+    assert_eq!(
+        harness.tick(3600),
+        [Did::Open(0), ready(0), Did::Open(1), ready(1)]
+    );
+}
+
+#[test]
+fn failover_opens_only_the_first_brokers_slots() {
+    let (harness, started) = Harness::topology(3, 2, Mode::Failover);
+    assert_eq!(started, [Did::Open(0), ready(0), Did::Open(1), ready(1)]);
+    assert_eq!(harness.core.active_broker(), Some(0));
+    assert!(!harness.core.is_open(LinkId(2)));
+}
+
+#[test]
+fn failover_moves_to_the_next_broker_after_interval_times_liveness_of_silence() {
+    let (mut harness, _) = Harness::topology(3, 2, Mode::Failover);
+    assert_eq!(harness.tick(1000), [Did::Heartbeat(0), Did::Heartbeat(1)]);
+    harness.tick(2000);
+    assert_eq!(harness.tick(2999), []);
+    // Every slot of broker 0 closes at once; broker 1's open after the backoff.
+    assert_eq!(harness.tick(3000), [Did::Close(0), Did::Close(1)]);
+    assert_eq!(harness.core.active_broker(), Some(1));
+    assert_eq!(harness.next_deadline(), 3100);
+    assert_eq!(harness.tick(3099), []);
+    assert_eq!(
+        harness.tick(3100),
+        [Did::Open(2), ready(2), Did::Open(3), ready(3)]
+    );
+    assert!(!harness.core.is_open(LinkId(0)) && !harness.core.is_open(LinkId(1)));
+}
+
+#[test]
+fn failover_stays_on_the_broker_that_serves_it_and_never_flaps_back() {
+    let (mut harness, _) = Harness::topology(3, 1, Mode::Failover);
+    harness.tick(1000);
+    harness.tick(2000);
+    harness.tick(3000);
+    harness.tick(3100);
+    assert_eq!(harness.core.active_broker(), Some(1));
+    // Broker 1 serves for a minute; broker 0 (back, for all we know) is never tried again.
+    for second in 4..=60 {
+        harness.heartbeats_from(second * 1000, &[1]);
+        let done = harness.tick(second * 1000 + 100);
+        assert_eq!(done, [Did::Heartbeat(1)], "at {second} s");
+    }
+    // Broker 1 fails: the next is broker 2, then around to broker 0.
+    assert_eq!(harness.unreachable(60_200, 1), [Did::Close(1)]);
+    assert_eq!(harness.core.active_broker(), Some(2));
+    assert_eq!(
+        harness.tick(60_300),
+        [Did::Open(2), ready(2)],
+        "the backoff started again from 100 ms, broker 1 had answered"
+    );
+    assert_eq!(harness.unreachable(60_400, 2), [Did::Close(2)]);
+    assert_eq!(harness.core.active_broker(), Some(0));
+    assert_eq!(
+        harness.tick(60_600),
+        [Did::Open(0), ready(0)],
+        "200 ms: no answer from 2"
+    );
+}
+
+#[test]
+fn failover_on_a_refused_connection_is_at_once_and_only_for_the_active_broker() {
+    let (mut harness, _) = Harness::topology(2, 2, Mode::Failover);
+    assert_eq!(harness.unreachable(50, 1), [], "broker 1 is not in use");
+    assert_eq!(harness.unreachable(60, 0), [Did::Close(0), Did::Close(1)]);
+    assert_eq!(harness.core.active_broker(), Some(1));
+    assert_eq!(
+        harness.unreachable(70, 1),
+        [],
+        "nothing of broker 1 is open yet: a report about an old socket"
+    );
+    assert_eq!(
+        harness.tick(160),
+        [Did::Open(2), ready(2), Did::Open(3), ready(3)]
+    );
+}
+
+#[test]
+fn failover_through_brokers_that_are_all_down_backs_off_and_starts_short_again_after_an_answer() {
+    let (mut harness, _) = Harness::topology(2, 1, Mode::Failover);
+    let mut waits = Vec::new();
+    let mut now = 0;
+    for _ in 0..8 {
+        let active = harness.core.active_broker().expect("failover");
+        assert_eq!(harness.unreachable(now, active), [Did::Close(active)]);
+        let reopen = harness.next_deadline();
+        waits.push(reopen - now);
+        harness.tick(reopen);
+        now = reopen + 1;
+    }
+    assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    let active = harness.core.active_broker().expect("failover");
+    harness.handle(now, active, heartbeat());
+    harness.unreachable(now + 1, active);
+    assert_eq!(harness.next_deadline(), now + 1 + 100);
+}
+
+#[test]
+fn in_failover_a_disconnect_registers_again_on_the_same_broker() {
+    let (mut harness, _) = Harness::topology(2, 2, Mode::Failover);
+    harness.heartbeats_from(100, &[0, 1]);
+    assert_eq!(harness.handle(200, 1, disconnect()), [Did::Close(1)]);
+    assert_eq!(harness.core.active_broker(), Some(0), "a live broker");
+    assert_eq!(harness.tick(300), [Did::Open(1), ready(1)]);
+    assert!(harness.core.is_open(LinkId(0)), "slot 0 untouched");
+}
+
+#[test]
+fn a_reply_to_a_request_from_the_failed_broker_is_dropped() {
+    let (mut harness, _) = Harness::topology(2, 1, Mode::Failover);
+    harness.handle(100, 0, request(b"C", &[b"x"]));
+    harness.unreachable(200, 0);
+    harness.tick(300);
+    assert_eq!(
+        harness.reply(400, &[b"x"]),
+        [],
+        "broker 0's conversation has ended"
+    );
+}
+
+#[test]
+fn the_registered_moment_is_the_first_word_of_the_broker_on_each_new_socket() {
+    let (mut harness, _) = Harness::topology(1, 2, Mode::All);
+    assert!(!harness.core.is_registered(LinkId(0)));
+    let garbage = frames(&[b"", b"MDPW01", b"\x09"]);
+    assert!(!harness.handle_registering(50, 0, garbage).0, "malformed");
+    assert!(harness.handle_registering(100, 0, heartbeat()).0);
+    assert!(harness.core.is_registered(LinkId(0)));
+    assert!(!harness.core.is_registered(LinkId(1)), "per slot");
+    assert!(!harness.handle_registering(200, 0, heartbeat()).0, "once");
+    assert!(!harness.handle_registering(300, 0, request(b"C", &[b"x"])).0);
+    // A request is a first word too.
+    assert!(harness.handle_registering(300, 1, request(b"D", &[b"y"])).0);
+    // After a DISCONNECT (not a first word itself) the new socket registers anew.
+    assert!(!harness.handle_registering(400, 1, disconnect()).0);
+    assert!(!harness.core.is_registered(LinkId(1)));
+    harness.tick(500);
+    assert!(harness.handle_registering(600, 1, heartbeat()).0);
 }
