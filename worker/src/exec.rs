@@ -108,17 +108,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     duration.ok_or_else(|| format!("{text:?} is too long"))
 }
 
-/// The shortest exact form [`parse_duration`] reads back: `60s`, `2m`, `1500ms`.
+/// An exact form [`parse_duration`] reads back: milliseconds below a second or for a fraction,
+/// seconds up to 10 minutes (`60s`, `300s`), then minutes or hours (`15m`, `2h`).
 pub fn format_duration(duration: Duration) -> String {
     let secs = duration.as_secs();
     if duration.subsec_nanos() != 0 || secs == 0 {
         format!("{}ms", duration.as_millis())
+    } else if secs <= 600 || !secs.is_multiple_of(60) {
+        format!("{secs}s")
     } else if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs.is_multiple_of(60) {
-        format!("{}m", secs / 60)
     } else {
-        format!("{secs}s")
+        format!("{}m", secs / 60)
     }
 }
 
@@ -600,5 +601,161 @@ mod tests {
         let big = "x".repeat(1 << 20);
         let reply = run("echo done", &frames(&[&big]));
         assert_eq!(texts(&reply), ["done"]);
+    }
+
+    /// Whether process `pid` has ended: gone, or a zombie waiting for its parent (an orphan's new
+    /// parent may take its time to reap it).
+    fn has_ended(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            // "pid (comm) state ...": the state follows the last parenthesis.
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
+        }
+    }
+
+    #[test]
+    fn a_timeout_kills_the_command_and_keeps_what_it_wrote() {
+        let exec = Exec::new(
+            "echo started; echo working >&2; sleep 1000",
+            Some(Duration::from_millis(100)),
+        );
+        let reply = exec.with_grace(Duration::from_secs(5)).run(&frames(&["x"]));
+        assert_eq!(
+            texts(&reply),
+            [
+                "MDP-FAILED",
+                "timed out after 100ms (killed by signal 15)",
+                "started",
+                "working"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_timeout_kills_the_commands_children_too() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let pid_file = dir.path().join("pid");
+        let command = format!(
+            "sh -c 'sleep 1000 & echo $! > {}; wait'",
+            pid_file.display()
+        );
+        let reply = Exec::new(command, Some(Duration::from_millis(200))).run(&frames(&["x"]));
+        assert_eq!(
+            texts(&reply)[..2],
+            ["MDP-FAILED", "timed out after 200ms (killed by signal 15)"]
+        );
+        let grandchild = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(
+            has_ended(grandchild.trim()),
+            "sleep {grandchild} still runs"
+        );
+    }
+
+    #[test]
+    fn a_command_that_ignores_sigterm_gets_sigkill_after_the_grace() {
+        let exec = Exec::new("trap '' TERM; sleep 1000", Some(Duration::from_millis(100)))
+            .with_grace(Duration::from_millis(100));
+        let reply = exec.run(&frames(&["x"]));
+        assert_eq!(
+            texts(&reply)[..2],
+            ["MDP-FAILED", "timed out after 100ms (killed by signal 9)"]
+        );
+    }
+
+    #[test]
+    fn a_background_process_holding_stdout_runs_into_the_timeout() {
+        let exec = Exec::new("sleep 1000 & echo early", Some(Duration::from_millis(100)));
+        let reply = exec.run(&frames(&["x"]));
+        assert_eq!(
+            texts(&reply)[..3],
+            [
+                "MDP-FAILED",
+                "timed out after 100ms (exit status 0)",
+                "early"
+            ]
+        );
+    }
+
+    #[test]
+    fn stop_all_ends_running_commands_and_refuses_new_ones() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let started = dir.path().join("started");
+        let exec = Exec::new(format!("touch {}; sleep 1000", started.display()), None);
+        let running = {
+            let exec = exec.clone();
+            std::thread::spawn(move || exec.run(&frames(&["x"])))
+        };
+        while !started.exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        exec.stopper().stop_all();
+        let reply = running.join().unwrap();
+        assert_eq!(
+            texts(&reply)[..2],
+            [
+                "MDP-FAILED",
+                "stopped: the worker is shutting down (killed by signal 15)"
+            ]
+        );
+        let refused = exec.run(&frames(&["x"]));
+        assert_eq!(
+            texts(&refused)[..2],
+            ["MDP-FAILED", "not run: the worker is stopping"]
+        );
+        assert!(exec.shared.state().running.is_empty());
+    }
+
+    #[test]
+    fn several_threads_may_run_commands_at_once() {
+        let exec = Exec::new(
+            "read line; sleep 0.1; echo \"$line$line\"",
+            Some(Duration::from_secs(30)),
+        );
+        let threads: Vec<_> = (0..4)
+            .map(|index| {
+                let exec = exec.clone();
+                std::thread::spawn(move || (index, exec.run(&frames(&[&index.to_string()]))))
+            })
+            .collect();
+        for thread in threads {
+            let (index, reply) = thread.join().unwrap();
+            assert_eq!(texts(&reply), [format!("{index}{index}")]);
+        }
+        assert!(exec.shared.state().running.is_empty());
+    }
+
+    #[test]
+    fn timeouts_read_and_print_with_units_or_none() {
+        for (text, timeout) in [
+            ("none", None),
+            ("250ms", Some(Duration::from_millis(250))),
+            ("30s", Some(Duration::from_secs(30))),
+            ("15m", Some(Duration::from_secs(900))),
+            ("2h", Some(Duration::from_secs(7200))),
+        ] {
+            let parsed: Timeout = text.parse().unwrap();
+            assert_eq!(parsed, Timeout(timeout), "{text}");
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert_eq!(Timeout::default().to_string(), "60s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(300)), "300s");
+        assert_eq!("5m".parse(), Ok(Timeout(Some(Duration::from_secs(300)))));
+        for (text, error) in [
+            ("5", "\"5\" needs a unit: 5s, 5ms, 5m or 5h"),
+            ("0s", "must be more than 0 (`none` for no limit)"),
+            (
+                "1.5s",
+                "\"1.5s\" is not a duration such as 500ms, 30s, 5m or 2h",
+            ),
+            ("s", "\"s\" is not a duration such as 500ms, 30s, 5m or 2h"),
+        ] {
+            assert_eq!(text.parse::<Timeout>(), Err(error.to_owned()), "{text}");
+        }
     }
 }
