@@ -240,12 +240,13 @@ fn three_terminal_flow() {
     assert!(raw.status.success(), "{}", stderr(&raw));
     assert_eq!(raw.stdout, bytes, "--raw returns the bytes exactly");
 
-    // A failing command is a reply too: three frames, ERROR first. The worker goes on.
+    // A failing command is a reply too: the four frames of mdp::failure (marker, reason, stdout,
+    // stderr). The worker goes on.
     let failed = run("client", &["-c", c, "-s", "fails", "x"]);
     assert!(failed.status.success());
-    assert_eq!(stdout(&failed), "ERROR\nexit status 3\nbroken\n");
+    assert_eq!(stdout(&failed), "MDP-FAILED\nexit status 3\n\nbroken\n");
     let again = run("client", &["-c", c, "-s", "fails", "x"]);
-    assert_eq!(stdout(&again), "ERROR\nexit status 3\nbroken\n");
+    assert_eq!(stdout(&again), "MDP-FAILED\nexit status 3\n\nbroken\n");
 
     let load = run(
         "client",
