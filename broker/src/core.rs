@@ -21,12 +21,24 @@
 //!   DISCONNECT from an unknown peer, READY for an `mmi.*` name) gets DISCONNECT.
 //! * A REPLY must carry the address of the client whose request the worker holds; a reply for
 //!   any other client is a protocol error, so a worker cannot answer someone else's request.
-//! * Requests wait per service, at most `max_queue` per service and `max_queued_total` in all,
-//!   for at most `request_ttl` (the purge that drops them runs at least once per heartbeat
-//!   interval, so up to one interval more). A request an idle worker takes at once does not
-//!   wait, so the limits never refuse it. A request refused or expired is logged at warn and
-//!   counted; the client hears nothing (MDP/0.1 has no error reply) and its own timeout and
-//!   retry take over.
+//! * Requests wait per service, at most `max_queue` per service, `max_queued_total` in all, and
+//!   `max_queued_bytes` in all (each request counted as [`request_cost`]: its bytes plus a fixed
+//!   overhead per request and per frame), for at most `request_ttl` (the purge that drops them
+//!   runs at least once per heartbeat interval, so up to one interval more). A request an idle
+//!   worker takes at once does not wait, so the limits never refuse it. A request refused or
+//!   expired is counted and logged at warn (at most once a second per reason, with a count);
+//!   the client hears nothing (MDP/0.1 has no error reply) and its own timeout and retry take
+//!   over.
+//! * Fair shares: one client holds at most half of `max_queue` (rounded up) in one service and
+//!   half of `max_queued_bytes` in all, so at least half is always left for the others. A client
+//!   is its connection (ROUTER identity), or with `--auth` its principal, so opening more sockets
+//!   buys no more room. A request that was let in and comes back (redelivered, or refused by the
+//!   socket) is not checked against the shares again.
+//! * At most `max_absent_services` services may have waiting requests and no worker: a request
+//!   that would create one more is refused, so asking for made-up names cannot fill the map.
+//! * With [`Access`] rules (`--auth`), READY for a service the principal may not serve gets
+//!   DISCONNECT, and a REQUEST (`mmi.*` included) it may not call is dropped; both are counted
+//!   and logged. Every line a peer can cause goes through a per-kind [`LogLimit`].
 //! * A service is forgotten as soon as it has no worker and no waiting request.
 //! * When a REPLY frees a worker that has a request waiting, that REQUEST comes before the reply
 //!   in `out`: the worker, not the client, is what waiting requests wait for.
@@ -40,15 +52,36 @@
 //!   it too (past them it is dropped, logged and counted as lost with the worker).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 use mdp::dump;
 use mdp::worker::{FromWorker, Inbound, ToWorker};
 use mdp::{client, mmi, Error, Frames, ServiceName};
+use zsocket::limit::LogLimit;
 
+pub use crate::access::Access;
 pub use crate::service::Identity;
-use crate::service::{IdleEntry, QueuedRequest, Service};
+use crate::service::{IdleEntry, QueuedRequest, Service, ShareKey};
+
+/// What one waiting request is counted as against `max_queued_bytes`, besides its bytes: the
+/// request's own bookkeeping (its entry in the queue, the client's address, the frame list).
+pub const REQUEST_OVERHEAD: usize = 256;
+/// What one body frame is counted as besides its bytes (a `zmq_msg_t` is 64 bytes): so 10,000
+/// empty frames are not free.
+pub const FRAME_OVERHEAD: usize = 64;
+
+/// The bytes a waiting request is counted as: its body, the client's address, and the fixed
+/// overheads.
+pub fn request_cost(client: &[u8], body: &[zmq::Message]) -> usize {
+    REQUEST_OVERHEAD
+        + client.len()
+        + body
+            .iter()
+            .map(|frame| FRAME_OVERHEAD + frame.len())
+            .sum::<usize>()
+}
 
 /// The broker's settings; [`Config::default`] gives the spec's heartbeat values.
 #[derive(Debug, Clone)]
@@ -57,10 +90,17 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// How many intervals of silence make a worker dead (spec 7: "usually 3-5").
     pub liveness: u32,
-    /// Most requests that may wait for one service.
+    /// Most requests that may wait for one service. One client (a connection, or a principal
+    /// with `--auth`) may hold at most half of them, rounded up.
     pub max_queue: usize,
     /// Most requests that may wait in all services together.
     pub max_queued_total: usize,
+    /// Most bytes that may wait in all queues together, each request counted by
+    /// [`request_cost`]. One client may hold at most half of them.
+    pub max_queued_bytes: usize,
+    /// Most services that have no worker, only waiting requests: a peer asking for a new name
+    /// with every request creates no more than this many.
+    pub max_absent_services: usize,
     /// How long a request may wait for a worker before it is dropped.
     pub request_ttl: Duration,
     /// Re-send the request a dead worker held to another worker, at most once.
@@ -72,8 +112,12 @@ impl Default for Config {
         Config {
             heartbeat_interval: Duration::from_millis(mdp::DEFAULT_HEARTBEAT_INTERVAL_MS),
             liveness: mdp::DEFAULT_HEARTBEAT_LIVENESS,
-            max_queue: 10_000,
+            // Generous counts: the bytes are what bound memory. The guide's mdclient2 sends
+            // 100,000 requests before it reads a reply, within one client's half of these.
+            max_queue: 500_000,
             max_queued_total: 1_000_000,
+            max_queued_bytes: 256 * 1024 * 1024,
+            max_absent_services: 10_000,
             request_ttl: Duration::from_secs(60),
             redeliver: false,
         }
@@ -84,6 +128,17 @@ impl Config {
     /// How long a worker may stay silent before it is purged.
     pub fn worker_expiry(&self) -> Duration {
         self.heartbeat_interval * self.liveness
+    }
+
+    /// Most requests one client may hold waiting for one service: half of `max_queue`, rounded
+    /// up, so a limit of 1 still lets a client queue one.
+    pub fn share_of_queue(&self) -> usize {
+        self.max_queue.div_ceil(2)
+    }
+
+    /// Most bytes one client may hold waiting in all queues.
+    pub fn share_of_bytes(&self) -> usize {
+        self.max_queued_bytes.div_ceil(2)
     }
 }
 
@@ -108,6 +163,16 @@ pub struct Stats {
     pub replies_forwarded: u64,
     pub mmi_answered: u64,
     pub requests_refused_queue_full: u64,
+    /// Refused because `max_queued_bytes` was reached.
+    pub requests_refused_bytes: u64,
+    /// Refused because the client already held its half of a limit.
+    pub requests_refused_fair_share: u64,
+    /// Refused because `max_absent_services` services already had no worker.
+    pub requests_refused_services: u64,
+    /// Dropped because the client's principal may not call the service (`--auth`).
+    pub requests_refused_unauthorized: u64,
+    /// Workers sent DISCONNECT for a READY their principal may not serve (`--auth`).
+    pub workers_refused_unauthorized: u64,
     pub requests_expired: u64,
     pub requests_lost_with_worker: u64,
     pub requests_redelivered: u64,
@@ -117,27 +182,136 @@ pub struct Stats {
     pub malformed_messages: u64,
 }
 
+impl Stats {
+    /// Requests refused or dropped on arrival, for every reason (none reached a queue or a
+    /// worker).
+    pub fn requests_refused(&self) -> u64 {
+        self.requests_refused_queue_full
+            + self.requests_refused_bytes
+            + self.requests_refused_fair_share
+            + self.requests_refused_services
+            + self.requests_refused_unauthorized
+    }
+}
+
 impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "requests={} dispatched={} replies={} mmi={} refused_queue_full={} expired={} \
-             lost_with_worker={} redelivered={} workers_registered={} workers_purged={} \
+            "requests={} dispatched={} replies={} mmi={} refused_queue_full={} \
+             refused_bytes={} refused_fair_share={} refused_services={} \
+             refused_unauthorized={} expired={} lost_with_worker={} redelivered={} \
+             workers_registered={} workers_refused_unauthorized={} workers_purged={} \
              workers_disconnected={} malformed={}",
             self.requests_received,
             self.requests_dispatched,
             self.replies_forwarded,
             self.mmi_answered,
             self.requests_refused_queue_full,
+            self.requests_refused_bytes,
+            self.requests_refused_fair_share,
+            self.requests_refused_services,
+            self.requests_refused_unauthorized,
             self.requests_expired,
             self.requests_lost_with_worker,
             self.requests_redelivered,
             self.workers_registered,
+            self.workers_refused_unauthorized,
             self.workers_purged,
             self.workers_disconnected,
             self.malformed_messages
         )
     }
+}
+
+/// The kinds of log line a peer can cause. Each goes through a [`LogLimit`] of its own: at most
+/// one line a second, the next one saying how many were held back (those go to the debug log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    QueueFull,
+    Bytes,
+    FairShare,
+    Services,
+    CallDenied,
+    ServeDenied,
+    Registered,
+    Reserved,
+    UnknownWorker,
+    Malformed,
+    Protocol,
+    Unreachable,
+    Lost,
+    Redelivered,
+    Purged,
+    Expired,
+}
+
+impl Line {
+    const ALL: [Line; 16] = [
+        Line::QueueFull,
+        Line::Bytes,
+        Line::FairShare,
+        Line::Services,
+        Line::CallDenied,
+        Line::ServeDenied,
+        Line::Registered,
+        Line::Reserved,
+        Line::UnknownWorker,
+        Line::Malformed,
+        Line::Protocol,
+        Line::Unreachable,
+        Line::Lost,
+        Line::Redelivered,
+        Line::Purged,
+        Line::Expired,
+    ];
+
+    /// What the held-back lines were about, for the line that reports them.
+    fn what(self) -> &'static str {
+        match self {
+            Line::QueueFull => "request(s) refused: queue full",
+            Line::Bytes => "request(s) refused: max queued bytes reached",
+            Line::FairShare => "request(s) refused: the client's fair share is used up",
+            Line::Services => "request(s) refused: too many services without a worker",
+            Line::CallDenied => "request(s) dropped: the principal may not call the service",
+            Line::ServeDenied => "READY(s) refused: the principal may not serve the service",
+            Line::Registered => "worker registration(s)",
+            Line::Reserved => "READY(s) for a reserved mmi.* name",
+            Line::UnknownWorker => "command(s) from unknown workers",
+            Line::Malformed => "malformed message(s)",
+            Line::Protocol => "protocol violation(s) by workers",
+            Line::Unreachable => "unreachable worker(s) forgotten",
+            Line::Lost => "request(s) lost with their worker",
+            Line::Redelivered => "request(s) redelivered",
+            Line::Purged => "silent worker(s) purged",
+            Line::Expired => "expiry report(s)",
+        }
+    }
+}
+
+/// One [`LogLimit`] per [`Line`].
+#[derive(Debug, Default)]
+struct Logs([LogLimit; Line::ALL.len()]);
+
+impl Logs {
+    fn allow(&mut self, line: Line, now: Instant) -> Option<u64> {
+        self.0[line as usize].allow(now)
+    }
+}
+
+/// Logs a line a peer can cause, at most once a second for its [`Line`] (see [`Logs`]); the
+/// lines held back go to the debug log.
+macro_rules! peer_log {
+    ($self:ident, $line:expr, $level:ident, $($arg:tt)+) => {
+        match $self.logs.allow($line, $self.now) {
+            Some(0) => log::$level!($($arg)+),
+            Some(held) => log::$level!(
+                "{} ({held} more like it in the last second)",
+                format_args!($($arg)+)
+            ),
+            None => log::debug!($($arg)+),
+        }
+    };
 }
 
 /// Whether a request a busy worker held may have reached it, when that worker is forgotten.
@@ -161,6 +335,8 @@ enum WorkerState {
         request: Option<Frames>,
         redelivered: bool,
         queued_at: Instant,
+        /// Whose share the request counted against, should it wait again.
+        share: ShareKey,
     },
 }
 
@@ -169,6 +345,8 @@ struct Worker {
     service: ServiceName,
     expires_at: Instant,
     state: WorkerState,
+    /// Who ZAP said this peer is (`--auth`), for checking it again when the rules change.
+    principal: Option<Arc<str>>,
 }
 
 /// The Majordomo broker's state: services, workers and the timers that drive heartbeating.
@@ -177,13 +355,21 @@ pub struct Broker {
     config: Config,
     services: HashMap<ServiceName, Service>,
     workers: HashMap<Identity, Worker>,
-    queued_total: usize,
+    /// What waits in all queues, in requests and bytes, and per client.
+    held: Held,
+    /// How many services have at least one worker; the rest have only waiting requests.
+    served_services: usize,
+    /// Who may serve and call what; `None` (no `--auth`) lets everyone do everything.
+    access: Option<Access>,
     next_idle_token: u64,
     next_heartbeat_at: Instant,
     next_purge_at: Instant,
     stats: Stats,
-    /// The counters as of the last [`Broker::report_drops`].
-    reported: Stats,
+    /// The time of the latest call, for the log limits of lines caused deep inside.
+    now: Instant,
+    logs: Logs,
+    /// Requests expired since the last line that reported expiries.
+    expired_unreported: u64,
 }
 
 impl Broker {
@@ -196,11 +382,61 @@ impl Broker {
             config,
             services: HashMap::new(),
             workers: HashMap::new(),
-            queued_total: 0,
+            held: Held::default(),
+            served_services: 0,
+            access: None,
             next_idle_token: 0,
             stats: Stats::default(),
-            reported: Stats::default(),
+            now,
+            logs: Logs::default(),
+            expired_unreported: 0,
         }
+    }
+
+    /// A broker that checks every READY and REQUEST against `access` ([`Broker::set_access`]).
+    pub fn with_access(config: Config, access: Access, now: Instant) -> Broker {
+        let mut broker = Broker::new(config, now);
+        broker.access = Some(access);
+        broker
+    }
+
+    /// The rules in force; `None` when everyone may serve and call everything.
+    pub fn access(&self) -> Option<&Access> {
+        self.access.as_ref()
+    }
+
+    /// New rules (the auth file was read again). Registered workers whose principal may no
+    /// longer serve their service get DISCONNECT; waiting requests stay (they were allowed when
+    /// they came).
+    pub fn set_access(&mut self, access: Option<Access>, out: &mut Vec<Outgoing>) {
+        self.access = access;
+        let Some(access) = &self.access else {
+            return;
+        };
+        let mut denied: Vec<Identity> = self
+            .workers
+            .iter()
+            .filter(|(_, worker)| !access.may_serve(worker.principal.as_deref(), &worker.service))
+            .map(|(identity, _)| identity.clone())
+            .collect();
+        denied.sort_unstable();
+        for identity in denied {
+            peer_log!(
+                self,
+                Line::ServeDenied,
+                warn,
+                "worker {} may no longer serve its service under the new rules: disconnecting it",
+                dump::Identity(&identity)
+            );
+            self.stats.workers_refused_unauthorized += 1;
+            self.remove_worker(&identity, out);
+            self.send_disconnect(&identity, out);
+        }
+    }
+
+    /// The bytes waiting in all queues, as counted against `max_queued_bytes`.
+    pub fn queued_bytes(&self) -> usize {
+        self.held.bytes
     }
 
     pub fn config(&self) -> &Config {
@@ -228,7 +464,7 @@ impl Broker {
 
     /// How many requests wait for a worker, in all services.
     pub fn queued_requests(&self) -> usize {
-        self.queued_total
+        self.held.total
     }
 
     /// When [`Broker::tick`] next has work to do.
@@ -239,9 +475,29 @@ impl Broker {
     /// Handles one message from a peer: `sender` is the identity the ROUTER put first, `frames`
     /// the rest. What to send in answer is appended to `out`.
     pub fn handle(&mut self, now: Instant, sender: &[u8], frames: Frames, out: &mut Vec<Outgoing>) {
+        self.handle_as(now, sender, None, frames, out);
+    }
+
+    /// [`Broker::handle`] for a message whose connection ZAP authenticated as `principal` (the
+    /// `User-Id` property libzmq puts on each message). With [`Access`] rules in force, the
+    /// principal decides what the sender may serve and call, and a request counts against the
+    /// principal's fair share rather than the connection's.
+    pub fn handle_as(
+        &mut self,
+        now: Instant,
+        sender: &[u8],
+        principal: Option<&str>,
+        frames: Frames,
+        out: &mut Vec<Outgoing>,
+    ) {
+        self.now = now;
         match Inbound::parse(frames) {
-            Ok(Inbound::Client(request)) => self.client_request(now, sender, request, out),
-            Ok(Inbound::Worker(command)) => self.worker_command(now, sender, command, out),
+            Ok(Inbound::Client(request)) => {
+                self.client_request(now, sender, principal, request, out)
+            }
+            Ok(Inbound::Worker(command)) => {
+                self.worker_command(now, sender, principal, command, out)
+            }
             Err(error) => self.malformed(sender, error, out),
         }
     }
@@ -249,6 +505,18 @@ impl Broker {
     /// The timed work: heartbeats to every worker, purging silent workers, expiring old requests.
     /// Call it when [`Broker::next_deadline`] has passed (calling it earlier is harmless).
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        self.now = now;
+        for line in Line::ALL {
+            if let Some(held) = self.logs.0[line as usize].overdue(now) {
+                if line == Line::Expired {
+                    continue;
+                }
+                warn!(
+                    "{held} more {} in the last second (each at debug)",
+                    line.what()
+                );
+            }
+        }
         if now >= self.next_purge_at {
             self.purge(now, out);
         }
@@ -266,7 +534,10 @@ impl Broker {
     /// worker that cannot be reached is forgotten; a lost reply to a client is only logged.
     pub fn undeliverable(&mut self, recipient: &[u8], out: &mut Vec<Outgoing>) {
         if self.workers.contains_key(recipient) {
-            warn!(
+            peer_log!(
+                self,
+                Line::Unreachable,
+                warn,
                 "worker {} cannot be reached: forgetting it",
                 dump::Identity(recipient)
             );
@@ -306,7 +577,10 @@ impl Broker {
             }
         }
         if returned {
-            warn!(
+            peer_log!(
+                self,
+                Line::Unreachable,
+                warn,
                 "worker {} cannot be reached: forgetting it, and queuing again the request it never got",
                 dump::Identity(&recipient)
             );
@@ -327,17 +601,37 @@ impl Broker {
         }
         self.workers.clear();
         self.services.clear();
-        self.queued_total = 0;
+        self.held = Held::default();
+        self.served_services = 0;
     }
 
     fn client_request(
         &mut self,
         now: Instant,
         client: &[u8],
+        principal: Option<&str>,
         request: client::Request,
         out: &mut Vec<Outgoing>,
     ) {
         self.stats.requests_received += 1;
+        let allowed = self
+            .access
+            .as_ref()
+            .is_none_or(|access| access.may_call(principal, &request.service));
+        if !allowed {
+            // Spec 7 has no error reply: the client's own timeout takes over.
+            self.stats.requests_refused_unauthorized += 1;
+            peer_log!(
+                self,
+                Line::CallDenied,
+                warn,
+                "dropping request from client {} ({}) for service {}: not allowed to call it",
+                dump::Identity(client),
+                principal.unwrap_or("no principal"),
+                request.service
+            );
+            return;
+        }
         if request.service.is_mmi() {
             return self.mmi_request(client, request, out);
         }
@@ -345,18 +639,38 @@ impl Broker {
             service: name,
             body,
         } = request;
+        if !self.services.contains_key(&name)
+            && self.services.len() - self.served_services >= self.config.max_absent_services
+        {
+            self.stats.requests_refused_services += 1;
+            peer_log!(
+                self,
+                Line::Services,
+                warn,
+                "refusing request from client {} for service {name}: {} services already have \
+                 no worker (--max-absent-services)",
+                dump::Identity(client),
+                self.config.max_absent_services
+            );
+            return;
+        }
+        let share = match principal {
+            Some(principal) => ShareKey::Principal(Arc::from(principal)),
+            None => ShareKey::Connection(client.to_vec()),
+        };
         let waiting = QueuedRequest {
+            cost: request_cost(client, &body),
             client: client.to_vec(),
             body,
             queued_at: now,
             redelivered: false,
+            share,
         };
+        self.held.add(&waiting);
         self.services
             .entry(name.clone())
             .or_default()
-            .requests
-            .push_back(waiting);
-        self.queued_total += 1;
+            .enqueue_back(waiting);
         // Only a request that has to wait counts against the limits: one that an idle worker takes
         // at once is never refused, so a flood of requests for a service nobody serves cannot
         // shut out the services that have workers.
@@ -366,30 +680,80 @@ impl Broker {
         let Some(service) = self.services.get_mut(&name) else {
             return;
         };
-        if !taken
-            && (service.requests.len() > self.config.max_queue
-                || self.queued_total > self.config.max_queued_total)
-        {
-            // No worker took anything, so the request just added is still the last one.
-            service.requests.pop_back();
-            self.queued_total -= 1;
-            self.stats.requests_refused_queue_full += 1;
-            debug!(
-                "dropping request from client {} for service {name}: queue full ({} waiting for it, {} in all)",
-                dump::Identity(client),
-                service.requests.len(),
-                self.queued_total
-            );
-            if service.is_unused() {
-                self.services.remove(&name);
-            }
+        if taken {
             return;
         }
-        // If no worker took it, it waits: give back the spare room of the frame list it arrived
-        // in (a few hundred bytes, which add up over 100,000 waiting requests).
-        if let Some(waiting) = service.requests.back_mut() {
-            waiting.body.shrink_to_fit();
+        let Some(waiting) = service.requests.back() else {
+            return;
+        };
+        let config = &self.config;
+        let refusal = if service.requests.len() > config.max_queue
+            || self.held.total > config.max_queued_total
+        {
+            Some(Line::QueueFull)
+        } else if self.held.bytes > config.max_queued_bytes {
+            Some(Line::Bytes)
+        } else if service.held_by(&waiting.share) > config.share_of_queue()
+            || self.held.bytes_of(&waiting.share) > config.share_of_bytes()
+        {
+            Some(Line::FairShare)
+        } else {
+            None
+        };
+        let Some(line) = refusal else {
+            // It waits: give back the spare room of the frame list it arrived in (a few hundred
+            // bytes, which add up over 100,000 waiting requests).
+            if let Some(waiting) = service.requests.back_mut() {
+                waiting.body.shrink_to_fit();
+            }
+            return;
+        };
+        // No worker took anything, so the request just added is still the last one.
+        let Some(refused) = service.dequeue_back() else {
+            return;
+        };
+        self.held.remove(&refused);
+        let (counter, why) = match line {
+            Line::QueueFull => (
+                &mut self.stats.requests_refused_queue_full,
+                format!(
+                    "queue full ({} waiting for it, {} in all; limits {} and {})",
+                    service.requests.len(),
+                    self.held.total,
+                    config.max_queue,
+                    config.max_queued_total
+                ),
+            ),
+            Line::Bytes => (
+                &mut self.stats.requests_refused_bytes,
+                format!(
+                    "{} bytes waiting in all, limit {} (--max-queued-bytes)",
+                    self.held.bytes, config.max_queued_bytes
+                ),
+            ),
+            _ => (
+                &mut self.stats.requests_refused_fair_share,
+                format!(
+                    "the client holds its fair share ({} waiting for this service, {} bytes in \
+                     all; at most {} and {})",
+                    service.held_by(&refused.share),
+                    self.held.bytes_of(&refused.share),
+                    config.share_of_queue(),
+                    config.share_of_bytes()
+                ),
+            ),
+        };
+        *counter += 1;
+        if service.is_unused() {
+            self.services.remove(&name);
         }
+        peer_log!(
+            self,
+            line,
+            warn,
+            "refusing request from client {} for service {name}: {why}",
+            dump::Identity(client)
+        );
     }
 
     /// Spec 8: the broker answers `mmi.*` itself and never creates a service for it.
@@ -421,12 +785,13 @@ impl Broker {
         &mut self,
         now: Instant,
         sender: &[u8],
+        principal: Option<&str>,
         command: FromWorker,
         out: &mut Vec<Outgoing>,
     ) {
         let expires_at = now + self.config.worker_expiry();
         let Some(worker) = self.workers.get_mut(sender) else {
-            return self.unknown_worker_command(now, sender, command, out);
+            return self.unknown_worker_command(now, sender, principal, command, out);
         };
         // Any command from a worker shows it is alive.
         worker.expires_at = expires_at;
@@ -472,27 +837,52 @@ impl Broker {
         &mut self,
         now: Instant,
         sender: &[u8],
+        principal: Option<&str>,
         command: FromWorker,
         out: &mut Vec<Outgoing>,
     ) {
         match command {
             FromWorker::Ready { service } if service.is_mmi() => {
-                warn!(
+                peer_log!(
+                    self,
+                    Line::Reserved,
+                    warn,
                     "worker {} tried to register reserved service {service}: disconnecting it",
                     dump::Identity(sender)
                 );
                 self.send_disconnect(sender, out);
             }
+            FromWorker::Ready { service }
+                if !self
+                    .access
+                    .as_ref()
+                    .is_none_or(|access| access.may_serve(principal, &service)) =>
+            {
+                self.stats.workers_refused_unauthorized += 1;
+                peer_log!(
+                    self,
+                    Line::ServeDenied,
+                    warn,
+                    "worker {} ({}) may not serve {service}: disconnecting it",
+                    dump::Identity(sender),
+                    principal.unwrap_or("no principal")
+                );
+                self.send_disconnect(sender, out);
+            }
             FromWorker::Ready { service } => {
-                info!(
+                peer_log!(
+                    self,
+                    Line::Registered,
+                    info,
                     "worker {} registered for service {service}",
                     dump::Identity(sender)
                 );
                 self.stats.workers_registered += 1;
-                self.services
-                    .entry(service.clone())
-                    .or_default()
-                    .worker_count += 1;
+                let entry = self.services.entry(service.clone()).or_default();
+                entry.worker_count += 1;
+                if entry.worker_count == 1 {
+                    self.served_services += 1;
+                }
                 let expires_at = now + self.config.worker_expiry();
                 self.workers.insert(
                     sender.to_vec(),
@@ -501,6 +891,7 @@ impl Broker {
                         expires_at,
                         // Made idle (with a real token) just below.
                         state: WorkerState::Idle { token: u64::MAX },
+                        principal: principal.map(Arc::from),
                     },
                 );
                 self.next_purge_at = self.next_purge_at.min(expires_at);
@@ -510,7 +901,10 @@ impl Broker {
                 debug!("DISCONNECT from unknown worker {}", dump::Identity(sender));
             }
             other => {
-                warn!(
+                peer_log!(
+                    self,
+                    Line::UnknownWorker,
+                    warn,
                     "{} from unknown worker {}: disconnecting it",
                     other.command(),
                     dump::Identity(sender)
@@ -526,14 +920,20 @@ impl Broker {
         self.stats.malformed_messages += 1;
         let known_worker = self.workers.contains_key(sender);
         if known_worker || matches!(error, Error::UnexpectedCommand(_)) {
-            warn!(
+            peer_log!(
+                self,
+                Line::Malformed,
+                warn,
                 "malformed message from {} ({error}): disconnecting it",
                 dump::Identity(sender)
             );
             self.remove_worker(sender, out);
             self.send_disconnect(sender, out);
         } else {
-            warn!(
+            peer_log!(
+                self,
+                Line::Malformed,
+                warn,
                 "dropping malformed message from {}: {error}",
                 dump::Identity(sender)
             );
@@ -541,7 +941,13 @@ impl Broker {
     }
 
     fn protocol_violation(&mut self, sender: &[u8], what: &str, out: &mut Vec<Outgoing>) {
-        warn!("worker {} {what}: disconnecting it", dump::Identity(sender));
+        peer_log!(
+            self,
+            Line::Protocol,
+            warn,
+            "worker {} {what}: disconnecting it",
+            dump::Identity(sender)
+        );
         self.remove_worker(sender, out);
         self.send_disconnect(sender, out);
     }
@@ -582,10 +988,10 @@ impl Broker {
             let Some(entry) = service.pop_idle(|entry| is_live_idle_entry(workers, entry)) else {
                 break;
             };
-            let Some(request) = service.requests.pop_front() else {
+            let Some(request) = service.dequeue_front() else {
                 break;
             };
-            self.queued_total -= 1;
+            self.held.remove(&request);
             let Some(worker) = workers.get_mut(&entry.worker) else {
                 break;
             };
@@ -601,6 +1007,7 @@ impl Broker {
                 request: kept,
                 redelivered: request.redelivered,
                 queued_at: request.queued_at,
+                share: request.share,
             };
             self.stats.requests_dispatched += 1;
             let command = ToWorker::Request {
@@ -629,6 +1036,9 @@ impl Broker {
             return;
         };
         service.worker_count -= 1;
+        if service.worker_count == 0 {
+            self.served_services -= 1;
+        }
         match worker.state {
             WorkerState::Idle { .. } => {
                 let workers = &self.workers;
@@ -639,11 +1049,16 @@ impl Broker {
                 request,
                 redelivered,
                 queued_at,
+                share,
             } => match request {
+                // The fair share is not checked again: the request was let in once. The byte
+                // limit is, like the count limits.
                 Some(body)
                     if (delivery == Delivery::Refused || !redelivered)
                         && service.requests.len() < self.config.max_queue
-                        && self.queued_total < self.config.max_queued_total =>
+                        && self.held.total < self.config.max_queued_total
+                        && self.held.bytes + request_cost(&client, &body)
+                            <= self.config.max_queued_bytes =>
                 {
                     let redelivered = match delivery {
                         Delivery::Refused => {
@@ -654,7 +1069,10 @@ impl Broker {
                             redelivered
                         }
                         Delivery::Unknown => {
-                            info!(
+                            peer_log!(
+                                self,
+                                Line::Redelivered,
+                                info,
                                 "worker {} died holding a request from client {}: redelivering it",
                                 dump::Identity(identity),
                                 dump::Identity(&client)
@@ -663,19 +1081,25 @@ impl Broker {
                             true
                         }
                     };
-                    service.requests.push_front(QueuedRequest {
+                    let waiting = QueuedRequest {
+                        cost: request_cost(&client, &body),
                         client,
                         body,
                         queued_at,
                         redelivered,
-                    });
-                    self.queued_total += 1;
+                        share,
+                    };
+                    self.held.add(&waiting);
+                    service.enqueue_front(waiting);
                     self.dispatch(&name, out);
                     return self.forget_service_if_unused(&name);
                 }
                 _ => {
                     self.stats.requests_lost_with_worker += 1;
-                    warn!(
+                    peer_log!(
+                        self,
+                        Line::Lost,
+                        warn,
                         "request from client {} for service {name} is lost with worker {}",
                         dump::Identity(&client),
                         dump::Identity(identity)
@@ -710,7 +1134,10 @@ impl Broker {
         // the map's random hashing (see `sorted_identities`).
         expired.sort_unstable();
         for (_, identity) in expired {
-            warn!(
+            peer_log!(
+                self,
+                Line::Purged,
+                warn,
                 "worker {} silent for {:?}: purging it",
                 dump::Identity(&identity),
                 self.config.worker_expiry()
@@ -727,8 +1154,9 @@ impl Broker {
                 .front()
                 .is_some_and(|request| request.queued_at + ttl <= now)
             {
-                if let Some(request) = service.requests.pop_front() {
+                if let Some(request) = service.dequeue_front() {
                     expired_requests += 1;
+                    self.held.remove(&request);
                     debug!(
                         "dropping request from client {} for service {name}: no worker took it within {ttl:?}",
                         dump::Identity(&request.client)
@@ -737,8 +1165,8 @@ impl Broker {
             }
             service.shrink();
         }
-        self.queued_total -= expired_requests;
         self.stats.requests_expired += expired_requests as u64;
+        self.expired_unreported += expired_requests as u64;
         self.services.retain(|_, service| !service.is_unused());
         shrink_map(&mut self.services);
         shrink_map(&mut self.workers);
@@ -750,25 +1178,16 @@ impl Broker {
         self.next_purge_at = earliest_expiry.map_or(next_tick, |at| at.min(next_tick));
     }
 
-    /// Logs at warn, once per purge, how many requests were dropped since the last report and
-    /// why. One line per dropped request (at debug) would let an overload flood the log.
+    /// Logs at warn, at most once a second, how many requests expired since the last such line.
+    /// (Refusals are logged as they happen, at most once a second per reason.)
     fn report_drops(&mut self) {
-        let (now, then) = (&self.stats, &self.reported);
-        let refused = now.requests_refused_queue_full - then.requests_refused_queue_full;
-        if refused > 0 {
+        if self.expired_unreported > 0 && self.logs.allow(Line::Expired, self.now).is_some() {
             warn!(
-                "refused {refused} request(s): queue full (limits: {} per service, {} in all)",
-                self.config.max_queue, self.config.max_queued_total
+                "dropped {} request(s): no worker took them within {:?}",
+                self.expired_unreported, self.config.request_ttl
             );
+            self.expired_unreported = 0;
         }
-        let expired = now.requests_expired - then.requests_expired;
-        if expired > 0 {
-            warn!(
-                "dropped {expired} request(s): no worker took them within {:?}",
-                self.config.request_ttl
-            );
-        }
-        self.reported = self.stats.clone();
     }
 
     /// Checks the structure's invariants, panicking with a description of the first one broken.
@@ -811,7 +1230,26 @@ impl Broker {
                 "service {name} has idle workers and waiting requests"
             );
         }
-        assert_eq!(queued, self.queued_total, "queued total");
+        assert_eq!(queued, self.held.total, "queued total");
+        let bytes: usize = self
+            .services
+            .values()
+            .flat_map(|service| service.requests.iter())
+            .map(|request| request.cost)
+            .sum();
+        assert_eq!(bytes, self.held.bytes, "queued bytes");
+        let by_share: usize = self.held.by_share.values().sum();
+        assert_eq!(by_share, self.held.bytes, "bytes by share");
+        assert!(
+            self.held.by_share.values().all(|&bytes| bytes > 0),
+            "empty share kept"
+        );
+        let served = self
+            .services
+            .values()
+            .filter(|service| service.worker_count > 0)
+            .count();
+        assert_eq!(served, self.served_services, "served services");
         for (identity, worker) in &self.workers {
             assert!(
                 self.services.contains_key(&worker.service),
@@ -824,6 +1262,37 @@ impl Broker {
                 );
             }
         }
+    }
+}
+
+/// What waits in all queues: requests, their bytes ([`request_cost`]), and the bytes per client.
+#[derive(Debug, Default)]
+struct Held {
+    total: usize,
+    bytes: usize,
+    by_share: HashMap<ShareKey, usize>,
+}
+
+impl Held {
+    fn add(&mut self, request: &QueuedRequest) {
+        self.total += 1;
+        self.bytes += request.cost;
+        *self.by_share.entry(request.share.clone()).or_default() += request.cost;
+    }
+
+    fn remove(&mut self, request: &QueuedRequest) {
+        self.total -= 1;
+        self.bytes -= request.cost;
+        if let Some(bytes) = self.by_share.get_mut(&request.share) {
+            *bytes -= request.cost;
+            if *bytes == 0 {
+                self.by_share.remove(&request.share);
+            }
+        }
+    }
+
+    fn bytes_of(&self, share: &ShareKey) -> usize {
+        self.by_share.get(share).copied().unwrap_or(0)
     }
 }
 

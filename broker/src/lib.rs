@@ -16,6 +16,7 @@
 //!
 //! The choices made where the specs are silent are listed in [`core`]'s documentation.
 
+pub mod access;
 pub mod core;
 pub mod monitor;
 pub mod server;

@@ -41,13 +41,24 @@ struct Args {
     liveness: u32,
 
     /// Most requests that may wait for one service when none of its workers is free; more are
-    /// dropped (and logged), and the client's own timeout and retry take over.
+    /// dropped (and logged), and the client's own timeout and retry take over. One client (a
+    /// connection, or a principal with --auth) may hold at most half of them.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_queue)]
     max_queue: usize,
 
     /// Most requests that may wait in all services together.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_queued_total)]
     max_queued_total: usize,
+
+    /// Most bytes that may wait in all queues together: the bodies, plus 256 bytes per request
+    /// and 64 per frame, so empty frames are not free. One client may hold at most half.
+    #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_queued_bytes)]
+    max_queued_bytes: usize,
+
+    /// Most services that have only waiting requests and no worker: a request that would
+    /// create one more is refused, so asking for made-up names cannot fill the broker.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_absent_services)]
+    max_absent_services: usize,
 
     /// How long a request may wait for a worker before it is dropped, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 60_000)]
@@ -85,6 +96,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         liveness: args.liveness,
         max_queue: args.max_queue,
         max_queued_total: args.max_queued_total,
+        max_queued_bytes: args.max_queued_bytes,
+        max_absent_services: args.max_absent_services,
         request_ttl: Duration::from_millis(args.request_ttl_ms),
         redeliver: args.redeliver,
     };

@@ -8,13 +8,22 @@
 //! where removing from the middle of a list would be O(idle workers). Dead entries are counted and
 //! swept out once they outnumber the live ones, so they cannot pile up.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use mdp::Frames;
 
 /// A peer's ROUTER identity: opaque bytes (libzmq makes up 5 of them unless the peer set its own).
 pub type Identity = Vec<u8>;
+
+/// Whose fair share a waiting request counts against: the client's connection, or the
+/// principal ZAP authenticated it as (so more sockets do not buy a principal more room).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ShareKey {
+    Connection(Identity),
+    Principal(Arc<str>),
+}
 
 /// A client request waiting for a worker.
 #[derive(Debug)]
@@ -24,6 +33,10 @@ pub struct QueuedRequest {
     pub queued_at: Instant,
     /// True when a worker already held this request and died; it will not be re-sent again.
     pub redelivered: bool,
+    /// Whose share it counts against.
+    pub share: ShareKey,
+    /// What it counts as against the byte limits ([`crate::core::request_cost`]).
+    pub cost: usize,
 }
 
 /// An entry in a service's idle list: which worker, and the token it had when it went idle.
@@ -36,8 +49,11 @@ pub struct IdleEntry {
 /// A service as the broker keeps it.
 #[derive(Debug, Default)]
 pub struct Service {
-    /// Requests in arrival order (a redelivered request goes back to the front).
+    /// Requests in arrival order (a redelivered request goes back to the front). Read it freely;
+    /// change it only through the `enqueue_*`/`dequeue_*` methods, which keep `held` right.
     pub requests: VecDeque<QueuedRequest>,
+    /// How many of `requests` each client holds.
+    held: HashMap<ShareKey, usize>,
     /// Idle workers, least recently used first; may hold dead entries (see the module docs).
     idle_workers: VecDeque<IdleEntry>,
     /// How many entries of `idle_workers` are dead.
@@ -50,6 +66,46 @@ impl Service {
     /// True when nothing refers to this service any more, so the broker may forget it.
     pub fn is_unused(&self) -> bool {
         self.worker_count == 0 && self.requests.is_empty()
+    }
+
+    /// A request waits at the back of the queue.
+    pub fn enqueue_back(&mut self, request: QueuedRequest) {
+        *self.held.entry(request.share.clone()).or_default() += 1;
+        self.requests.push_back(request);
+    }
+
+    /// A request waits at the front of the queue (it was taken back).
+    pub fn enqueue_front(&mut self, request: QueuedRequest) {
+        *self.held.entry(request.share.clone()).or_default() += 1;
+        self.requests.push_front(request);
+    }
+
+    /// The oldest waiting request leaves the queue.
+    pub fn dequeue_front(&mut self) -> Option<QueuedRequest> {
+        let request = self.requests.pop_front()?;
+        self.release(&request.share);
+        Some(request)
+    }
+
+    /// The newest waiting request leaves the queue (it was refused).
+    pub fn dequeue_back(&mut self) -> Option<QueuedRequest> {
+        let request = self.requests.pop_back()?;
+        self.release(&request.share);
+        Some(request)
+    }
+
+    fn release(&mut self, share: &ShareKey) {
+        if let Some(count) = self.held.get_mut(share) {
+            *count -= 1;
+            if *count == 0 {
+                self.held.remove(share);
+            }
+        }
+    }
+
+    /// How many waiting requests this client holds.
+    pub fn held_by(&self, share: &ShareKey) -> usize {
+        self.held.get(share).copied().unwrap_or(0)
     }
 
     /// Puts a worker at the back of the idle list.
@@ -92,6 +148,9 @@ impl Service {
     /// Gives memory back after a burst: a queue that held 100,000 requests keeps its buffer
     /// otherwise.
     pub fn shrink(&mut self) {
+        if self.held.capacity() > 64 && self.held.len() < self.held.capacity() / 4 {
+            self.held.shrink_to(self.held.len() * 2);
+        }
         if self.requests.capacity() > 64 && self.requests.len() < self.requests.capacity() / 4 {
             self.requests.shrink_to(self.requests.len() * 2);
         }

@@ -30,13 +30,27 @@ fn config() -> impl Strategy<Value = Config> {
         0usize..=8,
         0u64..=100,
         any::<bool>(),
+        // A byte limit of a few requests (each costs 256 bytes and more), or the default.
+        prop_oneof![Just(Config::default().max_queued_bytes), 0usize..=2_000],
+        prop_oneof![Just(Config::default().max_absent_services), 0usize..=3],
     )
         .prop_map(
-            |(interval, liveness, max_queue, max_queued_total, ttl, redeliver)| Config {
+            |(
+                interval,
+                liveness,
+                max_queue,
+                max_queued_total,
+                ttl,
+                redeliver,
+                max_queued_bytes,
+                max_absent_services,
+            )| Config {
                 heartbeat_interval: Duration::from_millis(interval * 100),
                 liveness,
                 max_queue,
                 max_queued_total,
+                max_queued_bytes,
+                max_absent_services,
                 request_ttl: Duration::from_millis(ttl * 100),
                 redeliver,
             },

@@ -228,17 +228,22 @@ fn redelivery_gives_a_dead_workers_request_to_another_worker() {
 fn full_queues_refuse_requests_and_expired_requests_are_dropped() {
     let ttl = Duration::from_millis(50);
     let broker = TestBroker::start(Config {
-        max_queue: 2,
+        max_queue: 4,
         request_ttl: ttl,
         ..fast_heartbeats(20)
     });
-    let client = Peer::connect(&broker.endpoint, "C1");
-    for body in [b"1", b"2", b"3"] {
-        request(&client, "nobody", body);
+    // Each client may hold half the queue: two clients fill it, a third finds it full.
+    for name in ["C1", "C2"] {
+        let client = Peer::connect(&broker.endpoint, name);
+        request(&client, "nobody", b"1");
+        request(&client, "nobody", b"2");
+        // The mmi round trip shows the requests were handled (one connection is ordered).
+        wait_for_mmi(&client, "nobody", b"404");
     }
-    // The mmi round trip shows the three requests were handled (one connection is ordered).
+    let client = Peer::connect(&broker.endpoint, "C3");
+    request(&client, "nobody", b"3");
     wait_for_mmi(&client, "nobody", b"404");
-    // Expiry has no message to wait for: only time passing drops the two queued requests.
+    // Expiry has no message to wait for: only time passing drops the four queued requests.
     std::thread::sleep(ttl * 3);
     let worker = ready_worker(&broker.endpoint, "LATE", "nobody");
     wait_for_mmi(&client, "nobody", b"200");
@@ -246,8 +251,37 @@ fn full_queues_refuse_requests_and_expired_requests_are_dropped() {
     assert_eq!(worker.recv(), heartbeat());
     let stats = broker.stop();
     assert_eq!(stats.requests_refused_queue_full, 1);
-    assert_eq!(stats.requests_expired, 2);
+    assert_eq!(stats.requests_refused_fair_share, 0);
+    assert_eq!(stats.requests_expired, 4);
     assert_eq!(stats.requests_dispatched, 0);
+}
+
+#[test]
+fn one_client_holds_at_most_half_the_queue_and_the_rest_is_left_for_others() {
+    let broker = TestBroker::start(Config {
+        max_queue: 4,
+        ..Config::default()
+    });
+    let greedy = Peer::connect(&broker.endpoint, "GREEDY");
+    for body in [b"1", b"2", b"3", b"4"] {
+        request(&greedy, "slow", body);
+    }
+    wait_for_mmi(&greedy, "slow", b"404");
+    let other = Peer::connect(&broker.endpoint, "OTHER");
+    request(&other, "slow", b"mine");
+    wait_for_mmi(&other, "slow", b"404");
+    // A worker gets the greedy client's first two, then the other client's: 3 and 4 were refused.
+    let worker = ready_worker(&broker.endpoint, "W1", "slow");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let request = worker.recv_skipping_heartbeats();
+        seen.push(request.last().unwrap().clone());
+        let client = request[3].clone();
+        worker.send(&[b"", b"MDPW01", b"\x03", &client, b"", b"done"]);
+    }
+    assert_eq!(seen, [b"1".to_vec(), b"2".to_vec(), b"mine".to_vec()]);
+    let stats = broker.stop();
+    assert_eq!(stats.requests_refused_fair_share, 2);
 }
 
 #[test]

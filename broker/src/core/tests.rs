@@ -94,6 +94,19 @@ impl Harness {
         self.finish(out)
     }
 
+    /// `sender`, authenticated as `principal`, sends `parts` at `ms`.
+    fn send_as(&mut self, ms: u64, sender: &[u8], principal: &str, parts: &[&[u8]]) -> Vec<Wire> {
+        let mut out = Vec::new();
+        self.broker.handle_as(
+            self.at(ms),
+            sender,
+            Some(principal),
+            frames(parts),
+            &mut out,
+        );
+        self.finish(out)
+    }
+
     fn tick(&mut self, ms: u64) -> Vec<Wire> {
         let mut out = Vec::new();
         self.broker.tick(self.at(ms), &mut out);
@@ -1078,4 +1091,246 @@ fn a_refused_heartbeat_is_no_proof_the_held_request_did_not_arrive() {
         Vec::<Wire>::new()
     );
     assert_eq!(broker.broker.worker_count(), 1);
+}
+
+// Bytes, fair shares, absent services (issue 11 item 5).
+
+#[test]
+fn a_request_is_counted_as_its_bytes_plus_fixed_overheads() {
+    let body = [zmq::Message::from(&b"abc"[..]), zmq::Message::new()];
+    assert_eq!(
+        request_cost(b"C1", &body),
+        REQUEST_OVERHEAD + 2 + FRAME_OVERHEAD + 3 + FRAME_OVERHEAD
+    );
+    let mut broker = Harness::new();
+    broker.request(0, b"C1", b"absent", b"abc");
+    assert_eq!(
+        broker.broker.queued_bytes(),
+        REQUEST_OVERHEAD + 2 + FRAME_OVERHEAD + 3
+    );
+    // Dispatching gives the bytes back.
+    broker.ready(1, b"W1", b"absent");
+    assert_eq!(broker.broker.queued_bytes(), 0);
+}
+
+#[test]
+fn the_byte_limit_refuses_what_would_pass_it_and_counts_it() {
+    let one = request_cost(b"C1", &[zmq::Message::from(&[0u8; 100][..])]);
+    // Room for three such requests in all; each client may hold half (one and a half of them).
+    let mut broker = Harness::with(config(|c| c.max_queued_bytes = 3 * one));
+    broker.request(0, b"C1", b"a", &[0; 100]);
+    broker.request(0, b"C2", b"b", &[0; 100]);
+    broker.request(0, b"C3", b"a", &[0; 100]);
+    assert_eq!(broker.broker.queued_requests(), 3);
+    assert_eq!(
+        broker.request(0, b"C4", b"a", &[0; 100]),
+        Vec::<Wire>::new()
+    );
+    assert_eq!(broker.stats().requests_refused_bytes, 1);
+    assert_eq!(broker.broker.queued_bytes(), 3 * one);
+    // A request an idle worker takes at once is never refused, whatever waits.
+    broker.ready(1, b"W1", b"idle");
+    assert_eq!(
+        broker.request(2, b"C4", b"idle", &[0; 100]),
+        vec![request_to(b"W1", b"C4", &[&[0; 100]])]
+    );
+}
+
+#[test]
+fn empty_frames_are_not_free() {
+    let mut broker = Harness::with(config(|c| c.max_queued_bytes = 10_000));
+    let mut parts: Vec<&[u8]> = vec![b"", b"MDPC01", b"absent"];
+    parts.extend(std::iter::repeat_n(&b""[..], 1000));
+    broker.send(0, b"C1", &parts);
+    assert_eq!(broker.broker.queued_requests(), 0);
+    assert_eq!(broker.stats().requests_refused_bytes, 1);
+}
+
+#[test]
+fn one_connection_holds_at_most_half_the_bytes() {
+    let one = request_cost(b"C1", &[zmq::Message::from(&[0u8; 100][..])]);
+    let mut broker = Harness::with(config(|c| c.max_queued_bytes = 4 * one));
+    broker.request(0, b"C1", b"a", &[0; 100]);
+    broker.request(0, b"C1", b"b", &[0; 100]);
+    assert_eq!(
+        broker.request(0, b"C1", b"c", &[0; 100]),
+        Vec::<Wire>::new()
+    );
+    assert_eq!(broker.stats().requests_refused_fair_share, 1);
+    // Another connection has its own half.
+    broker.request(0, b"C2", b"c", &[0; 100]);
+    broker.request(0, b"C2", b"c", &[0; 100]);
+    assert_eq!(broker.broker.queued_requests(), 4);
+    // Once C1's requests are served, it has room again.
+    broker.ready(1, b"W1", b"a");
+    broker.request(2, b"C1", b"d", &[0; 100]);
+    assert_eq!(broker.broker.queued_requests(), 4);
+    assert_eq!(broker.stats().requests_refused(), 1);
+}
+
+#[test]
+fn with_a_principal_the_share_is_the_principals_whatever_the_connection() {
+    let mut broker = Harness::with(config(|c| c.max_queue = 4));
+    let request: &[&[u8]] = &[b"", b"MDPC01", b"absent", b"x"];
+    broker.send_as(0, b"SOCKET-1", "alice", request);
+    broker.send_as(0, b"SOCKET-2", "alice", request);
+    // A third socket does not buy alice more than half the queue.
+    assert_eq!(
+        broker.send_as(0, b"SOCKET-3", "alice", request),
+        Vec::<Wire>::new()
+    );
+    assert_eq!(broker.stats().requests_refused_fair_share, 1);
+    broker.send_as(0, b"SOCKET-4", "bob", request);
+    assert_eq!(broker.broker.queued_requests(), 3);
+    // Replies still go to each connection.
+    assert_eq!(
+        broker.ready(1, b"W1", b"absent"),
+        vec![request_to(b"W1", b"SOCKET-1", &[b"x"])]
+    );
+}
+
+#[test]
+fn requests_for_absent_services_create_at_most_max_absent_services() {
+    let mut broker = Harness::with(config(|c| c.max_absent_services = 2));
+    broker.request(0, b"C1", b"made-up-1", b"x");
+    broker.request(0, b"C1", b"made-up-2", b"x");
+    assert_eq!(
+        broker.request(0, b"C1", b"made-up-3", b"x"),
+        Vec::<Wire>::new()
+    );
+    assert_eq!(broker.stats().requests_refused_services, 1);
+    assert_eq!(broker.broker.service_count(), 2);
+    // A service that exists takes more requests, and a service with a worker is not absent.
+    broker.request(0, b"C1", b"made-up-1", b"y");
+    broker.ready(1, b"W1", b"real");
+    broker.request(2, b"C2", b"real", b"x");
+    broker.request(2, b"C2", b"real", b"y");
+    assert_eq!(broker.broker.queued_requests(), 4);
+    // Once a worker serves made-up-2, it no longer counts: one more absent name fits.
+    broker.ready(3, b"W2", b"made-up-2");
+    broker.request(4, b"C1", b"made-up-3", b"x");
+    assert_eq!(broker.broker.service_count(), 4);
+    assert_eq!(broker.stats().requests_refused_services, 1);
+}
+
+// Authorization (issue 11 item 2): the principal ZAP gave decides.
+
+fn rules() -> Access {
+    use crate::access::{Grants, Pattern};
+    let patterns = |list: &[&str]| -> Vec<Pattern> {
+        list.iter()
+            .map(|text| Pattern::parse(text).expect("a valid pattern"))
+            .collect()
+    };
+    Access::new([
+        (
+            "alice".to_string(),
+            Grants {
+                serve: patterns(&["echo", "db.*"]),
+                call: patterns(&["echo", "mmi.*"]),
+            },
+        ),
+        (
+            "bob".to_string(),
+            Grants {
+                serve: vec![],
+                call: patterns(&["db.*"]),
+            },
+        ),
+    ])
+}
+
+fn guarded() -> Harness {
+    let t0 = Instant::now();
+    Harness {
+        broker: Broker::with_access(Config::default(), rules(), t0),
+        t0,
+    }
+}
+
+const READY_ECHO: &[&[u8]] = &[b"", b"MDPW01", b"\x01", b"echo"];
+
+#[test]
+fn a_worker_may_register_only_for_what_its_principal_may_serve() {
+    let mut broker = guarded();
+    assert_eq!(
+        broker.send_as(0, b"W1", "alice", READY_ECHO),
+        Vec::<Wire>::new()
+    );
+    assert!(broker.broker.has_worker(b"W1"));
+    assert_eq!(
+        broker.send_as(0, b"W2", "alice", &[b"", b"MDPW01", b"\x01", b"db.read"]),
+        Vec::<Wire>::new()
+    );
+    // bob may call db.* but serve nothing; a peer without a principal may do nothing.
+    assert_eq!(
+        broker.send_as(0, b"W3", "bob", &[b"", b"MDPW01", b"\x01", b"db.read"]),
+        vec![disconnect_to(b"W3")]
+    );
+    assert_eq!(broker.ready(0, b"W4", b"echo"), vec![disconnect_to(b"W4")]);
+    assert_eq!(
+        broker.send_as(0, b"W5", "mallory", READY_ECHO),
+        vec![disconnect_to(b"W5")]
+    );
+    assert!(!broker.broker.has_worker(b"W3"));
+    assert_eq!(broker.broker.worker_count(), 2);
+    assert_eq!(broker.stats().workers_refused_unauthorized, 3);
+    // The refused worker never gets a request: bob's request for db.read goes to W2.
+    assert_eq!(
+        broker.send_as(1, b"C1", "bob", &[b"", b"MDPC01", b"db.read", b"q"]),
+        vec![request_to(b"W2", b"C1", &[b"q"])]
+    );
+}
+
+#[test]
+fn a_request_the_principal_may_not_call_is_dropped_and_reaches_no_worker() {
+    let mut broker = guarded();
+    broker.send_as(0, b"W1", "alice", READY_ECHO);
+    let echo: &[&[u8]] = &[b"", b"MDPC01", b"echo", b"hi"];
+    assert_eq!(broker.send_as(1, b"C1", "bob", echo), Vec::<Wire>::new());
+    assert_eq!(broker.send(1, b"C2", echo), Vec::<Wire>::new());
+    assert_eq!(broker.stats().requests_refused_unauthorized, 2);
+    assert_eq!(broker.broker.queued_requests(), 0);
+    assert_eq!(broker.is_idle(b"W1"), Some(true));
+    assert_eq!(
+        broker.send_as(2, b"C3", "alice", echo),
+        vec![request_to(b"W1", b"C3", &[b"hi"])]
+    );
+}
+
+#[test]
+fn mmi_follows_call() {
+    let mut broker = guarded();
+    broker.send_as(0, b"W1", "alice", READY_ECHO);
+    let mmi: &[&[u8]] = &[b"", b"MDPC01", b"mmi.service", b"echo"];
+    assert_eq!(
+        broker.send_as(1, b"C1", "alice", mmi),
+        vec![reply_to(b"C1", b"mmi.service", &[b"200"])]
+    );
+    assert_eq!(broker.send_as(1, b"C2", "bob", mmi), Vec::<Wire>::new());
+    assert_eq!(broker.stats().requests_refused_unauthorized, 1);
+}
+
+#[test]
+fn new_rules_disconnect_the_workers_they_no_longer_allow() {
+    use crate::access::{Grants, Pattern};
+    let mut broker = guarded();
+    broker.send_as(0, b"W1", "alice", READY_ECHO);
+    broker.send_as(0, b"W2", "alice", &[b"", b"MDPW01", b"\x01", b"db.read"]);
+    let narrower = Access::new([(
+        "alice".to_string(),
+        Grants {
+            serve: vec![Pattern::parse("db.*").expect("valid")],
+            call: vec![],
+        },
+    )]);
+    let mut out = Vec::new();
+    broker.broker.set_access(Some(narrower), &mut out);
+    assert_eq!(broker.finish(out), vec![disconnect_to(b"W1")]);
+    assert!(broker.broker.has_worker(b"W2"));
+    assert!(!broker.broker.has_worker(b"W1"));
+    // Without rules, everyone may do everything again.
+    let mut out = Vec::new();
+    broker.broker.set_access(None, &mut out);
+    assert_eq!(broker.ready(1, b"W3", b"anything"), Vec::<Wire>::new());
 }
