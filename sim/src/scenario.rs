@@ -121,6 +121,7 @@ impl Scenario {
             },
             request_ttl: ms(rng.random_range(5..=60) * 100),
             redeliver: rng.random_bool(0.5),
+            ..broker::Config::default()
         };
         let worker = WorkerConfig {
             heartbeat_interval: interval,
