@@ -502,6 +502,27 @@ impl Network {
         }
     }
 
+    /// Cuts off, or heals, only a connecting socket's pipe to `endpoint` (a partition between one
+    /// process and one broker, the others still reachable). A pipe already in that state is left
+    /// alone, so that what is in transit on it is not rescheduled.
+    pub fn set_pipe_partitioned(&mut self, socket: SocketId, endpoint: &str, partitioned: bool) {
+        let links: Vec<Option<LinkId>> = self.sockets[socket.0]
+            .pipes
+            .iter_mut()
+            .filter(|pipe| pipe.endpoint == endpoint && pipe.partitioned != partitioned)
+            .map(|pipe| {
+                pipe.partitioned = partitioned;
+                pipe.link
+            })
+            .collect();
+        for link in links.into_iter().flatten() {
+            for to in [Side::Connector, Side::Acceptor] {
+                self.links[link.0].wires[to as usize].partitioned = partitioned;
+                self.reschedule(link, to);
+            }
+        }
+    }
+
     /// Holds back the traffic of a connecting socket's links, both ways, until `until`: the
     /// message on its way is delayed, and what follows it on the same link waits behind it.
     pub fn hold(&mut self, socket: SocketId, until: Duration) {

@@ -124,6 +124,10 @@ pub struct RequestRecord {
     pub exact: bool,
     pub ended: Option<Ended>,
     pub issued_at: Duration,
+    /// How many times a worker's application was handed it (each try may run once).
+    pub runs: u32,
+    /// How many of those came after its client had given up on it.
+    pub runs_after_give_up: u32,
 }
 
 /// Every request of the run, numbered in issue order; the number is the request's body.
@@ -150,6 +154,8 @@ pub struct Report {
     pub peak_workers: usize,
     pub kills_of_busy_workers: u64,
     pub kills: u64,
+    /// Requests handed to a worker after their client had given up on them.
+    pub runs_after_give_up: u64,
 }
 
 impl Report {

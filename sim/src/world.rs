@@ -4,12 +4,14 @@
 //! seen from outside the cores.
 //!
 //! # The parties
-//! * **The broker**: a [`broker::Broker`] behind a ROUTER with `ZMQ_ROUTER_MANDATORY`, fed as
+//! * **Brokers**, one or more (`Scenario::brokers`), each a process of its own bound at its own
+//!   endpoint: a [`broker::Broker`] behind a ROUTER with `ZMQ_ROUTER_MANDATORY`, fed as
 //!   `broker::server` feeds it: each message, then whatever it says to send, in order; a message
 //!   the ROUTER refuses goes back to [`broker::Broker::refused`]; [`broker::Broker::tick`] at
-//!   its deadline.
-//! * **Workers**: a [`worker::core::WorkerCore`] with one link, whose application echoes each
-//!   request's body after a random service time.
+//!   its deadline. Broker `b` is party `b`.
+//! * **Workers**: a [`worker::core::WorkerCore`] with a link per slot (`Scenario::slots`), each
+//!   link a DEALER socket of its own, whose application echoes each request's body after a random
+//!   service time. A placed worker serves one broker (worker `n` the broker `n % brokers`).
 //! * **Synchronous clients**: a [`client::core::SyncCore`] on a REQ socket, one request after
 //!   the other.
 //! * **Asynchronous clients**: a [`client::core::AsyncCore`] on DEALER sockets (high-water marks
@@ -22,20 +24,30 @@
 //! A worker killed (its sockets close; a new worker process starts after a pause), a worker
 //! frozen (it stops reading and sending, its sockets stay up: the silent worker the broker must
 //! purge), a process cut off from the network and healed, a process's traffic held up (a delayed
-//! message, and what follows it), and the broker killed and restarted with its state lost.
+//! message, and what follows it), a broker killed and restarted with its state lost, and a broker
+//! cut off from its workers only, from its clients only, or from everyone, then healed. A cut is
+//! kept per (process, broker) pair, and applied to the pipes of that process's sockets that lead
+//! to that broker ([`crate::net::Network::set_pipe_partitioned`]).
 //!
 //! # What is checked
-//! After every event: the broker's own invariants ([`broker::Broker::check_invariants`]); its
-//! waiting requests within `max_queued_total`; no registered worker silent for longer than
+//! After every event, for every broker: its own invariants ([`broker::Broker::check_invariants`]);
+//! its waiting requests within `max_queued_total`; no registered worker silent for longer than
 //! interval x liveness plus one interval; no request lost with a worker beyond those the network
 //! had actually handed to a worker that then went away. At a bounded time after each broker
-//! restart: every worker that was left alone meanwhile is registered again. At the end: every
+//! restart: every worker link to it that was left alone meanwhile is registered again. With
+//! `Scenario::check_sync_availability`: no synchronous request fails while a broker its client
+//! knows and reaches was *fit to serve* it from before the request was issued (running, a worker
+//! of the service registered, and every worker registered with it alive, not frozen, reachable:
+//! so no try sent there can be lost). Every run counts how often each request was handed to a
+//! worker, and how often after its client gave up on it; with
+//! `Scenario::given_up_runs_at_most_once`, a request given up on that ran twice fails the run.
+//! At the end: every
 //! request the applications issued ended exactly once, as a reply or a failure with a reason,
 //! and no reply answered the wrong request (exactly for the synchronous client and tag matching;
 //! for matching by service, which cannot promise it, only that the reply is for one of that
 //! client's requests to that service).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -52,8 +64,10 @@ use crate::report::{Coverage, Ended, Ledger, Report, RequestRecord};
 use crate::scenario::{FaultKind, Scenario, ScriptedFault};
 use crate::time::{Clock, Timeline};
 
-/// Where the broker binds and everyone connects.
-const ENDPOINT: &str = "tcp://broker:5555";
+/// Where broker `broker` binds, and its workers and clients connect.
+fn endpoint(broker: usize) -> String {
+    format!("tcp://broker{broker}:5555")
+}
 
 /// The service names workers serve: worker `n` serves `SERVICES[n % services]`.
 const SERVICES: [&str; 2] = ["echo", "time"];
@@ -80,8 +94,12 @@ enum Event {
     Fault(ScriptedFault),
     /// The next random fault is drawn.
     RandomFault,
-    /// A killed worker's replacement starts, or the broker comes back.
+    /// A killed worker's replacement starts, or a broker comes back.
     Revive {
+        node: usize,
+    },
+    /// A worker program starts late (`Scenario::workers_start_at`).
+    Start {
         node: usize,
     },
     Thaw {
@@ -90,8 +108,10 @@ enum Event {
     Heal {
         node: usize,
     },
-    /// All workers left alone since broker restart `restart` must be registered by now.
+    /// All workers left alone since restart `restart` of broker `broker` must be registered
+    /// with it by now.
     CheckRegistered {
+        broker: usize,
         restart: u64,
         since: Duration,
     },
@@ -112,6 +132,8 @@ struct Process {
     wake_token: u64,
     /// Work that came due while it was frozen.
     deferred: Vec<Event>,
+    /// Its traffic is held back until then (a delay fault).
+    held_until: Duration,
 }
 
 #[derive(Debug)]
@@ -134,14 +156,30 @@ struct BrokerRole {
 struct WorkerRole {
     core: WorkerCore,
     service: usize,
-    socket: Option<SocketId>,
-    /// The application's requests in hand.
-    busy: usize,
+    /// The broker it serves (placed workers).
+    home: usize,
+    /// Each link's socket (`worker::core::LinkId` is the index), and the broker it connects to.
+    sockets: Vec<Option<SocketId>>,
+    brokers_of_links: Vec<usize>,
+    /// The application's requests in hand, per link.
+    busy: Vec<usize>,
+}
+
+impl WorkerRole {
+    fn busy(&self) -> usize {
+        self.busy.iter().sum()
+    }
+
+    fn link_of(&self, socket: SocketId) -> Option<usize> {
+        self.sockets.iter().position(|held| *held == Some(socket))
+    }
 }
 
 struct SyncRole {
     core: SyncCore,
     socket: Option<SocketId>,
+    /// The broker it uses (placed clients).
+    home: usize,
     service: usize,
     issued: u32,
     current: Option<usize>,
@@ -149,6 +187,8 @@ struct SyncRole {
 
 struct AsyncRole {
     core: AsyncCore,
+    /// The broker it uses (placed clients).
+    home: usize,
     // Ordered maps: the simulation iterates them, and must do so in the same order every run.
     sockets: BTreeMap<ConnId, SocketId>,
     conns: BTreeMap<SocketId, ConnId>,
@@ -191,8 +231,16 @@ pub struct World {
     peak_workers: usize,
     kills: u64,
     kills_of_busy_workers: u64,
-    /// Print every message the broker receives and sends (`SIM_TRACE=1`, for replays).
+    /// Print every message the brokers receive and send (`SIM_TRACE=1`, for replays).
     trace: bool,
+    /// The (process, broker) pairs cut off from each other, besides whole processes cut off.
+    cuts: BTreeSet<(usize, usize)>,
+    /// When each (process, broker) pair was last cut off or healed.
+    cut_changed: HashMap<(usize, usize), Duration>,
+    /// Since when each broker has been fit to serve each service (see `fit_to_serve`), if it is.
+    fit_since: Vec<Vec<Option<Duration>>>,
+    /// Requests handed to a worker after their client had given up on them.
+    runs_after_give_up: u64,
 }
 
 impl fmt::Debug for World {
@@ -207,12 +255,16 @@ impl fmt::Debug for World {
 /// More events than this at one virtual instant means a livelock.
 const MAX_EVENTS_AT_ONE_INSTANT: u64 = 100_000;
 
-/// The broker is always party 0.
-const BROKER: usize = 0;
+/// Brokers are the first parties: broker `b` is party `b`.
+fn is_broker(node: usize, brokers: usize) -> bool {
+    node < brokers
+}
 
 impl World {
     /// Builds the system of `scenario`; nothing runs until [`World::run`].
     pub fn new(scenario: Scenario, seed: u64) -> World {
+        let brokers = scenario.brokers.max(1);
+        let services = scenario.services.clamp(1, SERVICES.len());
         let mut world = World {
             seed,
             net: Network::new(
@@ -236,50 +288,82 @@ impl World {
             kills: 0,
             kills_of_busy_workers: 0,
             trace: std::env::var_os("SIM_TRACE").is_some(),
+            cuts: BTreeSet::new(),
+            cut_changed: HashMap::new(),
+            fit_since: vec![vec![None; services]; brokers],
+            runs_after_give_up: 0,
             scenario,
         };
-        world.add(Role::Broker(Box::new(BrokerRole {
-            core: None,
-            socket: None,
-            last_heard: HashMap::new(),
-            at_risk: HashMap::new(),
-            loss_budget: 0,
-            restarts: 0,
-            awaiting_registration: None,
-            earlier_stats: broker::Stats::default(),
-        })));
-        let now = world.clock.now();
-        for index in 0..world.scenario.workers {
-            let service = index % world.scenario.services.clamp(1, SERVICES.len());
-            let core =
-                WorkerCore::new(service_name(service), world.scenario.worker.clone(), 1, now);
-            world.add(Role::Worker(Box::new(WorkerRole {
-                core,
-                service,
+        for _ in 0..brokers {
+            world.add(Role::Broker(Box::new(BrokerRole {
+                core: None,
                 socket: None,
-                busy: 0,
+                last_heard: HashMap::new(),
+                at_risk: HashMap::new(),
+                loss_budget: 0,
+                restarts: 0,
+                awaiting_registration: None,
+                earlier_stats: broker::Stats::default(),
             })));
         }
+        for index in 0..world.scenario.workers {
+            let role = world.new_worker(index % services, index % brokers);
+            world.add(Role::Worker(Box::new(role)));
+        }
+        // Clients are placed on the brokers in turn, counted over both kinds.
+        let mut placed = 0;
         for index in 0..world.scenario.sync_clients {
             world.add(Role::Sync(Box::new(SyncRole {
                 core: SyncCore::new(world.scenario.sync.clone()),
                 socket: None,
-                service: index % world.scenario.services.clamp(1, SERVICES.len()),
+                home: placed % brokers,
+                service: index % services,
                 issued: 0,
                 current: None,
             })));
+            placed += 1;
         }
         for _ in 0..world.scenario.async_clients {
             world.add(Role::Async(Box::new(AsyncRole {
                 core: AsyncCore::new(world.scenario.async_config.clone()),
+                home: placed % brokers,
                 sockets: BTreeMap::new(),
                 conns: BTreeMap::new(),
                 in_flight: HashMap::new(),
                 issued: 0,
                 dropped_before: 0,
             })));
+            placed += 1;
         }
         world
+    }
+
+    /// A worker program's state before it starts: its core with a link per slot, every link to
+    /// its broker.
+    fn new_worker(&self, service: usize, home: usize) -> WorkerRole {
+        let slots = self.scenario.slots.max(1);
+        let core = WorkerCore::new(
+            service_name(service),
+            self.scenario.worker.clone(),
+            slots,
+            self.clock.now(),
+        );
+        WorkerRole {
+            core,
+            service,
+            home,
+            sockets: vec![None; slots],
+            brokers_of_links: vec![home; slots],
+            busy: vec![0; slots],
+        }
+    }
+
+    fn brokers(&self) -> usize {
+        self.scenario.brokers.max(1)
+    }
+
+    fn is_broker(&self, node: usize) -> bool {
+        is_broker(node, self.brokers())
     }
 
     fn add(&mut self, role: Role) {
@@ -289,8 +373,13 @@ impl World {
 
     /// Runs the system to its end and checks it; the report says what happened.
     pub fn run(mut self) -> Report {
+        let late = self.scenario.workers_start_at;
         for node in 0..self.roles.len() {
-            self.start(node);
+            if late > Duration::ZERO && matches!(self.roles[node], Role::Worker(_)) {
+                self.timeline.schedule(late, Event::Start { node });
+            } else {
+                self.start(node);
+            }
         }
         for fault in self.scenario.scripted_faults.clone() {
             self.timeline.schedule(fault.at, Event::Fault(fault));
@@ -301,7 +390,9 @@ impl World {
         }
         // How many events ran at the current instant: the clock must move on eventually.
         let mut same_instant = (Duration::ZERO, 0u64);
-        while self.violation.is_none() && !self.all_requests_ended() {
+        while self.violation.is_none()
+            && (!self.all_requests_ended() || self.elapsed() < self.scenario.run_at_least)
+        {
             let net_at = self.net.next_at();
             let world_at = self.timeline.next_at();
             let take_net = match (net_at, world_at) {
@@ -332,8 +423,11 @@ impl World {
             } else if let Some((_, event)) = self.timeline.pop() {
                 self.event(event);
             }
-            self.check_broker();
-            self.note_reregistration();
+            for broker in 0..self.brokers() {
+                self.check_broker(broker);
+                self.note_reregistration(broker);
+            }
+            self.note_fitness();
         }
         self.finish()
     }
@@ -376,7 +470,7 @@ impl World {
                     ..SocketOptions::default()
                 };
                 let socket = self.net.socket(SocketKind::Router, options, node);
-                let bound = self.net.bind(socket, ENDPOINT);
+                let bound = self.net.bind(socket, &endpoint(node));
                 role.socket = Some(socket);
                 role.last_heard.clear();
                 role.at_risk.clear();
@@ -403,7 +497,7 @@ impl World {
     /// Carries out what a core said, in order.
     fn execute(&mut self, node: usize, produced: Produced) {
         match produced {
-            Produced::Broker(out) => self.broker_send_all(out),
+            Produced::Broker(out) => self.broker_send_all(node, out),
             Produced::Worker(out) => self.worker_actions(node, out),
             Produced::Sync(out) => self.sync_actions(node, out),
             Produced::Async(out) => {
@@ -470,7 +564,9 @@ impl World {
                 let now = self.clock.now();
                 let mut out = Vec::new();
                 if let Role::Worker(role) = &mut self.roles[node] {
-                    role.busy = role.busy.saturating_sub(1);
+                    if let Some(busy) = role.busy.get_mut(reply_to.link().0) {
+                        *busy = busy.saturating_sub(1);
+                    }
                     role.core.reply(now, reply_to, body, &mut out);
                 }
                 self.execute(node, Produced::Worker(out));
@@ -480,20 +576,15 @@ impl World {
             Event::Fault(fault) => self.fault(fault),
             Event::RandomFault => self.random_fault(),
             Event::Revive { node } => {
-                if node != BROKER {
-                    let now = self.clock.now();
-                    if let Role::Worker(role) = &mut self.roles[node] {
-                        let service = service_name(role.service);
-                        role.core = WorkerCore::new(service, self.scenario.worker.clone(), 1, now);
-                        role.socket = None;
-                        role.busy = 0;
-                    }
+                if let Role::Worker(role) = &self.roles[node] {
+                    let fresh = self.new_worker(role.service, role.home);
+                    self.roles[node] = Role::Worker(Box::new(fresh));
                 }
                 self.processes[node].last_fault_at = Some(self.elapsed());
                 self.start(node);
-                if node == BROKER {
+                if self.is_broker(node) {
                     let since = self.elapsed();
-                    let restart = match &mut self.roles[BROKER] {
+                    let restart = match &mut self.roles[node] {
                         Role::Broker(role) => {
                             role.restarts += 1;
                             role.awaiting_registration = Some(since);
@@ -502,10 +593,17 @@ impl World {
                         _ => 0,
                     };
                     let bound = self.reregistration_bound();
-                    self.timeline
-                        .schedule(since + bound, Event::CheckRegistered { restart, since });
+                    self.timeline.schedule(
+                        since + bound,
+                        Event::CheckRegistered {
+                            broker: node,
+                            restart,
+                            since,
+                        },
+                    );
                 }
             }
+            Event::Start { node } => self.start(node),
             Event::Thaw { node } => {
                 let elapsed = self.elapsed();
                 let process = &mut self.processes[node];
@@ -525,11 +623,30 @@ impl World {
             Event::Heal { node } => {
                 self.processes[node].partitioned = false;
                 self.processes[node].last_fault_at = Some(self.elapsed());
-                for socket in self.sockets_of(node) {
-                    self.net.set_partitioned(socket, false);
+                if self.is_broker(node) {
+                    let healed: Vec<(usize, usize)> = self
+                        .cuts
+                        .iter()
+                        .filter(|(_, broker)| *broker == node)
+                        .copied()
+                        .collect();
+                    for pair in healed {
+                        self.cuts.remove(&pair);
+                        self.cut_changed.insert(pair, self.elapsed());
+                        self.apply_cuts(pair.0);
+                    }
+                } else {
+                    for broker in 0..self.brokers() {
+                        self.cut_changed.insert((node, broker), self.elapsed());
+                    }
+                    self.apply_cuts(node);
                 }
             }
-            Event::CheckRegistered { restart, since } => self.check_registered(restart, since),
+            Event::CheckRegistered {
+                broker,
+                restart,
+                since,
+            } => self.check_registered(broker, restart, since),
         }
     }
 
@@ -612,7 +729,7 @@ impl World {
                     let sender = frames.remove(0);
                     if self.trace {
                         println!(
-                            "{elapsed:>14?} broker <- {} {}",
+                            "{elapsed:>14?} broker {node} <- {} {}",
                             mdp::dump::Identity(&sender),
                             mdp::dump::Message(&frames)
                         );
@@ -626,12 +743,12 @@ impl World {
                     Produced::Broker(out)
                 }
                 Role::Worker(role) => {
-                    if role.socket != Some(socket) {
+                    let Some(link) = role.link_of(socket) else {
                         return;
-                    }
+                    };
                     let mut out = Vec::new();
                     role.core
-                        .handle(now, worker::core::LinkId(0), frames, &mut out);
+                        .handle(now, worker::core::LinkId(link), frames, &mut out);
                     Produced::Worker(out)
                 }
                 Role::Sync(role) => {
@@ -658,18 +775,65 @@ impl World {
     fn sockets_of(&self, node: usize) -> Vec<SocketId> {
         match &self.roles[node] {
             Role::Broker(role) => role.socket.into_iter().collect(),
-            Role::Worker(role) => role.socket.into_iter().collect(),
-            Role::Sync(role) => role.socket.into_iter().collect(),
-            Role::Async(role) => role.sockets.values().copied().collect(),
+            _ => self
+                .connecting_sockets(node)
+                .into_iter()
+                .map(|(socket, _)| socket)
+                .collect(),
         }
     }
 
-    /// Opens a connecting socket for `node`, cut off at once if the process is.
-    fn open_socket(&mut self, node: usize, kind: SocketKind, options: SocketOptions) -> SocketId {
+    /// A worker's or a client's open sockets, each with the broker it connects to.
+    fn connecting_sockets(&self, node: usize) -> Vec<(SocketId, usize)> {
+        match &self.roles[node] {
+            Role::Broker(_) => Vec::new(),
+            Role::Worker(role) => role
+                .sockets
+                .iter()
+                .zip(&role.brokers_of_links)
+                .filter_map(|(socket, broker)| socket.map(|socket| (socket, *broker)))
+                .collect(),
+            Role::Sync(role) => role
+                .socket
+                .map(|socket| (socket, role.home))
+                .into_iter()
+                .collect(),
+            Role::Async(role) => role
+                .sockets
+                .values()
+                .map(|socket| (*socket, role.home))
+                .collect(),
+        }
+    }
+
+    /// Whether `node` (a worker or a client) and `broker` cannot reach each other now.
+    fn is_cut(&self, node: usize, broker: usize) -> bool {
+        (!self.is_broker(node) && self.processes[node].partitioned)
+            || self.cuts.contains(&(node, broker))
+    }
+
+    /// Makes the network cut off exactly the sockets of `node` whose broker it cannot reach.
+    fn apply_cuts(&mut self, node: usize) {
+        for (socket, broker) in self.connecting_sockets(node) {
+            let cut = self.is_cut(node, broker);
+            self.net
+                .set_pipe_partitioned(socket, &endpoint(broker), cut);
+        }
+    }
+
+    /// Opens a connecting socket for `node` to `broker`, cut off at once if they are.
+    fn open_socket(
+        &mut self,
+        node: usize,
+        broker: usize,
+        kind: SocketKind,
+        options: SocketOptions,
+    ) -> SocketId {
         let socket = self.net.socket(kind, options, node);
-        self.net.connect(socket, ENDPOINT);
-        if self.processes[node].partitioned {
-            self.net.set_partitioned(socket, true);
+        let endpoint = endpoint(broker);
+        self.net.connect(socket, &endpoint);
+        if self.is_cut(node, broker) {
+            self.net.set_pipe_partitioned(socket, &endpoint, true);
         }
         socket
     }
@@ -678,12 +842,12 @@ impl World {
 
     /// Sends what the broker core said, in order, as `broker::server` does: a message the
     /// ROUTER refuses goes back to the core, which may answer with more.
-    fn broker_send_all(&mut self, mut out: Vec<broker::Outgoing>) {
+    fn broker_send_all(&mut self, node: usize, mut out: Vec<broker::Outgoing>) {
         // As a stack, reversed: what the core answers to a refusal goes out before the rest.
         out.reverse();
         while let Some(message) = out.pop() {
             let answered_from = out.len();
-            let Role::Broker(role) = &mut self.roles[BROKER] else {
+            let Role::Broker(role) = &mut self.roles[node] else {
                 return;
             };
             let (Some(socket), Some(core)) = (role.socket, role.core.as_mut()) else {
@@ -692,7 +856,7 @@ impl World {
             let request_for = is_request(&message.frames).then(|| message.frames[0].to_vec());
             let shown = self.trace.then(|| {
                 format!(
-                    "{:>14?} broker -> {} {}",
+                    "{:>14?} broker {node} -> {} {}",
                     self.clock.elapsed(),
                     mdp::dump::Identity(&message.frames[0]),
                     mdp::dump::Message(&message.frames[1..])
@@ -739,10 +903,10 @@ impl World {
         }
     }
 
-    /// The broker's rules that can be seen from outside, after every event.
-    fn check_broker(&mut self) {
+    /// A broker's rules that can be seen from outside, after every event.
+    fn check_broker(&mut self, broker: usize) {
         let elapsed = self.elapsed();
-        let Role::Broker(role) = &mut self.roles[BROKER] else {
+        let Role::Broker(role) = &mut self.roles[broker] else {
             return;
         };
         let Some(core) = role.core.as_ref() else {
@@ -756,7 +920,7 @@ impl World {
         if queued > config.max_queued_total {
             let limit = config.max_queued_total;
             return self.violate(format!(
-                "the broker holds {queued} waiting requests, over max_queued_total {limit}"
+                "broker {broker} holds {queued} waiting requests, over max_queued_total {limit}"
             ));
         }
         // A worker the broker forgot that held a REQUEST the ROUTER had taken: that request
@@ -785,8 +949,8 @@ impl World {
         ] {
             if count > budget {
                 let what = format!(
-                    "the broker {what} {count} requests with workers, but the network handed \
-                     only {budget} to workers that went away ({stats})"
+                    "broker {broker} {what} {count} requests with workers, but the network \
+                     handed only {budget} to workers that went away ({stats})"
                 );
                 return self.violate(what);
             }
@@ -798,11 +962,111 @@ impl World {
             .find(|(identity, heard)| elapsed > **heard + allowed && core.has_worker(identity));
         if let Some((identity, heard)) = silent {
             let what = format!(
-                "worker {} silent since {heard:?} is still registered (expiry {:?} + one interval)",
+                "worker {} silent since {heard:?} is still registered with broker {broker} \
+                 (expiry {:?} + one interval)",
                 mdp::dump::Identity(identity),
                 config.worker_expiry()
             );
             self.violate(what);
+        }
+    }
+
+    /// Notes, for every broker and service, since when the broker has been fit to serve it (for
+    /// `Scenario::check_sync_availability`).
+    fn note_fitness(&mut self) {
+        if !self.scenario.check_sync_availability {
+            return;
+        }
+        let elapsed = self.elapsed();
+        for broker in 0..self.brokers() {
+            for service in 0..self.fit_since[broker].len() {
+                let fit = self.fit_to_serve(broker, service);
+                let since = &mut self.fit_since[broker][service];
+                match (fit, *since) {
+                    (true, None) => *since = Some(elapsed),
+                    (false, Some(_)) => *since = None,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A broker is fit to serve a service when it runs, at least one worker of that service is
+    /// registered with it, and every worker registered with it (of any service) is sound: alive,
+    /// not frozen, not cut off from it, its traffic not held up. Then a request it is sent goes
+    /// to a worker that answers: none is lost with a dead worker, none waits behind a frozen one.
+    fn fit_to_serve(&self, broker: usize, service: usize) -> bool {
+        let Role::Broker(role) = &self.roles[broker] else {
+            return false;
+        };
+        let Some(core) = role.core.as_ref() else {
+            return false;
+        };
+        let elapsed = self.elapsed();
+        let (mut sound, mut sound_for_service) = (0, 0);
+        for node in self.brokers()..self.roles.len() {
+            let Role::Worker(worker) = &self.roles[node] else {
+                continue;
+            };
+            let process = &self.processes[node];
+            let healthy = process.alive
+                && !process.frozen
+                && process.held_until <= elapsed
+                && !self.is_cut(node, broker);
+            for link in 0..worker.sockets.len() {
+                let identity = worker.sockets[link].and_then(|socket| self.net.identity_of(socket));
+                let registered = worker.brokers_of_links[link] == broker
+                    && identity.is_some_and(|identity| core.has_worker(identity));
+                if registered && healthy {
+                    sound += 1;
+                    if worker.service == service {
+                        sound_for_service += 1;
+                    }
+                }
+            }
+        }
+        sound_for_service > 0 && sound == core.worker_count()
+    }
+
+    /// The brokers a client knows.
+    fn brokers_of_client(&self, node: usize) -> Vec<usize> {
+        match &self.roles[node] {
+            Role::Sync(role) => vec![role.home],
+            Role::Async(role) => vec![role.home],
+            _ => Vec::new(),
+        }
+    }
+
+    /// `Scenario::check_sync_availability`: a synchronous request failed; it must not have while
+    /// a broker its client knows was fit to serve it and reachable from the client since before
+    /// the request was issued, with no fault on the client meanwhile.
+    fn check_sync_failure(&mut self, number: usize, reason: &str) {
+        let record = &self.ledger.requests[number];
+        let (client, service, issued_at) = (record.client, record.service, record.issued_at);
+        let process = &self.processes[client];
+        let client_left_alone = process.last_fault_at.is_none_or(|at| at < issued_at)
+            && process.held_until <= issued_at
+            && !process.partitioned;
+        if !client_left_alone {
+            return;
+        }
+        let fit = self.brokers_of_client(client).into_iter().find(|&broker| {
+            let reachable = !self.is_cut(client, broker)
+                && self
+                    .cut_changed
+                    .get(&(client, broker))
+                    .is_none_or(|at| *at < issued_at);
+            let fit_since = self.fit_since[broker].get(service).copied().flatten();
+            reachable && fit_since.is_some_and(|since| since <= issued_at)
+        });
+        if let Some(broker) = fit {
+            let since = self.fit_since[broker][service];
+            self.violate(format!(
+                "synchronous request {number} of client {client} issued at {issued_at:?} failed \
+                 ({reason}) although broker {broker}, which it can reach, has been fit to serve \
+                 {} since {since:?}",
+                SERVICES[service]
+            ));
         }
     }
 
@@ -815,10 +1079,11 @@ impl World {
         worker.heartbeat_interval * (worker.liveness + 1) + worker.reconnect_max
     }
 
-    /// The workers that have been left alone since `since` (alive, not frozen, not cut off, no
-    /// fault since) and are not registered with the broker now.
-    fn unregistered_workers(&self, since: Duration) -> Vec<usize> {
-        let Role::Broker(role) = &self.roles[BROKER] else {
+    /// The workers that have been left alone since `since` (alive, not frozen, not cut off from
+    /// `broker`, no fault since) and have a link to `broker` that is not registered with it now
+    /// (links with a request in hand are not counted: they notice nothing until they reply).
+    fn unregistered_workers(&self, broker: usize, since: Duration) -> Vec<usize> {
+        let Role::Broker(role) = &self.roles[broker] else {
             return Vec::new();
         };
         let Some(core) = role.core.as_ref() else {
@@ -832,15 +1097,23 @@ impl World {
             let process = &self.processes[node];
             let left_alone = process.alive
                 && !process.frozen
-                && !process.partitioned
-                && process.last_fault_at.is_none_or(|at| at < since);
-            if !left_alone || worker.busy > 0 {
+                && !self.is_cut(node, broker)
+                && process.last_fault_at.is_none_or(|at| at < since)
+                && self
+                    .cut_changed
+                    .get(&(node, broker))
+                    .is_none_or(|at| *at < since);
+            if !left_alone {
                 continue;
             }
-            let identity = worker
-                .socket
-                .and_then(|socket| self.net.identity_of(socket));
-            if !identity.is_some_and(|identity| core.has_worker(identity)) {
+            let unregistered = (0..worker.sockets.len()).any(|link| {
+                if worker.brokers_of_links[link] != broker || worker.busy[link] > 0 {
+                    return false;
+                }
+                let identity = worker.sockets[link].and_then(|socket| self.net.identity_of(socket));
+                !identity.is_some_and(|identity| core.has_worker(identity))
+            });
+            if unregistered {
                 missing.push(node);
             }
         }
@@ -848,35 +1121,36 @@ impl World {
     }
 
     /// After a restart, notes when the workers left alone are all registered again.
-    fn note_reregistration(&mut self) {
-        let Role::Broker(role) = &self.roles[BROKER] else {
+    fn note_reregistration(&mut self, broker: usize) {
+        let Role::Broker(role) = &self.roles[broker] else {
             return;
         };
         let Some(since) = role.awaiting_registration else {
             return;
         };
-        if self.unregistered_workers(since).is_empty() {
+        if self.unregistered_workers(broker, since).is_empty() {
             let took = self.elapsed() - since;
             self.longest_reregistration = self.longest_reregistration.max(took);
-            if let Role::Broker(role) = &mut self.roles[BROKER] {
+            if let Role::Broker(role) = &mut self.roles[broker] {
                 role.awaiting_registration = None;
             }
         }
     }
 
-    fn check_registered(&mut self, restart: u64, since: Duration) {
+    fn check_registered(&mut self, broker: usize, restart: u64, since: Duration) {
         let bound = self.reregistration_bound();
-        let Role::Broker(role) = &self.roles[BROKER] else {
+        let Role::Broker(role) = &self.roles[broker] else {
             return;
         };
         let still_waiting = role.restarts == restart && role.awaiting_registration == Some(since);
-        if !still_waiting || self.processes[BROKER].last_fault_at > Some(since) {
+        if !still_waiting || self.processes[broker].last_fault_at > Some(since) {
             return;
         }
-        let missing = self.unregistered_workers(since);
+        let missing = self.unregistered_workers(broker, since);
         if !missing.is_empty() {
             self.violate(format!(
-                "workers {missing:?} are not registered {bound:?} after the broker restarted"
+                "workers {missing:?} are not registered with broker {broker} {bound:?} after it \
+                 restarted"
             ));
         }
     }
@@ -886,35 +1160,44 @@ impl World {
     fn worker_actions(&mut self, node: usize, out: Vec<Action>) {
         for action in out {
             match action {
-                Action::Open { .. } => {
-                    if let Role::Worker(role) = &mut self.roles[node] {
-                        if let Some(old) = role.socket.take() {
-                            self.net.close(old);
-                        }
+                Action::Open { link } => {
+                    let Role::Worker(role) = &mut self.roles[node] else {
+                        return;
+                    };
+                    let Some(broker) = role.brokers_of_links.get(link.0).copied() else {
+                        continue;
+                    };
+                    if let Some(old) = role.sockets[link.0].take() {
+                        self.net.close(old);
                     }
-                    let socket =
-                        self.open_socket(node, SocketKind::Dealer, SocketOptions::default());
+                    let socket = self.open_socket(
+                        node,
+                        broker,
+                        SocketKind::Dealer,
+                        SocketOptions::default(),
+                    );
                     if let Role::Worker(role) = &mut self.roles[node] {
-                        role.socket = Some(socket);
+                        role.sockets[link.0] = Some(socket);
                     }
                 }
-                Action::Send { frames, .. } => {
+                Action::Send { link, frames } => {
                     if let Role::Worker(role) = &self.roles[node] {
-                        if let Some(socket) = role.socket {
+                        if let Some(socket) = role.sockets.get(link.0).copied().flatten() {
                             // A DEALER with no room would block; the message is dropped here,
                             // and the protocol's timeouts must cope.
                             let _ = self.net.send(socket, frames);
                         }
                     }
                 }
-                Action::Close { .. } => {
+                Action::Close { link } => {
                     if let Role::Worker(role) = &mut self.roles[node] {
-                        if let Some(socket) = role.socket.take() {
+                        if let Some(socket) = role.sockets.get_mut(link.0).and_then(Option::take) {
                             self.net.close(socket);
                         }
                     }
                 }
                 Action::Deliver(request) => {
+                    self.note_run(&request.body);
                     let (low, high) = self.scenario.service_time;
                     let service_time = if high > low {
                         self.rng.random_range(low..=high)
@@ -922,7 +1205,9 @@ impl World {
                         low
                     };
                     if let Role::Worker(role) = &mut self.roles[node] {
-                        role.busy += 1;
+                        if let Some(busy) = role.busy.get_mut(request.reply_to.link().0) {
+                            *busy += 1;
+                        }
                     }
                     let incarnation = self.processes[node].incarnation;
                     self.timeline.schedule(
@@ -937,6 +1222,22 @@ impl World {
                     );
                 }
             }
+        }
+    }
+
+    /// A worker's application was handed a request: count the run, and whether its client had
+    /// already given up on it. The request's number is the last body frame (a tag may come first).
+    fn note_run(&mut self, body: &Frames) {
+        let Some(number) = body.last().and_then(number_in) else {
+            return;
+        };
+        let Some(record) = self.ledger.requests.get_mut(number) else {
+            return;
+        };
+        record.runs += 1;
+        if matches!(record.ended, Some(Ended::Failed(_))) {
+            record.runs_after_give_up += 1;
+            self.runs_after_give_up += 1;
         }
     }
 
@@ -959,6 +1260,8 @@ impl World {
             exact: true,
             ended: None,
             issued_at: elapsed,
+            runs: 0,
+            runs_after_give_up: 0,
         });
         role.current = Some(number);
         self.coverage.sync_requests += 1;
@@ -974,15 +1277,19 @@ impl World {
         for action in out {
             match action {
                 SyncAction::Send(frames) => {
-                    let socket = match &self.roles[node] {
-                        Role::Sync(role) => role.socket,
+                    let (socket, home) = match &self.roles[node] {
+                        Role::Sync(role) => (role.socket, role.home),
                         _ => return,
                     };
                     let socket = match socket {
                         Some(socket) => socket,
                         None => {
-                            let socket =
-                                self.open_socket(node, SocketKind::Req, SocketOptions::default());
+                            let socket = self.open_socket(
+                                node,
+                                home,
+                                SocketKind::Req,
+                                SocketOptions::default(),
+                            );
                             if let Role::Sync(role) = &mut self.roles[node] {
                                 role.socket = Some(socket);
                             }
@@ -993,12 +1300,15 @@ impl World {
                     let _ = self.net.send(socket, frames);
                 }
                 SyncAction::Reopen => {
-                    if let Role::Sync(role) = &mut self.roles[node] {
-                        if let Some(old) = role.socket.take() {
-                            self.net.close(old);
-                        }
+                    let Role::Sync(role) = &mut self.roles[node] else {
+                        return;
+                    };
+                    let home = role.home;
+                    if let Some(old) = role.socket.take() {
+                        self.net.close(old);
                     }
-                    let socket = self.open_socket(node, SocketKind::Req, SocketOptions::default());
+                    let socket =
+                        self.open_socket(node, home, SocketKind::Req, SocketOptions::default());
                     if let Role::Sync(role) = &mut self.roles[node] {
                         role.socket = Some(socket);
                     }
@@ -1056,6 +1366,8 @@ impl World {
                 exact,
                 ended: None,
                 issued_at: elapsed,
+                runs: 0,
+                runs_after_give_up: 0,
             });
             self.coverage.async_requests += 1;
             let mut out = Vec::new();
@@ -1080,7 +1392,11 @@ impl World {
                         rcvhwm: 0,
                         ..SocketOptions::default()
                     };
-                    let socket = self.open_socket(node, SocketKind::Dealer, options);
+                    let home = match &self.roles[node] {
+                        Role::Async(role) => role.home,
+                        _ => return,
+                    };
+                    let socket = self.open_socket(node, home, SocketKind::Dealer, options);
                     if let Role::Async(role) = &mut self.roles[node] {
                         role.sockets.insert(conn, socket);
                         role.conns.insert(socket, conn);
@@ -1142,10 +1458,7 @@ impl World {
     // ---- the ledger ----
 
     fn answered(&mut self, number: usize, client: usize, service: usize, body: &Frames) {
-        let answers = body.first().and_then(|frame| {
-            let bytes: [u8; 8] = frame[..].try_into().ok()?;
-            Some(u64::from_be_bytes(bytes) as usize)
-        });
+        let answers = body.first().and_then(number_in);
         let record = &self.ledger.requests[number];
         let exact = record.exact;
         let wrong = match answers.and_then(|answers| self.ledger.requests.get(answers)) {
@@ -1169,6 +1482,10 @@ impl World {
     fn failed(&mut self, number: usize, reason: String) {
         if reason.is_empty() {
             return self.violate(format!("request {number} failed without a reason"));
+        }
+        let client = self.ledger.requests[number].client;
+        if self.scenario.check_sync_availability && matches!(self.roles[client], Role::Sync(_)) {
+            self.check_sync_failure(number, &reason);
         }
         self.end(number, Ended::Failed(reason));
     }
@@ -1211,6 +1528,9 @@ impl World {
                 FaultKind::Partition => ms(self.rng.random_range(100..=10_000)),
                 FaultKind::Delay => ms(self.rng.random_range(10..=3000)),
                 FaultKind::RestartBroker => ms(self.rng.random_range(0..=3000)),
+                FaultKind::BrokerCutFromWorkers
+                | FaultKind::BrokerCutFromClients
+                | FaultKind::BrokerCutOff => ms(self.rng.random_range(100..=10_000)),
             };
             let target = self.rng.random_range(0..usize::MAX / 2);
             let at = self.elapsed();
@@ -1237,33 +1557,37 @@ impl World {
 
     fn fault(&mut self, fault: ScriptedFault) {
         let elapsed = self.elapsed();
+        let brokers = self.brokers();
         let workers = self.worker_nodes();
         let worker = (!workers.is_empty()).then(|| workers[fault.target % workers.len()]);
-        // Partitions and delays may hit any party but the broker (its links are everyone's).
-        let anyone = 1 + fault.target % (self.roles.len() - 1).max(1);
+        // Partitions and delays may hit any party but the brokers (cutting a broker off is a
+        // fault of its own kind).
+        let others = self.roles.len() - brokers;
+        let anyone = (others > 0).then(|| brokers + fault.target % others);
         let node = match fault.kind {
-            FaultKind::RestartBroker => Some(BROKER),
+            kind if kind.hits_broker() => Some(fault.target % brokers),
             FaultKind::KillWorker | FaultKind::FreezeWorker => worker,
-            FaultKind::Partition | FaultKind::Delay => {
-                (anyone < self.roles.len()).then_some(anyone)
-            }
+            _ => anyone,
         };
         let Some(node) = node else {
             return;
         };
         let process = &self.processes[node];
-        if !process.alive || process.frozen || process.partitioned {
+        if !process.alive || process.frozen || process.partitioned || process.held_until > elapsed {
             // One fault at a time per process keeps the faults' ends simple to reason about.
             return;
         }
         *self.coverage.faults.entry(fault.kind).or_default() += 1;
         self.processes[node].last_fault_at = Some(elapsed);
         let until = elapsed + fault.lasting;
+        if self.trace {
+            println!(
+                "{elapsed:>14?} FAULT {:?} on party {node} until {until:?}",
+                fault.kind
+            );
+        }
         match fault.kind {
             FaultKind::KillWorker | FaultKind::RestartBroker => {
-                if self.trace {
-                    println!("{elapsed:>14?} FAULT {:?} on party {node}", fault.kind);
-                }
                 self.kill(node);
                 self.timeline.schedule(until, Event::Revive { node });
             }
@@ -1273,12 +1597,37 @@ impl World {
             }
             FaultKind::Partition => {
                 self.processes[node].partitioned = true;
-                for socket in self.sockets_of(node) {
-                    self.net.set_partitioned(socket, true);
+                for broker in 0..brokers {
+                    self.cut_changed.insert((node, broker), elapsed);
+                }
+                self.apply_cuts(node);
+                self.timeline.schedule(until, Event::Heal { node });
+            }
+            FaultKind::BrokerCutFromWorkers
+            | FaultKind::BrokerCutFromClients
+            | FaultKind::BrokerCutOff => {
+                self.processes[node].partitioned = true;
+                let from: Vec<usize> = (brokers..self.roles.len())
+                    .filter(|&other| {
+                        !matches!(
+                            (&self.roles[other], fault.kind),
+                            (Role::Worker(_), FaultKind::BrokerCutFromClients)
+                                | (
+                                    Role::Sync(_) | Role::Async(_),
+                                    FaultKind::BrokerCutFromWorkers
+                                )
+                        )
+                    })
+                    .collect();
+                for other in from {
+                    self.cuts.insert((other, node));
+                    self.cut_changed.insert((other, node), elapsed);
+                    self.apply_cuts(other);
                 }
                 self.timeline.schedule(until, Event::Heal { node });
             }
             FaultKind::Delay => {
+                self.processes[node].held_until = until;
                 for socket in self.sockets_of(node) {
                     self.net.hold(socket, until);
                 }
@@ -1305,10 +1654,10 @@ impl World {
             }
             Role::Worker(role) => {
                 self.kills += 1;
-                if role.busy > 0 {
+                if role.busy() > 0 {
                     self.kills_of_busy_workers += 1;
                 }
-                role.socket = None;
+                role.sockets.iter_mut().for_each(|socket| *socket = None);
             }
             // Clients are not killed: their applications' requests would die with them.
             Role::Sync(_) | Role::Async(_) => {}
@@ -1326,11 +1675,29 @@ impl World {
                 ));
             }
         }
+        if self.violation.is_none() && self.scenario.given_up_runs_at_most_once {
+            let rerun = self
+                .ledger
+                .requests
+                .iter()
+                .enumerate()
+                .find(|(_, request)| {
+                    matches!(request.ended, Some(Ended::Failed(_))) && request.runs > 1
+                });
+            if let Some((number, request)) = rerun {
+                let what = format!(
+                    "request {number} ran {} times although its client gave up on it ({} of \
+                     the runs after it gave up)",
+                    request.runs, request.runs_after_give_up
+                );
+                self.violate(what);
+            }
+        }
         let mut broker_stats = broker::Stats::default();
         for role in &self.roles {
             match role {
                 Role::Broker(role) => {
-                    broker_stats = role.earlier_stats.clone();
+                    add_stats(&mut broker_stats, &role.earlier_stats);
                     if let Some(core) = &role.core {
                         add_stats(&mut broker_stats, core.stats());
                     }
@@ -1366,8 +1733,15 @@ impl World {
             peak_workers: self.peak_workers,
             kills_of_busy_workers: self.kills_of_busy_workers,
             kills: self.kills,
+            runs_after_give_up: self.runs_after_give_up,
         }
     }
+}
+
+/// The request number a body frame carries (8 bytes, big-endian), if it is one.
+fn number_in(frame: &zmq::Message) -> Option<usize> {
+    let bytes: [u8; 8] = frame[..].try_into().ok()?;
+    Some(u64::from_be_bytes(bytes) as usize)
 }
 
 fn service_name(index: usize) -> ServiceName {

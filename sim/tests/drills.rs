@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use client::{AsyncClientConfig, ClientConfig, Matching};
+use sim::scenario::{ClientMode, WorkerMode};
 use sim::{FaultKind, ScriptedFault};
 use sim::{Report, Scenario};
 use worker::WorkerConfig;
@@ -24,8 +25,13 @@ fn ms(millis: u64) -> Duration {
 fn three_workers() -> Scenario {
     Scenario {
         broker: broker::Config::default(),
+        brokers: 1,
         worker: WorkerConfig::default(),
         workers: 3,
+        worker_mode: WorkerMode::Placed,
+        slots: 1,
+        workers_start_at: Duration::ZERO,
+        client_mode: ClientMode::Placed,
         services: 1,
         sync_clients: 0,
         sync: ClientConfig::default(),
@@ -41,6 +47,9 @@ fn three_workers() -> Scenario {
         net: sim::net::NetConfig::default(),
         issue_until: Duration::from_secs(3600),
         end_by: Duration::from_secs(3600),
+        run_at_least: Duration::ZERO,
+        check_sync_availability: false,
+        given_up_runs_at_most_once: false,
     }
 }
 
