@@ -201,13 +201,18 @@ impl Scenario {
             Matching::ByService
         };
         let brokers = rng.random_range(1..=2);
+        let slots = if rng.random_bool(0.25) {
+            rng.random_range(2..=4)
+        } else {
+            1
+        };
         Scenario {
             broker,
             brokers,
             worker,
             workers,
             worker_mode: WorkerMode::Placed,
-            slots: 1,
+            slots,
             workers_start_at: Duration::ZERO,
             client_mode: ClientMode::Placed,
             // Every service has a worker, when none is down.
@@ -238,6 +243,9 @@ impl Scenario {
                     (FaultKind::Partition, 2),
                     (FaultKind::Delay, 2),
                     (FaultKind::RestartBroker, 1),
+                    (FaultKind::BrokerCutFromWorkers, 1),
+                    (FaultKind::BrokerCutFromClients, 1),
+                    (FaultKind::BrokerCutOff, 1),
                 ],
             }),
             scripted_faults: Vec::new(),

@@ -1,0 +1,328 @@
+//! Several brokers (issue 12 item 3), worker slots (issue 15 item 5), and a try the client gave
+//! up on (issue 12 item 6), in the simulation: each scenario runs with 2 and with 3 brokers over
+//! a few seeds, under load, with the broker faults scripted at fixed times, and every run keeps
+//! all the rules `sim::world` checks: every request answered or failed exactly once and with a
+//! reason (so the asynchronous client reports every request it could not get answered, and no
+//! reply reaches the application twice), the right reply for the right request, queues within
+//! their limits, silent workers purged in time, workers registered again after a restart; and,
+//! with `check_sync_availability`, no synchronous request fails while a broker its client knows
+//! and reaches is fit to serve it.
+//!
+//! The workers and the clients are *placed*: each serves or uses one broker (worker `n` broker
+//! `n % brokers`), so a client whose broker is down fails its requests, and the others go on.
+//!
+//! `SIM_BROKER_SEEDS=N` runs N seeds per scenario (default 2); `SIM_SEED=S` runs only seed S
+//! (with `--nocapture`, each run prints its figures).
+
+use std::time::Duration;
+
+use client::{AsyncClientConfig, ClientConfig, Matching};
+use sim::scenario::{ClientMode, WorkerMode};
+use sim::{FaultKind, Report, Scenario, ScriptedFault};
+use worker::WorkerConfig;
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+fn seeds() -> Vec<u64> {
+    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    let count = std::env::var("SIM_BROKER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
+    (0..count).collect()
+}
+
+/// Heartbeats every 500 ms, liveness 3, on both sides: a dead broker or worker is given up after
+/// 1.5 s.
+const INTERVAL: Duration = Duration::from_millis(500);
+
+/// `brokers` brokers, two echo workers for each (placed), one synchronous client for each broker
+/// (timeout 1 s, as many tries as brokers, 200 requests) and one asynchronous client (1,500
+/// tagged requests, 20 in flight, timeout 2 s, two tries), on the brokers in turn.
+fn system(brokers: usize) -> Scenario {
+    let worker = WorkerConfig {
+        heartbeat_interval: INTERVAL,
+        liveness: 3,
+        reconnect_initial: ms(100),
+        reconnect_max: ms(1000),
+    };
+    Scenario {
+        broker: broker::Config {
+            heartbeat_interval: INTERVAL,
+            liveness: 3,
+            ..broker::Config::default()
+        },
+        brokers,
+        worker,
+        workers: 2 * brokers,
+        worker_mode: WorkerMode::Placed,
+        slots: 1,
+        workers_start_at: Duration::ZERO,
+        client_mode: ClientMode::Placed,
+        services: 1,
+        sync_clients: brokers,
+        sync: ClientConfig {
+            timeout: ms(1000),
+            retries: brokers as u32,
+        },
+        sync_requests: 200,
+        async_clients: 1,
+        async_config: AsyncClientConfig {
+            timeout: ms(2000),
+            matching: Matching::ByTag,
+            retries: 2,
+        },
+        async_requests: 1_500,
+        window: 20,
+        service_time: (ms(0), ms(5)),
+        think_time: ms(20),
+        random_faults: None,
+        scripted_faults: Vec::new(),
+        net: sim::net::NetConfig::default(),
+        issue_until: Duration::from_secs(600),
+        end_by: Duration::from_secs(600),
+        run_at_least: Duration::ZERO,
+        check_sync_availability: true,
+        given_up_runs_at_most_once: false,
+    }
+}
+
+fn fault(at: u64, kind: FaultKind, target: usize, lasting: u64) -> ScriptedFault {
+    ScriptedFault {
+        at: ms(at),
+        kind,
+        target,
+        lasting: ms(lasting),
+    }
+}
+
+/// Runs every seed of `scenario`, fails on the first broken rule (with the seed), prints each
+/// run's figures, and hands each report to `expect` for the scenario's own checks.
+fn run_all(name: &str, scenario: &Scenario, expect: impl Fn(&Report)) {
+    for seed in seeds() {
+        let report = sim::run(scenario.clone(), seed);
+        if let Some(violation) = &report.violation {
+            panic!(
+                "{name}, {} brokers, seed {seed}: {violation}\n  replay: SIM_SEED={seed} \
+                 cargo test -p sim --test brokers -- --nocapture",
+                scenario.brokers
+            );
+        }
+        let sync_failed = report.failed_requests(|client| is_sync(scenario, client));
+        let async_failed = report.failed_requests(|client| !is_sync(scenario, client));
+        let faults: u64 = report.coverage.faults.values().sum();
+        println!(
+            "{name}, {} brokers, seed {seed}: {} requests, failed sync {sync_failed} async \
+             {async_failed}, resends {}, faults {faults}, kills {} ({} busy), lost {}, \
+             purged {}, runs after give-up {}, {:.0} s virtual",
+            scenario.brokers,
+            report.ledger.requests.len(),
+            report.coverage.client_resends,
+            report.kills,
+            report.kills_of_busy_workers,
+            report.broker.requests_lost_with_worker,
+            report.broker.workers_purged,
+            report.runs_after_give_up,
+            report.coverage.virtual_time.as_secs_f64()
+        );
+        expect(&report);
+    }
+}
+
+/// Parties are numbered brokers first, then workers, then synchronous and asynchronous clients.
+fn is_sync(scenario: &Scenario, client: usize) -> bool {
+    let first = scenario.brokers + scenario.workers;
+    (first..first + scenario.sync_clients).contains(&client)
+}
+
+/// The requests of the clients placed on `broker`.
+fn failed_on(report: &Report, scenario: &Scenario, broker: usize) -> usize {
+    let first = scenario.brokers + scenario.workers;
+    report.failed_requests(|client| (client - first) % scenario.brokers == broker)
+}
+
+#[test]
+fn a_broker_killed_under_load() {
+    for brokers in [2, 3] {
+        let mut scenario = system(brokers);
+        // Broker 0 dies 2 s into the load and comes back 6 s later, with nothing remembered.
+        scenario.scripted_faults = vec![fault(2000, FaultKind::RestartBroker, 0, 6000)];
+        run_all("broker killed", &scenario, |report| {
+            assert_eq!(report.coverage.fault_count(FaultKind::RestartBroker), 1);
+            // Only the clients of the dead broker lose requests: the others never notice.
+            for other in 1..brokers {
+                assert_eq!(failed_on(report, &scenario, other), 0, "broker {other}");
+            }
+            assert!(failed_on(report, &scenario, 0) > 0, "nothing was lost");
+        });
+    }
+}
+
+#[test]
+fn a_broker_restarted_under_load() {
+    for brokers in [2, 3] {
+        let mut scenario = system(brokers);
+        scenario.scripted_faults = vec![fault(2000, FaultKind::RestartBroker, 1, 500)];
+        run_all("broker restarted", &scenario, |report| {
+            // Its workers register again within the bound the world checks; back-to-back tries
+            // of the synchronous clients (as many as brokers, 1 s each) outlast a 0.5 s outage
+            // plus the re-registration, so even its own synchronous clients lose nothing.
+            assert!(report.longest_reregistration > Duration::ZERO);
+            for other in 0..brokers {
+                if other != 1 {
+                    assert_eq!(failed_on(report, &scenario, other), 0, "broker {other}");
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn a_broker_cut_from_its_workers() {
+    for brokers in [2, 3] {
+        let mut scenario = system(brokers);
+        // 4 s: longer than the 1.5 s both sides wait before they give up on each other.
+        scenario.scripted_faults = vec![fault(2000, FaultKind::BrokerCutFromWorkers, 0, 4000)];
+        run_all("broker cut from workers", &scenario, |report| {
+            assert!(
+                report.broker.workers_purged >= 2,
+                "the cut workers were not purged"
+            );
+            for other in 1..brokers {
+                assert_eq!(failed_on(report, &scenario, other), 0, "broker {other}");
+            }
+        });
+    }
+}
+
+#[test]
+fn a_broker_cut_from_its_clients() {
+    for brokers in [2, 3] {
+        let mut scenario = system(brokers);
+        scenario.scripted_faults = vec![fault(2000, FaultKind::BrokerCutFromClients, 0, 4000)];
+        run_all("broker cut from clients", &scenario, |report| {
+            // The workers still reach it: none is purged.
+            assert_eq!(report.broker.workers_purged, 0);
+            assert!(failed_on(report, &scenario, 0) > 0, "nothing was lost");
+            for other in 1..brokers {
+                assert_eq!(failed_on(report, &scenario, other), 0, "broker {other}");
+            }
+        });
+    }
+}
+
+#[test]
+fn all_brokers_down_and_back() {
+    for brokers in [2, 3] {
+        let mut scenario = system(brokers);
+        scenario.scripted_faults = (0..brokers)
+            .map(|broker| fault(2000, FaultKind::RestartBroker, broker, 3000))
+            .collect();
+        run_all("all brokers down", &scenario, |report| {
+            assert_eq!(
+                report.coverage.fault_count(FaultKind::RestartBroker),
+                brokers as u64
+            );
+            // Every broker's workers come back by themselves, and the load goes on after.
+            assert!(report.longest_reregistration > Duration::ZERO);
+            let after = report
+                .ledger
+                .requests
+                .iter()
+                .filter(|request| request.issued_at > ms(8000))
+                .filter(|request| matches!(request.ended, Some(sim::report::Ended::Answered)))
+                .count();
+            assert!(
+                after > 0,
+                "nothing was answered after the brokers came back"
+            );
+        });
+    }
+}
+
+/// Issue 15 item 5: worker programs with 4 slots each (4 DEALER sockets, 4 requests in hand at
+/// most), one killed every 2 s under a pipelined load and replaced: every request answered or
+/// reported, none twice (the world's checks), and no more lost than the slots of the killed
+/// workers held.
+#[test]
+fn slotted_workers_killed_under_load() {
+    for brokers in [1, 2] {
+        let mut scenario = system(brokers);
+        scenario.slots = 4;
+        scenario.workers = 3 * brokers;
+        scenario.window = 50;
+        scenario.async_requests = 3_000;
+        scenario.service_time = (ms(1), ms(20));
+        scenario.scripted_faults = (1..=10)
+            .map(|n| fault(1500 * n, FaultKind::KillWorker, n as usize, 200))
+            .collect();
+        run_all("slotted workers killed", &scenario, |report| {
+            assert!(report.kills >= 3, "the load outlived too few kills");
+            assert!(
+                report.kills_of_busy_workers > 0,
+                "no kill hit a busy worker"
+            );
+            let failed = report.failed_requests(|_| true) as u64;
+            assert!(
+                failed <= report.kills * 4,
+                "failed {failed} > kills x slots"
+            );
+            assert!(report.peak_workers >= 3 * 4, "not every slot registered");
+        });
+    }
+}
+
+/// Issue 12 item 6: a synchronous client asks for a service nobody serves yet, with three tries
+/// of 500 ms, and gives up; a worker for the service starts 10 s later, while the broker still
+/// holds the tries (its request TTL is 60 s). How often does the late worker run the request?
+fn late_worker(brokers: usize) -> Scenario {
+    let mut scenario = system(brokers);
+    scenario.workers = 1;
+    scenario.workers_start_at = ms(10_000);
+    scenario.sync_clients = 1;
+    scenario.sync_requests = 1;
+    scenario.sync = ClientConfig {
+        timeout: ms(500),
+        retries: 3,
+    };
+    scenario.async_clients = 0;
+    scenario.run_at_least = ms(15_000);
+    scenario.check_sync_availability = false;
+    scenario
+}
+
+/// What the system does today, measured: every try of the given-up request runs once, none
+/// twice (the at-most-once-per-try guarantee; idempotent workers assumed, as spec 7 does).
+#[test]
+fn a_request_given_up_on_runs_at_most_once_per_try() {
+    for brokers in [1, 2] {
+        let scenario = late_worker(brokers);
+        run_all("late worker", &scenario, |report| {
+            let request = &report.ledger.requests[0];
+            assert!(matches!(request.ended, Some(sim::report::Ended::Failed(_))));
+            println!(
+                "  the late worker ran the given-up request {} times ({} tries)",
+                request.runs, scenario.sync.retries
+            );
+            assert!(request.runs <= scenario.sync.retries, "a try ran twice");
+        });
+    }
+}
+
+/// Issue 12 item 6 as it must be once fixed: the late worker runs the given-up request at most
+/// once. Ignored until the broker drops what it knows its client gave up on (a TTL that fits the
+/// clients' patience, or recognising a resend of a request it still holds): today every try
+/// queued at the broker runs, 3 runs for 3 tries. Run it with `-- --ignored`.
+#[test]
+#[ignore = "issue 12 item 6: the broker still runs every queued try of a request given up on"]
+fn a_request_given_up_on_runs_at_most_once() {
+    for brokers in [1, 2] {
+        let mut scenario = late_worker(brokers);
+        scenario.given_up_runs_at_most_once = true;
+        run_all("late worker, at most once", &scenario, |_| {});
+    }
+}
