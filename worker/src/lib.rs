@@ -22,22 +22,75 @@
 //! # }
 //! ```
 //!
+//! # Several brokers, several slots
+//! Spec 7 identifies a worker by its socket, so one program may be several MDP workers: `slots`
+//! sockets to each broker, and several brokers ([`Worker::builder`]). Each conversation keeps its
+//! own READY, heartbeats, liveness and backoff; one poll serves them all. Requests from every
+//! slot are handed out in arrival order, and up to one per slot may be in hand at once:
+//! [`Worker::serve_concurrent`] runs a handler on that many threads (or fewer), and
+//! [`Worker::recv`] may be called again before the previous reply, up to the number of slots.
+//!
+//! ```no_run
+//! use worker::{Mode, Worker};
+//!
+//! # fn main() -> Result<(), worker::Error> {
+//! let mut worker = Worker::builder("echo".parse().expect("a valid service name"))
+//!     .endpoint("tcp://broker-a:5555")
+//!     .endpoint("tcp://broker-b:5555")
+//!     .slots(4)
+//!     .mode(Mode::All)
+//!     .build()?;
+//! // 2 brokers x 4 slots: up to 8 requests at once, each on a thread of its own.
+//! worker.serve_concurrent(8, |body| body)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What the choices cost:
+//! * **Slots are a prefetch window.** A broker sends each slot a request as soon as it is
+//!   ready, so with more slots than running handlers (`serve_concurrent` with a smaller
+//!   concurrency) requests wait inside the worker: a long request strands the ones queued behind
+//!   it while other workers may sit idle, and a worker that dies loses every request it holds,
+//!   up to one per slot (the clients retry; a broker's `--redeliver` sends them on once).
+//! * **All mode** ([`Mode::All`]) registers with every broker at once: the loss of one never
+//!   interrupts the others, and a broker that only the clients can still reach keeps its
+//!   workers. A handler may then run one request per slot per broker at the same moment.
+//! * **Failover mode** ([`Mode::Failover`]) registers with one broker at a time: the first that
+//!   answers, the next when it fails (silent for interval x liveness, or its connection
+//!   refused), and no going back while it serves. It cannot see a broker that the clients have
+//!   lost but the worker has not: the worker stays there, serving nobody. All mode covers that
+//!   case, since the worker is registered wherever the clients may go.
+//!
 //! # Layers
 //! The protocol lives in [`core::WorkerCore`], a state machine with no sockets and no clock: it
 //! is given each message and the time, and says what to send, when to reopen a socket and which
-//! request to hand out. This file is its driver: one DEALER socket per link of the core (one
-//! link today), opened, read, written and waited on through `zsocket`.
+//! request to hand out. This file is its driver: one DEALER socket per link of the core, each
+//! with a socket monitor ([`zsocket::monitor`]) that tells a real connection from a refused one,
+//! opened, read, written and waited on through `zsocket`.
 //!
 //! # Threads
 //! Heartbeats must flow while the caller is busy with a request: a handler that runs longer
 //! than `heartbeat_interval x liveness` would otherwise be purged by the broker mid-request. So
 //! each worker has a small heartbeat thread. The core and the sockets sit behind a mutex (a
 //! ZeroMQ socket may move between threads given a full memory barrier, which a mutex provides;
-//! it must never be used by two at once, which the mutex prevents). The caller's thread holds it
-//! while it waits for a request in [`Worker::recv`] and heartbeats from there; while the caller
-//! is busy (or between calls) the heartbeat thread takes the free driver every quarter interval,
-//! reads what the broker sent, and sends the HEARTBEATs that are due. The request path is one
-//! uncontended lock and no thread hand-off, which keeps the worker cheap per request.
+//! it must never be used by two at once, which the mutex prevents). Whoever holds it does the
+//! I/O: the caller's thread holds it while it waits for a request in [`Worker::recv`] and
+//! heartbeats from there; while the caller is busy (or between calls) the heartbeat thread takes
+//! the free driver every quarter interval, reads what the broker sent, and sends the HEARTBEATs
+//! that are due. The request path is one uncontended lock and no thread hand-off, which keeps
+//! the worker cheap per request.
+//!
+//! With several handler threads ([`Worker::serve_concurrent`]) one of them holds the driver
+//! while it waits in the poll, and the others wait for it. A reply from a thread that finds the
+//! driver held is queued, and a byte on a wake-up socket in the poll set makes the poller send
+//! it; whoever lets go of the driver looks at the queue again afterwards (and a replier that
+//! queued tries the lock once more), so no reply is ever left behind.
+//!
+//! # Logs
+//! Per broker, at `info`: "connected to broker at X" when the socket monitor sees the connection
+//! made (not when a socket is merely opened), "registered with broker at X for S" once the
+//! broker has spoken on the new socket, "lost the connection" when it drops. A broker that
+//! cannot be reached is reported once at `warn`; the retries that follow are `debug`.
 //!
 //! # Stopping
 //! [`Worker::stop_handle`] gives a [`StopHandle`] that another thread (a signal handler, say) can
@@ -48,15 +101,20 @@ pub mod core;
 pub mod exec;
 
 use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, log_enabled, warn, Level};
 use mdp::dump;
-use zsocket::{StopSignal, Woken};
+use zsocket::monitor::{EventKind, Events, Monitored};
+use zsocket::StopSignal;
 
-pub use crate::core::{ReplyTo, Request};
+pub use crate::core::{Mode, ReplyTo, Request, Topology};
 pub use mdp::{Frames, ServiceName};
 pub use zsocket::StopHandle;
 
@@ -101,6 +159,9 @@ pub enum Error {
     /// The endpoint is not one ZeroMQ can connect to (a typo, an unknown transport).
     #[error(transparent)]
     Connect(zsocket::Error),
+    /// No endpoint, or no slot: a worker with nothing to connect.
+    #[error("{0}")]
+    Topology(&'static str),
     /// A ZeroMQ call failed for a reason other than the broker's absence (which is never an
     /// error: messages wait in the socket until the broker is back).
     #[error(transparent)]
@@ -115,26 +176,144 @@ pub enum Error {
     /// [`StopHandle::stop`] was called.
     #[error("the worker was asked to stop")]
     Stopped,
-    /// `recv` was called while the previous request was still unanswered. The broker sends a
-    /// worker one request at a time and waits for its REPLY, so there would be nothing to receive.
+    /// `recv` was called while every slot held an unanswered request. The broker sends each slot
+    /// one request at a time and waits for its REPLY, so there would be nothing to receive.
     #[error("recv() called before reply() answered the previous request")]
     ReplyPending,
 }
 
-/// An MDP worker connected to one broker for one service. See the [crate docs](crate).
+/// The settings of a worker with several brokers or slots; see [`Worker::builder`].
+#[derive(Clone)]
+pub struct WorkerBuilder {
+    service: ServiceName,
+    endpoints: Vec<String>,
+    slots: usize,
+    mode: Mode,
+    config: WorkerConfig,
+    context: Option<zmq::Context>,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("service", &self.service)
+            .field("endpoints", &self.endpoints)
+            .field("slots", &self.slots)
+            .field("mode", &self.mode)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    /// Adds a broker. The order matters in failover mode: the first is tried first.
+    #[must_use]
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoints.push(endpoint.into());
+        self
+    }
+
+    /// Adds brokers, in order.
+    #[must_use]
+    pub fn endpoints<I: IntoIterator<Item = S>, S: Into<String>>(mut self, endpoints: I) -> Self {
+        self.endpoints.extend(endpoints.into_iter().map(Into::into));
+        self
+    }
+
+    /// How many MDP workers (sockets) to each broker. Default 1.
+    #[must_use]
+    pub fn slots(mut self, slots: usize) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// All brokers at once, or one at a time. Default [`Mode::All`].
+    #[must_use]
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Heartbeat and reconnection settings.
+    #[must_use]
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sockets made by the caller's ZeroMQ context rather than a new one.
+    #[must_use]
+    pub fn context(mut self, context: &zmq::Context) -> Self {
+        self.context = Some(context.clone());
+        self
+    }
+
+    /// Checks every endpoint, opens the links the mode wants open and starts the heartbeat
+    /// thread. Returns at once: ZeroMQ connects in the background.
+    pub fn build(self) -> Result<Worker, Error> {
+        if self.service.is_mmi() {
+            return Err(Error::ReservedService(self.service));
+        }
+        if self.endpoints.is_empty() {
+            return Err(Error::Topology(
+                "a worker needs at least one broker endpoint",
+            ));
+        }
+        if self.slots == 0 {
+            return Err(Error::Topology(
+                "a worker needs at least one slot per broker",
+            ));
+        }
+        let context = self.context.unwrap_or_default();
+        // A typo in the last broker of a failover list must fail now, not when it is needed.
+        for endpoint in &self.endpoints {
+            zsocket::connect(&context, zmq::DEALER, endpoint).map_err(connect_error)?;
+        }
+        let topology = Topology {
+            brokers: self.endpoints.len(),
+            slots: self.slots,
+            mode: self.mode,
+        };
+        let heartbeat_interval = self.config.heartbeat_interval;
+        let setup = |action| move |source| Error::Setup { action, source };
+        let inbox = Inbox::new().map_err(setup("create the wake-up socket"))?;
+        let mut driver = Driver::new(context, self.endpoints, self.service, self.config, topology);
+        driver.start()?;
+        let shared = Arc::new(Shared {
+            driver: Mutex::new(driver),
+            inbox,
+        });
+        let (stop, stop_signal) = zsocket::stop_pair().map_err(setup("create the stop signal"))?;
+        let heartbeats = spawn_heartbeat_thread(Arc::clone(&shared), heartbeat_interval)
+            .map_err(setup("start the heartbeat thread"))?;
+        Ok(Worker {
+            shared,
+            links: topology.links(),
+            heartbeats: Some(heartbeats),
+            stop,
+            stop_signal,
+            outstanding: 0,
+        })
+    }
+}
+
+/// An MDP worker connected to one broker or more for one service. See the [crate docs](crate).
 pub struct Worker {
-    driver: Arc<Mutex<Driver>>,
+    shared: Arc<Shared>,
+    /// How many links (brokers x slots): the most requests that can be in hand at once.
+    links: usize,
     heartbeats: Option<HeartbeatThread>,
     stop: StopHandle,
     stop_signal: StopSignal,
-    /// A request was handed out and not answered yet.
-    awaiting_reply: bool,
+    /// Requests handed out by `recv` and not answered yet.
+    outstanding: usize,
 }
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Worker")
-            .field("awaiting_reply", &self.awaiting_reply)
+            .field("links", &self.links)
+            .field("outstanding", &self.outstanding)
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +333,10 @@ impl Worker {
         service: ServiceName,
         config: WorkerConfig,
     ) -> Result<Worker, Error> {
-        Worker::with_context(&zmq::Context::new(), endpoint, service, config)
+        Worker::builder(service)
+            .endpoint(endpoint)
+            .config(config)
+            .build()
     }
 
     /// The same, with sockets made by the caller's ZeroMQ context (one context per process is
@@ -165,25 +347,23 @@ impl Worker {
         service: ServiceName,
         config: WorkerConfig,
     ) -> Result<Worker, Error> {
-        if service.is_mmi() {
-            return Err(Error::ReservedService(service));
-        }
-        let heartbeat_interval = config.heartbeat_interval;
-        let mut driver = Driver::new(context.clone(), endpoint, service, config);
-        driver.start()?;
-        let driver = Arc::new(Mutex::new(driver));
+        Worker::builder(service)
+            .endpoint(endpoint)
+            .config(config)
+            .context(context)
+            .build()
+    }
 
-        let setup = |action| move |source| Error::Setup { action, source };
-        let (stop, stop_signal) = zsocket::stop_pair().map_err(setup("create the stop signal"))?;
-        let heartbeats = spawn_heartbeat_thread(Arc::clone(&driver), heartbeat_interval)
-            .map_err(setup("start the heartbeat thread"))?;
-        Ok(Worker {
-            driver,
-            heartbeats: Some(heartbeats),
-            stop,
-            stop_signal,
-            awaiting_reply: false,
-        })
+    /// A worker for several brokers or slots: add endpoints, then [`WorkerBuilder::build`].
+    pub fn builder(service: ServiceName) -> WorkerBuilder {
+        WorkerBuilder {
+            service,
+            endpoints: Vec::new(),
+            slots: 1,
+            mode: Mode::All,
+            config: WorkerConfig::default(),
+            context: None,
+        }
     }
 
     /// A handle that makes `recv` return [`Error::Stopped`].
@@ -191,16 +371,22 @@ impl Worker {
         self.stop.clone()
     }
 
+    /// How many links (brokers x slots) the worker has: the most requests it can hold at once.
+    pub fn link_count(&self) -> usize {
+        self.links
+    }
+
     /// Waits for the next request, sending heartbeats and reconnecting as needed meanwhile.
     ///
-    /// Every request must be answered with [`Worker::reply`] before the next `recv`: the broker
-    /// gives a worker one request at a time.
+    /// With one slot every request must be answered with [`Worker::reply`] before the next
+    /// `recv`: the broker gives a worker one request at a time. With several links, up to one
+    /// request per link may be in hand.
     pub fn recv(&mut self) -> Result<Request, Error> {
-        if self.awaiting_reply {
+        if self.outstanding >= self.links {
             return Err(Error::ReplyPending);
         }
-        let request = lock(&self.driver).next_request(&self.stop_signal)?;
-        self.awaiting_reply = true;
+        let request = self.shared.next_request(&self.stop_signal)?;
+        self.outstanding += 1;
         Ok(request)
     }
 
@@ -210,12 +396,12 @@ impl Worker {
     /// If the conversation the request came in has ended meanwhile, the reply is dropped with a
     /// log line: the broker no longer knows this worker and the client will retry.
     pub fn reply(&mut self, reply_to: ReplyTo, body: Frames) -> Result<(), Error> {
-        self.awaiting_reply = false;
-        lock(&self.driver).reply(reply_to, body)
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.shared.reply(reply_to, body)
     }
 
     /// Serves requests with `handler` (request body in, reply body out) until stopped, which
-    /// returns `Ok(())`.
+    /// returns `Ok(())`. One request at a time, on the caller's thread.
     pub fn serve(&mut self, mut handler: impl FnMut(Frames) -> Frames) -> Result<(), Error> {
         loop {
             let request = match self.recv() {
@@ -225,6 +411,97 @@ impl Worker {
             };
             let reply = handler(request.body);
             self.reply(request.reply_to, reply)?;
+        }
+    }
+
+    /// Serves requests with `handler` on up to `concurrency` threads at once (at most one per
+    /// link: more would have nothing to do), until stopped, which returns `Ok(())`. Requests are
+    /// handed out in the order they arrived, from every slot of every broker; a handler's reply
+    /// goes out from its own thread. With a concurrency of 1 this is [`Worker::serve`], on the
+    /// caller's thread.
+    ///
+    /// With fewer threads than links, requests wait inside the worker for a free thread (see
+    /// the [crate docs](crate) on the prefetch window). A socket error on any thread stops the
+    /// others, and is returned.
+    pub fn serve_concurrent(
+        &mut self,
+        concurrency: usize,
+        handler: impl Fn(Frames) -> Frames + Sync,
+    ) -> Result<(), Error> {
+        let threads = concurrency.clamp(1, self.links.max(1));
+        if threads == 1 {
+            return self.serve(handler);
+        }
+        let shared = &*self.shared;
+        shared.inbox.concurrent.store(true, Ordering::SeqCst);
+        let stop = &self.stop;
+        let stop_signal = &self.stop_signal;
+        let handler = &handler;
+        let result = std::thread::scope(|scope| {
+            let mut spawned = Vec::with_capacity(threads);
+            for index in 0..threads {
+                let thread = std::thread::Builder::new()
+                    .name(format!("mdp-worker-{index}"))
+                    .spawn_scoped(scope, move || {
+                        let _guard = StopOnPanic(stop);
+                        serve_thread(shared, stop_signal, handler)
+                    });
+                match thread {
+                    Ok(thread) => spawned.push(thread),
+                    Err(source) => {
+                        stop.stop();
+                        return Err(Error::Setup {
+                            action: "start a handler thread",
+                            source,
+                        });
+                    }
+                }
+            }
+            let mut result = Ok(());
+            for thread in spawned {
+                match thread.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        stop.stop();
+                        if result.is_ok() {
+                            result = Err(error);
+                        }
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            result
+        });
+        shared.inbox.concurrent.store(false, Ordering::SeqCst);
+        result
+    }
+}
+
+/// One handler thread of [`Worker::serve_concurrent`].
+fn serve_thread(
+    shared: &Shared,
+    stop: &StopSignal,
+    handler: &(impl Fn(Frames) -> Frames + Sync),
+) -> Result<(), Error> {
+    loop {
+        let request = match shared.next_request(stop) {
+            Ok(request) => request,
+            Err(Error::Stopped) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        let reply = handler(request.body);
+        shared.reply(request.reply_to, reply)?;
+    }
+}
+
+/// Stops every handler thread when one panics, so that the scope can end and the panic reach
+/// the caller.
+struct StopOnPanic<'a>(&'a StopHandle);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
         }
     }
 }
@@ -237,7 +514,9 @@ impl Drop for Worker {
                 warn!("the heartbeat thread panicked");
             }
         }
-        lock(&self.driver).shut_down();
+        let mut driver = lock(&self.shared.driver);
+        driver.flush(&self.shared.inbox);
+        driver.shut_down();
     }
 }
 
@@ -247,70 +526,221 @@ fn lock(driver: &Mutex<Driver>) -> MutexGuard<'_, Driver> {
     driver.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// One link's socket, as the driver holds it.
-struct LinkSocket {
-    endpoint: String,
-    /// `None` between conversations: after a DISCONNECT or a silent broker, until the core
-    /// opens the link again.
-    socket: Option<zmq::Socket>,
-    /// How many sockets this link has opened, to tell a first connection from a reconnection in
-    /// the log.
-    sockets_opened: u64,
+/// What the threads of one worker share: the driver, and the replies waiting for it.
+struct Shared {
+    driver: Mutex<Driver>,
+    inbox: Inbox,
 }
 
-/// The thin driver: the core, one socket per link, and the actions between them. The caller's
-/// thread and the heartbeat thread take turns holding it behind a mutex.
+impl Shared {
+    /// Takes the driver and waits in it for a request; afterwards, sends what other threads
+    /// queued meanwhile.
+    fn next_request(&self, stop: &StopSignal) -> Result<Request, Error> {
+        let result = lock(&self.driver).next_request(stop, &self.inbox);
+        self.after_unlock();
+        result
+    }
+
+    /// Sends a reply: at once if the driver is free (the usual case, and the only one with a
+    /// single thread, where it costs one uncontended lock), else through the inbox, waking the
+    /// thread that holds the driver.
+    fn reply(&self, reply_to: ReplyTo, body: Frames) -> Result<(), Error> {
+        let result = match self.driver.try_lock() {
+            Ok(mut driver) => driver.reply(reply_to, body),
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().reply(reply_to, body),
+            // Held: by the heartbeat thread for a moment, or by a thread waiting in the poll,
+            // which only a wake-up ends.
+            Err(TryLockError::WouldBlock) => {
+                self.inbox.push(reply_to, body);
+                Ok(())
+            }
+        };
+        self.after_unlock();
+        result
+    }
+
+    /// After letting go of the driver (or failing to get it): if replies are queued and the
+    /// driver is free, send them. If it is held, its holder does this when it lets go, and a
+    /// holder in the poll is woken by the queued reply's byte, so nothing is left behind.
+    fn after_unlock(&self) {
+        while self.inbox.pending.load(Ordering::SeqCst) > 0 {
+            match self.driver.try_lock() {
+                Ok(mut driver) => driver.flush(&self.inbox),
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner().flush(&self.inbox),
+                Err(TryLockError::WouldBlock) => return,
+            }
+        }
+    }
+}
+
+/// Replies waiting for whoever holds the driver, and the wake-up socket that tells it.
+struct Inbox {
+    replies: Mutex<VecDeque<(ReplyTo, Frames)>>,
+    /// How many replies are queued, to look at without the lock.
+    pending: AtomicUsize,
+    /// True while handler threads run ([`Worker::serve_concurrent`]): only then can a reply
+    /// come while a thread waits in the poll, so only then is the wake-up socket polled.
+    concurrent: AtomicBool,
+    wake_writer: UnixStream,
+    wake_reader: UnixStream,
+}
+
+impl Inbox {
+    fn new() -> std::io::Result<Inbox> {
+        let (wake_writer, wake_reader) = UnixStream::pair()?;
+        wake_writer.set_nonblocking(true)?;
+        wake_reader.set_nonblocking(true)?;
+        Ok(Inbox {
+            replies: Mutex::new(VecDeque::new()),
+            pending: AtomicUsize::new(0),
+            concurrent: AtomicBool::new(false),
+            wake_writer,
+            wake_reader,
+        })
+    }
+
+    /// Queues a reply and wakes the thread in the poll.
+    fn push(&self, reply_to: ReplyTo, body: Frames) {
+        self.replies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back((reply_to, body));
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        // A full buffer means the poller has bytes enough to wake on.
+        let _ = (&self.wake_writer).write(&[1]);
+    }
+
+    /// The queued replies, oldest first; reads the wake-up bytes first, so that a reply queued
+    /// after this leaves a byte that wakes the next poll.
+    fn take(&self) -> VecDeque<(ReplyTo, Frames)> {
+        let mut buffer = [0u8; 64];
+        while matches!((&self.wake_reader).read(&mut buffer), Ok(n) if n > 0) {}
+        let mut replies = self.replies.lock().unwrap_or_else(PoisonError::into_inner);
+        self.pending.fetch_sub(replies.len(), Ordering::SeqCst);
+        std::mem::take(&mut *replies)
+    }
+}
+
+/// One link's socket, as the driver holds it.
+struct LinkSocket {
+    /// `None` between conversations: after a DISCONNECT or a silent broker, until the core
+    /// opens the link again.
+    socket: Option<Monitored>,
+    /// The monitor has seen this socket's connection made (and not lost since).
+    connected: bool,
+    /// The monitor has seen a connection attempt of this socket fail.
+    failed: bool,
+    /// The broker has spoken on this socket.
+    registered: bool,
+}
+
+/// What the driver knows of one broker, for the log lines.
+#[derive(Default)]
+struct BrokerState {
+    endpoint: String,
+    /// Links with a connection up, and links registered.
+    connected: usize,
+    registered: usize,
+    /// A failed connection has been reported; the repeats are quiet until one succeeds.
+    unreachable_reported: bool,
+    /// Sockets opened to it, to tell the first from a reopening.
+    opened: u64,
+}
+
+/// What a poll woke up for.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Link(usize),
+    Monitor(usize),
+    Wake,
+}
+
+/// The thin driver: the core, one socket per link, and the actions between them. Whoever holds
+/// its mutex does the I/O.
 struct Driver {
     context: zmq::Context,
     service: ServiceName,
     core: WorkerCore,
     /// Indexed by [`LinkId`].
     links: Vec<LinkSocket>,
+    /// Indexed by the broker's position in the list of endpoints.
+    brokers: Vec<BrokerState>,
     /// What the core said to do, executed in order and emptied; kept to reuse its allocation.
     actions: Vec<Action>,
-    /// Requests received and not handed to the caller yet: the heartbeat thread may receive one
-    /// while the caller is between `recv`s. At most one per link, since the driver does not read
-    /// a link that holds a request.
+    /// Requests received and not handed out yet, in arrival order: the heartbeat thread may
+    /// receive some while every thread is busy, and one poll may bring several. At most one per
+    /// link, since the driver does not read a link that holds a request.
     delivered: VecDeque<Request>,
+    /// What each poll item stands for; kept to reuse its allocation.
+    sources: Vec<Source>,
+    /// The broker of the latest socket opened, to tell a failover from a reopening.
+    last_opened: Option<usize>,
     /// The linger a closed socket gets: 0, except when the worker shuts down and the DISCONNECT
     /// just sent should have a moment to leave.
     close_linger_ms: i32,
 }
 
+/// The events the worker's sockets are monitored for: the connection's life, and failed attempts
+/// (which come every reconnect interval while a broker is away; the driver reads them on every
+/// pass, and polls a monitor only until its socket's first failure).
+fn monitor_events() -> Events {
+    Events::CONNECTION
+        .with(EventKind::ConnectRetried)
+        .with(EventKind::Closed)
+}
+
+fn connect_error(error: zsocket::Error) -> Error {
+    if error.is_bad_endpoint() {
+        Error::Connect(error)
+    } else {
+        Error::Socket(error)
+    }
+}
+
 impl Driver {
     fn new(
         context: zmq::Context,
-        endpoint: &str,
+        endpoints: Vec<String>,
         service: ServiceName,
         config: WorkerConfig,
+        topology: Topology,
     ) -> Driver {
-        let links = 1;
         Driver {
             context,
-            core: WorkerCore::new(service.clone(), config, links, Instant::now()),
+            core: WorkerCore::with_topology(service.clone(), config, topology, Instant::now()),
             service,
-            links: (0..links)
+            links: (0..topology.links())
                 .map(|_| LinkSocket {
-                    endpoint: endpoint.to_owned(),
                     socket: None,
-                    sockets_opened: 0,
+                    connected: false,
+                    failed: false,
+                    registered: false,
+                })
+                .collect(),
+            brokers: endpoints
+                .into_iter()
+                .map(|endpoint| BrokerState {
+                    endpoint,
+                    ..BrokerState::default()
                 })
                 .collect(),
             actions: Vec::new(),
             delivered: VecDeque::new(),
+            sources: Vec::new(),
+            last_opened: None,
             close_linger_ms: 0,
         }
     }
 
-    /// Opens every link and says READY on it.
+    /// Opens every link the mode wants open and says READY on it.
     fn start(&mut self) -> Result<(), Error> {
         self.core.start(Instant::now(), &mut self.actions);
         self.execute()
     }
 
-    /// The caller's side: receive, heartbeat, reconnect, until a request arrives or the worker
-    /// is stopped.
-    fn next_request(&mut self, stop: &StopSignal) -> Result<Request, Error> {
+    /// Receive, heartbeat, reconnect, send other threads' replies, until a request arrives or
+    /// the worker is stopped.
+    fn next_request(&mut self, stop: &StopSignal, inbox: &Inbox) -> Result<Request, Error> {
         // The broker sends a worker its next request only after our reply has reached it, so
         // right after a reply nothing is waiting yet: wait first, then drain what the wait says
         // is there. (A receive that finds nothing is not free: libzmq checks its command pipe
@@ -322,45 +752,83 @@ impl Driver {
             if let Some(request) = self.delivered.pop_front() {
                 return Ok(request);
             }
+            if inbox.pending.load(Ordering::SeqCst) > 0 {
+                self.flush(inbox);
+            }
             let now = Instant::now();
-            self.core.tick(now, &mut self.actions);
-            self.execute()?;
-            match self.wait(stop, now)? {
-                Woken::Stopped => return Err(Error::Stopped),
-                Woken::Timeout => {}
-                Woken::Readable(links) => {
-                    for link in links {
-                        self.drain(LinkId(link))?;
-                    }
+            if now >= self.core.next_deadline() {
+                self.read_monitors();
+                self.core.tick(now, &mut self.actions);
+                self.execute()?;
+            }
+            let woken = self.wait(stop, inbox, now)?;
+            if stop.is_raised() {
+                return Err(Error::Stopped);
+            }
+            for source in woken {
+                match source {
+                    Source::Link(link) => self.drain(LinkId(link))?,
+                    Source::Monitor(link) => self.read_monitor(LinkId(link))?,
+                    Source::Wake => self.flush(inbox),
                 }
             }
         }
     }
 
-    /// Sleeps until a link that is ready for a request has a message, the core's next deadline
-    /// passes, or the stop signal is raised. Readable links come back as link indexes.
-    fn wait(&self, stop: &StopSignal, now: Instant) -> Result<Woken, Error> {
-        let deadline = Some(self.core.next_deadline());
-        let mut listening = self.links.iter().enumerate().filter_map(|(index, link)| {
-            let socket = link.socket.as_ref()?;
-            (!self.core.holds_request(LinkId(index))).then_some((index, socket))
-        });
-        let woken = match (listening.next(), listening.next()) {
-            (None, _) => zsocket::wait(&[], Some(stop), deadline, now)?,
-            // One link, the usual case: no list of sockets to build.
-            (Some((index, socket)), None) => {
-                let woken =
-                    zsocket::wait(std::slice::from_ref(&socket), Some(stop), deadline, now)?;
-                readable_as_links(woken, |_| index)
+    /// Sleeps until a link that is ready for a request has a message, a monitor that is watched
+    /// has an event, another thread queued a reply, the core's next deadline passes, or the stop
+    /// signal is raised. Returns what is readable.
+    fn wait(
+        &mut self,
+        stop: &StopSignal,
+        inbox: &Inbox,
+        now: Instant,
+    ) -> Result<Vec<Source>, Error> {
+        let deadline = self.core.next_deadline();
+        let mut sources = std::mem::take(&mut self.sources);
+        sources.clear();
+        let mut items: Vec<zmq::PollItem<'_>> = Vec::with_capacity(self.links.len() + 3);
+        for (index, link) in self.links.iter().enumerate() {
+            let Some(monitored) = link.socket.as_ref() else {
+                continue;
+            };
+            if !self.core.holds_request(LinkId(index)) {
+                items.push(monitored.socket().as_poll_item(zmq::POLLIN));
+                sources.push(Source::Link(index));
             }
-            (Some(first), Some(second)) => {
-                let links: Vec<(usize, &zmq::Socket)> =
-                    [first, second].into_iter().chain(listening).collect();
-                let sockets: Vec<&zmq::Socket> = links.iter().map(|(_, socket)| *socket).collect();
-                let woken = zsocket::wait(&sockets, Some(stop), deadline, now)?;
-                readable_as_links(woken, |position| links[position].0)
+            // Until the connection is up, or its first failure: the moments worth a log line
+            // (and, in failover mode, a move) without delay. After a failure the retries come
+            // every reconnect interval, read on each pass instead of waking the poll.
+            if !link.connected && !link.failed {
+                items.push(monitored.monitor().socket().as_poll_item(zmq::POLLIN));
+                sources.push(Source::Monitor(index));
             }
-        };
+        }
+        if inbox.concurrent.load(Ordering::SeqCst) {
+            items.push(zmq::PollItem::from_fd(
+                inbox.wake_reader.as_raw_fd(),
+                zmq::POLLIN,
+            ));
+            sources.push(Source::Wake);
+        }
+        if let Some(item) = stop.poll_item() {
+            items.push(item);
+        }
+        let mut woken = Vec::new();
+        match zmq::poll(&mut items, zsocket::millis_until(Some(deadline), now)) {
+            Ok(_) | Err(zmq::Error::EINTR) => {
+                woken.extend(
+                    sources
+                        .iter()
+                        .zip(&items)
+                        .filter(|(_, item)| item.is_readable())
+                        .map(|(source, _)| *source),
+                );
+            }
+            Err(source) => return Err(zsocket::Error::new("poll", source).into()),
+        }
+        drop(items);
+        self.sources = sources;
         Ok(woken)
     }
 
@@ -368,29 +836,132 @@ impl Driver {
     /// delivered: the link then holds it and is not read until the reply.
     fn drain(&mut self, link: LinkId) -> Result<(), Error> {
         while !self.core.holds_request(link) {
-            let Some(socket) = self.links[link.0].socket.as_ref() else {
+            let Some(monitored) = self.links[link.0].socket.as_ref() else {
                 return Ok(());
             };
-            let Some(frames) = zsocket::recv(socket, zmq::DONTWAIT)? else {
+            let Some(frames) = zsocket::recv(monitored.socket(), zmq::DONTWAIT)? else {
                 return Ok(());
             };
             if log_enabled!(Level::Debug) {
                 debug!("broker -> worker: {}", dump::Message(&frames));
             }
-            self.core
+            let registered = self
+                .core
                 .handle(Instant::now(), link, frames, &mut self.actions);
+            if registered {
+                self.registered(link);
+            }
             self.execute()?;
         }
         Ok(())
     }
 
-    /// The heartbeat thread's turn, while the caller is busy or between `recv`s: read what the
-    /// links that are ready for a request have received (so that the broker's heartbeats count
-    /// and its DISCONNECT is heard), then the core's timed work.
-    fn background_pass(&mut self) -> Result<(), Error> {
+    /// The broker spoke first on `link`'s socket: one line per broker, when its first slot
+    /// registers.
+    fn registered(&mut self, link: LinkId) {
+        let broker = self.core.broker_of(link);
+        self.links[link.0].registered = true;
+        let state = &mut self.brokers[broker];
+        state.registered += 1;
+        let slots = self.core.topology().slots;
+        if state.registered == 1 {
+            if slots > 1 {
+                info!(
+                    "registered with broker at {} for {} ({slots} slots)",
+                    state.endpoint, self.service
+                );
+            } else {
+                info!(
+                    "registered with broker at {} for {}",
+                    state.endpoint, self.service
+                );
+            }
+        } else {
+            debug!(
+                "registered with broker at {} on slot {}",
+                state.endpoint,
+                self.core.slot_of(link)
+            );
+        }
+    }
+
+    /// Reads the events of every open link's monitor.
+    fn read_monitors(&mut self) {
+        for index in 0..self.links.len() {
+            if let Err(error) = self.read_monitor(LinkId(index)) {
+                debug!("{error}");
+            }
+        }
+    }
+
+    /// Reads what `link`'s monitor has seen, logs what is news for its broker, and tells the
+    /// core about failed connections.
+    fn read_monitor(&mut self, link: LinkId) -> Result<(), Error> {
+        let broker = self.core.broker_of(link);
+        loop {
+            let Some(monitored) = self.links[link.0].socket.as_ref() else {
+                return Ok(());
+            };
+            let Some(event) = monitored.monitor().try_recv()? else {
+                return Ok(());
+            };
+            let socket = &mut self.links[link.0];
+            let state = &mut self.brokers[broker];
+            match event.kind {
+                EventKind::Connected => {
+                    if !socket.connected {
+                        socket.connected = true;
+                        socket.failed = false;
+                        state.connected += 1;
+                        state.unreachable_reported = false;
+                        if state.connected == 1 {
+                            info!("connected to broker at {}", state.endpoint);
+                        }
+                    }
+                }
+                EventKind::Disconnected => {
+                    if socket.connected {
+                        socket.connected = false;
+                        state.connected = state.connected.saturating_sub(1);
+                        if state.connected == 0 {
+                            info!("lost the connection to broker at {}", state.endpoint);
+                        }
+                    }
+                }
+                EventKind::ConnectRetried | EventKind::Closed if !socket.connected => {
+                    // libzmq retries every reconnect interval: one line per socket at most.
+                    let first_on_socket = !std::mem::replace(&mut socket.failed, true);
+                    if state.unreachable_reported {
+                        if first_on_socket {
+                            debug!("still no connection to broker at {}", state.endpoint);
+                        }
+                    } else {
+                        state.unreachable_reported = true;
+                        warn!(
+                            "cannot connect to broker at {} (refused, or nothing listens \
+                             there); retrying quietly",
+                            state.endpoint
+                        );
+                    }
+                    self.core
+                        .unreachable(Instant::now(), broker, &mut self.actions);
+                    self.execute()?;
+                }
+                kind => debug!("broker at {}: {kind:?}", state.endpoint),
+            }
+        }
+    }
+
+    /// The heartbeat thread's turn, while the caller is busy or between `recv`s: send replies
+    /// other threads queued, read what the links that are ready for a request have received (so
+    /// that the broker's heartbeats count and its DISCONNECT is heard) and what the monitors
+    /// saw, then the core's timed work.
+    fn background_pass(&mut self, inbox: &Inbox) -> Result<(), Error> {
+        self.flush(inbox);
         for index in 0..self.links.len() {
             self.drain(LinkId(index))?;
         }
+        self.read_monitors();
         self.core.tick(Instant::now(), &mut self.actions);
         self.execute()
     }
@@ -399,6 +970,16 @@ impl Driver {
         self.core
             .reply(Instant::now(), reply_to, body, &mut self.actions);
         self.execute()
+    }
+
+    /// Sends the replies other threads queued. A failure is logged: the thread that queued the
+    /// reply has moved on, and the client will retry.
+    fn flush(&mut self, inbox: &Inbox) {
+        for (reply_to, body) in inbox.take() {
+            if let Err(error) = self.reply(reply_to, body) {
+                warn!("could not send a reply: {error}");
+            }
+        }
     }
 
     /// DISCONNECT on every open link, with a moment for it to leave before the sockets close.
@@ -429,23 +1010,18 @@ impl Driver {
         match action {
             Action::Open { link } => self.open(link),
             Action::Send { link, frames } => {
-                let Some(socket) = self.links[link.0].socket.as_ref() else {
+                let Some(monitored) = self.links[link.0].socket.as_ref() else {
                     debug!("nothing sent on {link}: it has no socket");
                     return Ok(());
                 };
                 if log_enabled!(Level::Debug) {
                     debug!("worker -> broker: {}", dump::Message(&frames));
                 }
-                zsocket::send(socket, frames, 0).map_err(zsocket::Error::from)?;
+                zsocket::send(monitored.socket(), frames, 0).map_err(zsocket::Error::from)?;
                 Ok(())
             }
             Action::Close { link } => {
-                if let Some(socket) = self.links[link.0].socket.take() {
-                    if self.close_linger_ms > 0 {
-                        // Best effort: if it fails, the socket closes at once, as any other.
-                        let _ = socket.set_linger(self.close_linger_ms);
-                    }
-                }
+                self.close(link);
                 Ok(())
             }
             Action::Deliver(request) => {
@@ -455,48 +1031,70 @@ impl Driver {
         }
     }
 
-    /// A new DEALER for `link`, in place of the old one, connected to the broker. ZeroMQ
-    /// connects in the background, so this does not wait: the READY that follows is queued and
-    /// goes out as soon as the TCP (or ipc) connection is up.
+    /// Drops `link`'s socket (and its monitor, detached first so libzmq never waits on it).
+    fn close(&mut self, link: LinkId) {
+        let broker = self.core.broker_of(link);
+        let socket = &mut self.links[link.0];
+        let Some(monitored) = socket.socket.take() else {
+            return;
+        };
+        if self.close_linger_ms > 0 {
+            // Best effort: if it fails, the socket closes at once, as any other.
+            let _ = monitored.socket().set_linger(self.close_linger_ms);
+        }
+        drop(monitored);
+        let state = &mut self.brokers[broker];
+        if std::mem::take(&mut socket.connected) {
+            state.connected = state.connected.saturating_sub(1);
+        }
+        if std::mem::take(&mut socket.registered) {
+            state.registered = state.registered.saturating_sub(1);
+        }
+        socket.failed = false;
+    }
+
+    /// A new DEALER for `link`, in place of the old one, connected to its broker with a monitor.
+    /// ZeroMQ connects in the background, so this does not wait: the READY that follows is
+    /// queued and goes out as soon as the TCP (or ipc) connection is up.
     fn open(&mut self, link: LinkId) -> Result<(), Error> {
-        let link_socket = &mut self.links[link.0];
-        link_socket.socket = None;
-        let socket = zsocket::connect(&self.context, zmq::DEALER, &link_socket.endpoint).map_err(
-            |error| {
-                if error.is_bad_endpoint() {
-                    Error::Connect(error)
-                } else {
-                    Error::Socket(error)
-                }
-            },
-        )?;
-        link_socket.socket = Some(socket);
-        link_socket.sockets_opened += 1;
-        if link_socket.sockets_opened == 1 {
+        self.close(link);
+        let broker = self.core.broker_of(link);
+        let state = &mut self.brokers[broker];
+        let monitored = Monitored::connect(
+            &self.context,
+            zmq::DEALER,
+            &state.endpoint,
+            monitor_events(),
+        )
+        .map_err(connect_error)?;
+        self.links[link.0].socket = Some(monitored);
+        state.opened += 1;
+        let slot = self.core.slot_of(link);
+        let slots = self.core.topology().slots;
+        let moved = self.core.active_broker().is_some() && self.last_opened != Some(broker);
+        if slot == 0 && (state.opened == 1 || moved) {
+            let verb = if moved && self.last_opened.is_some() {
+                "failing over to"
+            } else {
+                "connecting to"
+            };
+            let slots = if slots > 1 {
+                format!(" ({slots} slots)")
+            } else {
+                String::new()
+            };
             info!(
-                "worker for service {} connecting to broker at {}",
-                self.service, link_socket.endpoint
+                "worker for service {} {verb} broker at {}{slots}",
+                self.service, state.endpoint
             );
         } else {
-            info!(
-                "reconnected to broker at {}, sending READY for {} again",
-                link_socket.endpoint, self.service
+            debug!(
+                "opening a new socket to broker at {} (slot {slot}), READY again",
+                state.endpoint
             );
         }
+        self.last_opened = Some(broker);
         Ok(())
-    }
-}
-
-/// Turns the positions of readable sockets in a wait's list into link indexes, in place.
-fn readable_as_links(woken: Woken, link_at: impl Fn(usize) -> usize) -> Woken {
-    match woken {
-        Woken::Readable(mut positions) => {
-            for position in &mut positions {
-                *position = link_at(*position);
-            }
-            Woken::Readable(positions)
-        }
-        other => other,
     }
 }
 
@@ -505,7 +1103,7 @@ fn readable_as_links(woken: Woken, link_at: impl Fn(usize) -> usize) -> Woken {
 /// this work themselves) reads what has arrived, sends the HEARTBEATs that are due and reconnects
 /// links whose broker has gone.
 fn spawn_heartbeat_thread(
-    driver: Arc<Mutex<Driver>>,
+    shared: Arc<Shared>,
     interval: Duration,
 ) -> std::io::Result<HeartbeatThread> {
     let (quit, quit_signal) = zsocket::stop_pair()?;
@@ -522,15 +1120,17 @@ fn spawn_heartbeat_thread(
                     return;
                 }
             }
-            let mut driver = match driver.try_lock() {
+            let mut driver = match shared.driver.try_lock() {
                 Ok(driver) => driver,
-                // The caller holds the driver, so it is in recv (which heartbeats) or reply.
+                // Someone holds the driver, so it is in recv (which heartbeats) or reply.
                 Err(TryLockError::WouldBlock) => continue,
                 Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             };
-            if let Err(error) = driver.background_pass() {
-                warn!("the heartbeat thread could not keep the link alive: {error}");
+            if let Err(error) = driver.background_pass(&shared.inbox) {
+                warn!("the heartbeat thread could not keep the links alive: {error}");
             }
+            drop(driver);
+            shared.after_unlock();
         })?;
     Ok(HeartbeatThread { quit, handle })
 }

@@ -1,6 +1,7 @@
-//! `worker`: an MDP/0.1 worker program. It registers one service with a broker and serves it,
-//! either as `echo` (the reply is the request) or by running a shell command per request
-//! (`--exec`; see the `worker::exec` module for how bodies map to stdin and stdout).
+//! `worker`: an MDP/0.1 worker program. It registers one service with a broker (or several:
+//! `-c A -c B`, all at once or `--failover`) and serves it, either as `echo` (the reply is the
+//! request) or by running a shell command per request (`--exec`; see the `worker::exec` module for
+//! how bodies map to stdin and stdout). `--slots N` makes it N MDP workers to each broker.
 //!
 //! SIGINT or SIGTERM stop the `--exec` commands running at the time (SIGTERM to each one's process
 //! group, SIGKILL after a grace), send DISCONNECT to the broker and exit 0. Exit status 2 means a
@@ -11,20 +12,33 @@ use std::time::Duration;
 
 use clap::Parser;
 use worker::exec::{Exec, Timeout};
-use worker::{ServiceName, Worker, WorkerConfig};
+use worker::{Mode, ServiceName, Worker, WorkerConfig};
 
 /// Serve one MDP/0.1 service for a broker: echo each request, or run a command per request.
 #[derive(Debug, Parser)]
 #[command(version, after_help = AFTER_HELP)]
 struct Args {
-    /// The broker's endpoint.
+    /// A broker's endpoint. Repeat it for several brokers: registered with all of them at once,
+    /// or with one at a time in the order given (--failover).
     #[arg(
         short = 'c',
         long = "connect",
         value_name = "ENDPOINT",
         default_value = "tcp://localhost:5555"
     )]
-    endpoint: String,
+    endpoints: Vec<String>,
+    /// One broker at a time: the first that answers, the next when it fails (silent for
+    /// heartbeat x liveness, or its connection refused), and no going back while it serves.
+    #[arg(long)]
+    failover: bool,
+    /// MDP workers (sockets) to each broker, each holding at most one request: requests in flight
+    /// at once to this program, per broker.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_slots)]
+    slots: usize,
+    /// Requests handled at the same moment (with --exec, processes at once). Default: brokers x
+    /// slots in all mode, slots with --failover, so that no request waits inside the worker.
+    #[arg(long, value_name = "N", value_parser = parse_concurrency)]
+    concurrency: Option<usize>,
     /// The service to register (not mmi.*, which belongs to the broker).
     #[arg(short, long, value_name = "SERVICE", default_value = "echo", value_parser = parse_service)]
     service: ServiceName,
@@ -56,9 +70,48 @@ Otherwise (a non-zero status, a signal, the timeout): the reply is the failure r
 four frames: MDP-FAILED, the reason (e.g. \"exit status 3\", \"timed out after 60s\"), its stdout,
 its stderr; `client` exits 1 on it. The worker logs each failure (at most one line a second).
 
+Several brokers (-c A -c B), in all mode (the default): the worker is registered with every broker
+at once, as separate MDP workers; the loss of one never interrupts work from the others, and a
+broker that only the clients can still reach keeps its workers. With --failover, one broker at a
+time: the first that answers, the next one when it is silent for heartbeat x liveness or refuses
+the connection, and it stays there (no flapping back when the first returns). Failover cannot see
+a broker that the clients have lost but the worker has not: it stays on it, serving nobody; all
+mode covers that case.
+
+Slots (--slots N) are a prefetch window: the broker sends each slot a request as soon as it is
+ready. With --concurrency below brokers x slots, requests wait inside the worker: a long request
+holds up the ones queued behind it (head-of-line) while other workers may sit idle, and a worker
+that dies loses every request it holds, up to N per broker (clients retry; a broker's --redeliver
+sends them on once). The default concurrency runs every request at once.
+
 Exit status: 0 after SIGINT or SIGTERM (running commands stopped as at the timeout, DISCONNECT
 sent: the normal end of a server); 1 failed (a socket error); 2 usage error (a bad flag, service
 name or endpoint).";
+
+fn parse_slots(text: &str) -> Result<usize, String> {
+    parse_count(text, MAX_SLOTS)
+}
+
+fn parse_concurrency(text: &str) -> Result<usize, String> {
+    parse_count(text, MAX_CONCURRENCY)
+}
+
+/// A count from 1 to `max`, with words for what is wrong.
+fn parse_count(text: &str, max: usize) -> Result<usize, String> {
+    let count: usize = text
+        .parse()
+        .map_err(|_| format!("not a whole number: {text:?}"))?;
+    if count == 0 || count > max {
+        return Err(format!("must be from 1 to {max}"));
+    }
+    Ok(count)
+}
+
+/// Each slot is a socket (and a monitor) per broker; a few hundred is already far past the
+/// point where more slots help.
+const MAX_SLOTS: usize = 256;
+/// Each unit of concurrency is a thread.
+const MAX_CONCURRENCY: usize = 1024;
 
 fn parse_service(name: &str) -> Result<ServiceName, String> {
     let service: ServiceName = name.parse().map_err(|error| format!("{error}"))?;
@@ -77,7 +130,7 @@ fn main() -> ExitCode {
         Err(error) => {
             let status = match error.downcast_ref::<worker::Error>() {
                 // A malformed endpoint is a typo on the command line: a usage error, as clap's.
-                Some(worker::Error::Connect(_)) => cli::exit::USAGE,
+                Some(worker::Error::Connect(_) | worker::Error::Topology(_)) => cli::exit::USAGE,
                 _ => cli::exit::FAILED,
             };
             cli::fail("worker", error.as_ref(), status)
@@ -91,7 +144,24 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         liveness: args.liveness,
         ..WorkerConfig::default()
     };
-    let mut worker = Worker::connect(&args.endpoint, args.service, config)?;
+    let mode = if args.failover {
+        Mode::Failover
+    } else {
+        Mode::All
+    };
+    let brokers_at_once = match mode {
+        Mode::All => args.endpoints.len(),
+        Mode::Failover => 1,
+    };
+    let concurrency = args
+        .concurrency
+        .unwrap_or(brokers_at_once.saturating_mul(args.slots));
+    let mut worker = Worker::builder(args.service)
+        .endpoints(args.endpoints)
+        .slots(args.slots)
+        .mode(mode)
+        .config(config)
+        .build()?;
     let exec = args
         .exec
         .map(|command| Exec::new(command, args.exec_timeout.0));
@@ -106,8 +176,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     })?;
     match &exec {
         // Echo: the request frames go back as they came, without a copy.
-        None => worker.serve(|body| body)?,
-        Some(exec) => worker.serve(|body| exec.run(&body))?,
+        None => worker.serve_concurrent(concurrency, |body| body)?,
+        Some(exec) => worker.serve_concurrent(concurrency, |body| exec.run(&body))?,
     }
     log::info!("stopping: sending DISCONNECT to the broker");
     // Dropping the worker sends DISCONNECT.
@@ -129,6 +199,40 @@ mod tests {
         ] {
             let args = Args::try_parse_from(argv).expect("accepted");
             assert_eq!(args.verbosity.verbose, verbose, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn several_brokers_slots_and_concurrency_parse_and_bad_counts_are_refused() {
+        let args = Args::try_parse_from([
+            "worker",
+            "-c",
+            "tcp://a:1",
+            "-c",
+            "tcp://b:2",
+            "--slots",
+            "4",
+            "--failover",
+        ])
+        .expect("accepted");
+        assert_eq!(args.endpoints, ["tcp://a:1", "tcp://b:2"]);
+        assert_eq!(args.slots, 4);
+        assert!(args.failover);
+        assert_eq!(args.concurrency, None);
+        let args = Args::try_parse_from(["worker"]).expect("accepted");
+        assert_eq!(args.endpoints, ["tcp://localhost:5555"]);
+        assert_eq!(args.slots, 1);
+        for bad in [
+            &["worker", "--slots", "0"][..],
+            &["worker", "--slots", "257"],
+            &["worker", "--concurrency", "0"],
+            &["worker", "--concurrency", "x"],
+        ] {
+            let error = Args::try_parse_from(bad).expect_err("refused");
+            assert!(
+                error.to_string().contains("from 1 to") || error.to_string().contains("number"),
+                "{bad:?}: {error}"
+            );
         }
     }
 }
