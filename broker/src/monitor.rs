@@ -41,43 +41,37 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{debug, log, warn, Level};
+use zsocket::monitor::{errno_text, protocol_error_text, Event, EventKind, Events, SocketMonitor};
 
 /// How long dropping a [`Monitor`] waits for its thread to end.
 pub const STOP_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The events the monitor asks for. Not `ALL`: each event is a blocking send inside libzmq, so
 /// the ones nobody reads (such as `HANDSHAKE_SUCCEEDED`, one per connection) are left out.
-const EVENTS: i32 = zmq::SocketEvent::ACCEPTED as i32
-    | zmq::SocketEvent::ACCEPT_FAILED as i32
-    | zmq::SocketEvent::DISCONNECTED as i32
-    | zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as i32
-    | zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as i32
-    | zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as i32
-    | zmq::SocketEvent::MONITOR_STOPPED as i32;
-
-/// Numbers the `inproc://` endpoints, so that monitors in one context never share one.
-static NEXT_MONITOR: AtomicU64 = AtomicU64::new(0);
+fn events() -> Events {
+    Events::of(&[
+        EventKind::Accepted,
+        EventKind::AcceptFailed,
+        EventKind::Disconnected,
+        EventKind::HandshakeFailedNoDetail,
+        EventKind::HandshakeFailedProtocol,
+        EventKind::HandshakeFailedAuth,
+        EventKind::MonitorStopped,
+    ])
+}
 
 /// What can go wrong starting a monitor.
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
-    #[error("socket error while {action}")]
-    Socket {
-        action: &'static str,
-        source: zmq::Error,
-    },
+    #[error(transparent)]
+    Socket(#[from] zsocket::Error),
     #[error("cannot start the monitor thread")]
     Thread(#[source] std::io::Error),
-}
-
-fn socket_error(action: &'static str) -> impl FnOnce(zmq::Error) -> MonitorError {
-    move |source| MonitorError::Socket { action, source }
 }
 
 /// One connection to the monitored socket.
@@ -189,24 +183,9 @@ pub fn spawn_with(
     max_message_size: Option<i64>,
     mut on_event: impl FnMut(&ConnectionEvent) + Send + 'static,
 ) -> Result<Monitor, MonitorError> {
-    let endpoint = format!(
-        "inproc://broker-monitor-{}",
-        NEXT_MONITOR.fetch_add(1, Ordering::Relaxed)
-    );
-    socket
-        .monitor(&endpoint, EVENTS)
-        .map_err(socket_error("starting the socket monitor"))?;
     // Connected here, before returning, so that libzmq's PAIR has its peer before the first
     // event: with none, its blocking send would wait.
-    let events = context
-        .socket(zmq::PAIR)
-        .map_err(socket_error("creating the monitor socket"))?;
-    events
-        .set_linger(0)
-        .map_err(socket_error("setting ZMQ_LINGER"))?;
-    events
-        .connect(&endpoint)
-        .map_err(socket_error("connecting the monitor socket"))?;
+    let events = SocketMonitor::start(context, socket, events())?;
     let (ended_sender, ended) = mpsc::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("broker-monitor".into())
@@ -217,7 +196,7 @@ pub fn spawn_with(
             loop {
                 let event = match reader.next() {
                     Ok(event) => event,
-                    Err(zmq::Error::ETERM) => return,
+                    Err(error) if error.zmq_error() == zmq::Error::ETERM => return,
                     Err(error) => {
                         warn!("connection monitor: {error}; no more connection events");
                         return;
@@ -275,18 +254,11 @@ pub fn describe(event: &ConnectionEvent, max_message_size: Option<i64>) -> Strin
     }
 }
 
-/// One event as libzmq sends it (version 1 format).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct RawEvent {
-    kind: u16,
-    value: u32,
-}
-
 /// Turns the raw events into [`ConnectionEvent`]s, remembering each open connection's peer.
 struct EventReader {
-    socket: zmq::Socket,
+    monitor: SocketMonitor,
     /// Events read ahead (see `accepted`), to be handled before reading more.
-    backlog: VecDeque<(RawEvent, String)>,
+    backlog: VecDeque<Event>,
     /// Open connections by file descriptor.
     open: HashMap<u32, Connection>,
     /// A handshake failure, waiting for the DISCONNECTED that libzmq sends right after it (in
@@ -295,9 +267,9 @@ struct EventReader {
 }
 
 impl EventReader {
-    fn new(socket: zmq::Socket) -> EventReader {
+    fn new(monitor: SocketMonitor) -> EventReader {
         EventReader {
-            socket,
+            monitor,
             backlog: VecDeque::new(),
             open: HashMap::new(),
             handshake_failure: None,
@@ -305,65 +277,69 @@ impl EventReader {
     }
 
     /// The next event worth reporting; blocks until there is one.
-    fn next(&mut self) -> Result<ConnectionEvent, zmq::Error> {
+    fn next(&mut self) -> Result<ConnectionEvent, zsocket::Error> {
         loop {
-            let (raw, endpoint) = match self.backlog.pop_front() {
+            let raw = match self.backlog.pop_front() {
                 Some(event) => event,
-                None => read_raw(&self.socket, 0)?,
+                None => self.monitor.recv()?,
             };
-            let kind = u32::from(raw.kind);
-            let event = if kind == zmq::SocketEvent::ACCEPTED as u32 {
-                self.accepted(raw.value, endpoint)?
-            } else if kind == zmq::SocketEvent::DISCONNECTED as u32 {
-                let connection = self.open.remove(&raw.value).unwrap_or(Connection {
-                    endpoint,
-                    peer: None,
-                });
-                let reason = self.handshake_failure.take();
-                ConnectionEvent::Closed(connection, reason.unwrap_or(CloseReason::Unknown))
-            } else if kind == zmq::SocketEvent::ACCEPT_FAILED as u32 {
-                ConnectionEvent::AcceptFailed {
+            let endpoint = raw.endpoint().to_owned();
+            let event = match raw.kind {
+                EventKind::Accepted => self.accepted(raw.value, endpoint)?,
+                EventKind::Disconnected => {
+                    let connection = self.open.remove(&raw.value).unwrap_or(Connection {
+                        endpoint,
+                        peer: None,
+                    });
+                    let reason = self.handshake_failure.take();
+                    ConnectionEvent::Closed(connection, reason.unwrap_or(CloseReason::Unknown))
+                }
+                EventKind::AcceptFailed => ConnectionEvent::AcceptFailed {
                     endpoint,
                     error: errno_text(raw.value),
+                },
+                EventKind::HandshakeFailedNoDetail => {
+                    // The value is the errno of the read or write that failed, or of the timeout.
+                    self.handshake_failure = Some(CloseReason::HandshakeCut(errno_text(raw.value)));
+                    continue;
                 }
-            } else if kind == zmq::SocketEvent::HANDSHAKE_FAILED_NO_DETAIL as u32 {
-                // The value is the errno of the read or write that failed, or of the timeout.
-                self.handshake_failure = Some(CloseReason::HandshakeCut(errno_text(raw.value)));
-                continue;
-            } else if kind == zmq::SocketEvent::HANDSHAKE_FAILED_PROTOCOL as u32 {
-                self.handshake_failure = Some(CloseReason::HandshakeRefused(protocol_error_text(
-                    raw.value,
-                )));
-                continue;
-            } else if kind == zmq::SocketEvent::HANDSHAKE_FAILED_AUTH as u32 {
-                self.handshake_failure = Some(CloseReason::HandshakeRefused(format!(
-                    "authentication refused, ZAP status {}",
-                    raw.value
-                )));
-                continue;
-            } else if kind == zmq::SocketEvent::MONITOR_STOPPED as u32 {
-                ConnectionEvent::Stopped
-            } else {
-                debug!("connection monitor: ignoring event {:#x}", raw.kind);
-                continue;
+                EventKind::HandshakeFailedProtocol => {
+                    self.handshake_failure = Some(CloseReason::HandshakeRefused(
+                        protocol_error_text(raw.value),
+                    ));
+                    continue;
+                }
+                EventKind::HandshakeFailedAuth => {
+                    self.handshake_failure = Some(CloseReason::HandshakeRefused(format!(
+                        "authentication refused, ZAP status {}",
+                        raw.value
+                    )));
+                    continue;
+                }
+                EventKind::MonitorStopped => ConnectionEvent::Stopped,
+                other => {
+                    debug!("connection monitor: ignoring event {other:?}");
+                    continue;
+                }
             };
             return Ok(event);
         }
     }
 
     /// A connection was accepted on descriptor `fd`: find out who the peer is.
-    fn accepted(&mut self, fd: u32, endpoint: String) -> Result<ConnectionEvent, zmq::Error> {
+    fn accepted(&mut self, fd: u32, endpoint: String) -> Result<ConnectionEvent, zsocket::Error> {
         let peer = peer_address(fd);
         // libzmq sent the event while the descriptor was open, but it may have been closed since
         // and even reused for a newer connection, whose peer `getpeername` would then name. In
         // that case the DISCONNECTED that libzmq sends before closing a descriptor is already
         // waiting: read what is waiting, and trust the address only if it is not among it.
-        while let Some(event) = read_raw_now(&self.socket)? {
+        while let Some(event) = self.monitor.try_recv()? {
             self.backlog.push_back(event);
         }
-        let closed_since = self.backlog.iter().any(|(raw, _)| {
-            u32::from(raw.kind) == zmq::SocketEvent::DISCONNECTED as u32 && raw.value == fd
-        });
+        let closed_since = self
+            .backlog
+            .iter()
+            .any(|event| event.kind == EventKind::Disconnected && event.value == fd);
         let connection = Connection {
             endpoint,
             peer: if closed_since { None } else { peer },
@@ -371,57 +347,6 @@ impl EventReader {
         self.open.insert(fd, connection.clone());
         Ok(ConnectionEvent::Accepted(connection))
     }
-}
-
-/// Reads one event: the event number and value, then the endpoint.
-fn read_raw(socket: &zmq::Socket, flags: i32) -> Result<(RawEvent, String), zmq::Error> {
-    let header = socket.recv_msg(flags)?;
-    // Once the first frame is in, the endpoint frame is too (a message arrives whole).
-    let endpoint = if header.get_more() {
-        let frame = socket.recv_msg(0)?;
-        String::from_utf8_lossy(&frame).into_owned()
-    } else {
-        String::new()
-    };
-    let raw = match header.get(..6) {
-        Some(bytes) => RawEvent {
-            kind: u16::from_ne_bytes([bytes[0], bytes[1]]),
-            value: u32::from_ne_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]),
-        },
-        // Not the version 1 format: nothing this code knows how to read.
-        None => RawEvent { kind: 0, value: 0 },
-    };
-    Ok((raw, endpoint))
-}
-
-/// Reads one event if one is waiting.
-fn read_raw_now(socket: &zmq::Socket) -> Result<Option<(RawEvent, String)>, zmq::Error> {
-    match read_raw(socket, zmq::DONTWAIT) {
-        Ok(event) => Ok(Some(event)),
-        Err(zmq::Error::EAGAIN) => Ok(None),
-        Err(error) => Err(error),
-    }
-}
-
-fn errno_text(errno: u32) -> String {
-    match i32::try_from(errno) {
-        Ok(errno) => std::io::Error::from_raw_os_error(errno).to_string(),
-        Err(_) => format!("error {errno}"),
-    }
-}
-
-/// The `ZMQ_PROTOCOL_ERROR_*` codes of `zmq.h` that a server without CURVE can meet.
-fn protocol_error_text(code: u32) -> String {
-    let what = match code {
-        0x1000_0000 => "unspecified ZMTP error",
-        0x1000_0001 => "unexpected command",
-        0x1000_0002 => "invalid sequence",
-        0x1000_0011..=0x1000_0017 => "malformed command",
-        0x1000_0018 => "invalid metadata",
-        0x1100_0002 => "security mechanism mismatch",
-        _ => "protocol error",
-    };
-    format!("{what}, code {code:#x}")
 }
 
 /// The address of the tcp peer on descriptor `fd`, if it is still connected.
