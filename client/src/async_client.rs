@@ -65,10 +65,11 @@ use std::time::{Duration, Instant};
 
 use log::{debug, log_enabled, Level};
 use mdp::{dump, Frames, ServiceName};
+use zsocket::monitor::Monitored;
 use zsocket::ResultExt;
 
 pub use crate::core::async_core::{AsyncClientConfig, Matching, Outcome, RequestId};
-use crate::core::{AsyncAction, AsyncCore, ConnId};
+use crate::core::{AsyncAction, AsyncCore, ConnId, Link};
 use crate::Error;
 
 /// An asynchronous MDP client. See the [module docs](self).
@@ -76,9 +77,9 @@ pub struct AsyncClient {
     context: zmq::Context,
     endpoint: String,
     core: AsyncCore,
-    /// The open sockets, each with the connection the core knows it by, oldest first (so the
-    /// current connection, the one opened last, is at the end).
-    sockets: Vec<(ConnId, zmq::Socket)>,
+    /// The open sockets, each with the connection the core knows it by and its monitor, oldest
+    /// first (so the current connection, the one opened last, is at the end).
+    sockets: Vec<(ConnId, Monitored)>,
     /// The core's actions, executed and emptied after each call into the core; kept so that its
     /// buffer is allocated once, not once per request.
     actions: Vec<AsyncAction>,
@@ -109,6 +110,7 @@ impl AsyncClient {
         endpoint: &str,
         config: AsyncClientConfig,
     ) -> Result<AsyncClient, Error> {
+        crate::check_host(endpoint)?;
         let mut client = AsyncClient {
             context: context.clone(),
             endpoint: endpoint.to_owned(),
@@ -177,6 +179,15 @@ impl AsyncClient {
                 return Ok(Some(outcome));
             }
             let now = Instant::now();
+            if self
+                .core
+                .next_deadline()
+                .is_some_and(|deadline| now >= deadline)
+            {
+                // Only now are the monitors read: whether a connection was ever up matters only
+                // to a try that timed out, and the fast path stays as it was.
+                self.read_links(now);
+            }
             self.core.tick(now, &mut self.actions);
             self.execute()?;
             if let Some(outcome) = self.core.pop_outcome() {
@@ -196,13 +207,24 @@ impl AsyncClient {
             };
             // One socket is the rule (more only while retired ones drain): no list to build then.
             match &self.sockets[..] {
-                [(_, only)] => zsocket::wait(&[only], None, wake_at, now)?,
+                [(_, only)] => zsocket::wait(&[only.socket()], None, wake_at, now)?,
                 sockets => {
                     let sockets: Vec<&zmq::Socket> =
-                        sockets.iter().map(|(_, socket)| socket).collect();
+                        sockets.iter().map(|(_, socket)| socket.socket()).collect();
                     zsocket::wait(&sockets, None, wake_at, now)?
                 }
             };
+        }
+    }
+
+    /// Hands what the sockets' monitors said to the core.
+    fn read_links(&mut self, now: Instant) {
+        for (conn, socket) in &self.sockets {
+            for event in socket.pending() {
+                if let Some(link) = Link::of(event.kind) {
+                    self.core.link(now, *conn, link);
+                }
+            }
         }
     }
 
@@ -211,7 +233,7 @@ impl AsyncClient {
     fn receive_waiting(&mut self) -> Result<bool, Error> {
         let mut received = None;
         for (conn, socket) in self.sockets.iter().rev() {
-            if let Some(frames) = zsocket::recv(socket, zmq::DONTWAIT)? {
+            if let Some(frames) = zsocket::recv(socket.socket(), zmq::DONTWAIT)? {
                 received = Some((*conn, frames));
                 break;
             }
@@ -234,13 +256,20 @@ impl AsyncClient {
         for action in self.actions.drain(..) {
             match action {
                 AsyncAction::Open(conn) => {
-                    let socket = zsocket::connect(&self.context, zmq::DEALER, &self.endpoint)?;
+                    let socket = self.context.socket(zmq::DEALER).doing("create a socket")?;
+                    socket.set_linger(0).doing("set ZMQ_LINGER")?;
                     // The caller bounds what is in flight (its window) and the timeout bounds how
                     // long it stays, so ZeroMQ's own limits of 1000 queued messages would only
                     // get in the way: a full send queue would block `send`, and a full receive
                     // queue makes the broker's ROUTER drop replies.
                     socket.set_sndhwm(0).doing("set ZMQ_SNDHWM")?;
                     socket.set_rcvhwm(0).doing("set ZMQ_RCVHWM")?;
+                    let socket = Monitored::connect_socket(
+                        &self.context,
+                        socket,
+                        &self.endpoint,
+                        Link::events(),
+                    )?;
                     self.sockets.push((conn, socket));
                 }
                 AsyncAction::Send { conn, frames } => {
@@ -248,7 +277,7 @@ impl AsyncClient {
                         debug!("client -> broker: {}", dump::Message(&frames));
                     }
                     if let Some((_, socket)) = self.sockets.iter().find(|(id, _)| *id == conn) {
-                        zsocket::send(socket, frames, 0).map_err(zsocket::Error::from)?;
+                        zsocket::send(socket.socket(), frames, 0).map_err(zsocket::Error::from)?;
                     }
                 }
                 AsyncAction::Close(conn) => {

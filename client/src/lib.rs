@@ -39,6 +39,7 @@ pub mod sync_client;
 use std::time::Duration;
 
 pub use async_client::{AsyncClient, AsyncClientConfig, Matching, Outcome, RequestId};
+pub use core::Link;
 pub use mdp::{Frames, ServiceName};
 pub use sync_client::{Client, ClientConfig};
 
@@ -50,7 +51,25 @@ pub enum Error {
     /// as a timeout, never as an error from ZeroMQ). [`zsocket::Error::zmq_error`] tells which.
     #[error(transparent)]
     Socket(#[from] zsocket::Error),
-    /// Every try of a synchronous request timed out.
+    /// A tcp endpoint names a host that does not resolve (looked up before connecting, since
+    /// libzmq would only retry it in the background, for ever).
+    #[error("cannot connect to {endpoint}: host {host} does not resolve ({reason})")]
+    UnknownHost {
+        endpoint: String,
+        host: String,
+        reason: String,
+    },
+    /// Every try of a synchronous request timed out without a connection to any broker: nothing
+    /// accepted a connection at the endpoint (no broker running there, a wrong port, a firewall).
+    #[error("{}", no_connection(brokers, *attempts, *timeout))]
+    NoConnection {
+        /// The endpoints tried.
+        brokers: Vec<String>,
+        attempts: u32,
+        timeout: Duration,
+    },
+    /// Every try of a synchronous request timed out, with the connection to the broker made:
+    /// the service did not answer in time.
     #[error("{}", no_reply(service, *attempts, *timeout))]
     NoReply {
         service: ServiceName,
@@ -69,6 +88,9 @@ pub enum Error {
     /// `mmi.service` answered something other than 200 or 404.
     #[error("mmi.service answered {0}, neither 200 nor 404")]
     UnexpectedMmiReply(mdp::dump::Printable),
+    /// A client was given an empty list of brokers.
+    #[error("no broker endpoint given")]
+    NoBroker,
     /// [`AsyncClient::recv`] was called with no request outstanding: it would wait forever.
     #[error("no request is outstanding, so there is nothing to receive")]
     NothingOutstanding,
@@ -90,6 +112,65 @@ pub fn no_reply(service: &ServiceName, tries: u32, timeout: Duration) -> String 
         format!("no reply from service {service} after {tries} tries of {timeout:?} each")
     } else {
         format!("no reply from service {service} within {timeout:?}")
+    }
+}
+
+/// "no connection to the broker at tcp://localhost:6999 in 3 tries of 2.5s each: nothing accepted
+/// the connection (is a broker running there?)": the broker was never reached, which is not the
+/// same failure as a service that does not answer.
+pub fn no_connection(brokers: &[String], tries: u32, timeout: Duration) -> String {
+    let whom = match brokers {
+        [only] => format!("the broker at {only}"),
+        several => format!("any broker ({})", several.join(", ")),
+    };
+    let when = if tries > 1 {
+        format!("in {tries} tries of {timeout:?} each")
+    } else {
+        format!("within {timeout:?}")
+    };
+    format!(
+        "no connection to {whom} {when}: nothing accepted the connection (is a broker running \
+         there, and is the endpoint right?)"
+    )
+}
+
+/// Looks up the host of a `tcp://host:port` endpoint before connecting to it: libzmq resolves it
+/// in the background and retries for ever, so a name that does not resolve would otherwise look
+/// like a broker that does not answer. Other transports, numeric addresses and endpoints this
+/// cannot read are left to libzmq.
+pub fn check_host(endpoint: &str) -> Result<(), Error> {
+    use std::net::ToSocketAddrs;
+
+    let Some(address) = endpoint.strip_prefix("tcp://") else {
+        return Ok(());
+    };
+    // `tcp://source;host:port` connects from a source address: the host is after the `;`.
+    let address = address.rsplit(';').next().unwrap_or(address);
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Ok(());
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(port) = port.parse::<u16>() else {
+        return Ok(());
+    };
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    match (host, port)
+        .to_socket_addrs()
+        .map(|mut addresses| addresses.next().is_some())
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Error::UnknownHost {
+            endpoint: endpoint.to_owned(),
+            host: host.to_owned(),
+            reason: "no address".to_owned(),
+        }),
+        Err(error) => Err(Error::UnknownHost {
+            endpoint: endpoint.to_owned(),
+            host: host.to_owned(),
+            reason: error.to_string(),
+        }),
     }
 }
 
@@ -116,5 +197,44 @@ mod tests {
             thrice.to_string(),
             "no reply from service echo after 3 tries of 500ms each"
         );
+    }
+
+    #[test]
+    fn no_connection_names_the_brokers_and_the_tries() {
+        let timeout = Duration::from_millis(500);
+        assert_eq!(
+            no_connection(&["tcp://a:1".to_owned()], 3, timeout),
+            "no connection to the broker at tcp://a:1 in 3 tries of 500ms each: nothing accepted \
+             the connection (is a broker running there, and is the endpoint right?)"
+        );
+        assert!(no_connection(
+            &["tcp://a:1".to_owned(), "tcp://b:2".to_owned()],
+            1,
+            timeout
+        )
+        .starts_with("no connection to any broker (tcp://a:1, tcp://b:2) within 500ms"));
+    }
+
+    #[test]
+    fn a_host_that_does_not_resolve_is_named_and_others_pass() {
+        // `.invalid` is reserved never to resolve (RFC 2606).
+        let error = check_host("tcp://no-such-host.invalid:5555").unwrap_err();
+        assert!(
+            matches!(&error, Error::UnknownHost { host, .. } if host == "no-such-host.invalid"),
+            "{error:?}"
+        );
+        assert!(error
+            .to_string()
+            .starts_with("cannot connect to tcp://no-such-host.invalid:5555: host no-such-host.invalid does not resolve"));
+        for fine in [
+            "tcp://127.0.0.1:5555",
+            "tcp://[::1]:5555",
+            "tcp://localhost:5555",
+            "ipc:///tmp/x.ipc",
+            "inproc://x",
+            "tcp://127.0.0.1;127.0.0.1:5555",
+        ] {
+            assert!(check_host(fine).is_ok(), "{fine}");
+        }
     }
 }

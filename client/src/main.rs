@@ -11,6 +11,10 @@
 //! what was lost), and with `--retries N` it is resent up to N sends in all before it fails.
 //! `--stats` counts the requests that were sent more than once as `retried`.
 //!
+//! A failed request says why: no connection to the broker at all (the socket monitor saw none),
+//! or connected but no reply; a tcp host that does not resolve is an error before anything is
+//! sent (exit 1, not 2: the name may be right and the resolver down).
+//!
 //! Exit status: 0 when every request got its reply, 1 when any did not (the reasons on stderr),
 //! 2 for usage errors, 130 when Ctrl-C (or SIGTERM) ended the run, after printing what was done.
 //! With `--merge-stats`: 0 when the figures were merged, 1 when a FILE could
@@ -103,6 +107,10 @@ replies the windowed client dropped) and latency_us, a histogram that --merge-st
 exactly; percentiles read from it are at most 1/128 (0.78%) above the exact ones.
 Ctrl-C (or SIGTERM) stops the run: the windowed client at once, the synchronous one after the
 request in hand; --stats still prints what was done.
+A request that fails says why: \"no connection to the broker at ENDPOINT\" when nothing
+accepted a connection there (no broker running, wrong port), \"no reply from service S\" when
+the broker was reached but no reply came. A tcp host name is looked up first: one that does
+not resolve fails at once (exit 1: the name may be right and the resolver down).
 Exit status: 0 when every request got its reply, 1 when any failed, 2 for usage errors,
 130 when interrupted;
 with --merge-stats 0 when merged, 1 when a FILE cannot be read or parsed.";
@@ -376,11 +384,21 @@ fn run_windowed(
                     print_frames(&body, args.raw);
                 }
             }
-            Outcome::TimedOut { id, service, tries } => {
+            Outcome::TimedOut {
+                id,
+                service,
+                tries,
+                no_connection,
+            } => {
                 if tries > 1 {
                     tally.retried += 1;
                 }
-                tally.failed(id.0 + 1, &client::no_reply(&service, tries, timeout));
+                let reason = if no_connection {
+                    client::no_connection(std::slice::from_ref(&args.endpoint), tries, timeout)
+                } else {
+                    client::no_reply(&service, tries, timeout)
+                };
+                tally.failed(id.0 + 1, &reason);
             }
         }
     }

@@ -17,22 +17,31 @@
 //! request and got no answer refuses to send again, and a new socket is a new identity at the
 //! broker, so a late reply to the abandoned try is dropped by the broker's ROUTER instead of
 //! arriving as the answer to the next request.
+//!
+//! Each socket is opened with a socket monitor (`zsocket::monitor`), read only when a try times
+//! out, so that a request to a broker that was never reached fails with
+//! [`Error::NoConnection`] rather than [`Error::NoReply`]. A tcp host name is looked up before
+//! connecting ([`crate::check_host`]): one that does not resolve is [`Error::UnknownHost`] at
+//! once. With several brokers ([`Client::connect_all`]) the client keeps using the broker that
+//! last answered and moves to the next one when a try times out (see [`crate::core::SyncCore`]).
 
 use std::time::Instant;
 
 use log::{debug, log_enabled, Level};
 use mdp::{dump, mmi, Frames, ServiceName};
+use zsocket::monitor::Monitored;
 
 pub use crate::core::sync_core::ClientConfig;
-use crate::core::{SyncAction, SyncCore};
+use crate::core::{Link, SyncAction, SyncCore};
 use crate::Error;
 
 /// A synchronous MDP client: [`Client::send`] returns the reply or an error. See the
 /// [crate docs](crate) and the [module docs](self).
 pub struct Client {
     context: zmq::Context,
-    endpoint: String,
-    socket: zmq::Socket,
+    /// The brokers' endpoints, in the order they are tried; the core names them by index.
+    endpoints: Vec<String>,
+    socket: Monitored,
     core: SyncCore,
     /// The core's actions, executed and emptied after each call into the core.
     actions: Vec<SyncAction>,
@@ -41,7 +50,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("endpoint", &self.endpoint)
+            .field("endpoints", &self.endpoints)
             .field("config", self.core.config())
             .field("resends", &self.core.resends())
             .finish_non_exhaustive()
@@ -62,14 +71,56 @@ impl Client {
         endpoint: &str,
         config: ClientConfig,
     ) -> Result<Client, Error> {
-        let socket = zsocket::connect(context, zmq::REQ, endpoint)?;
+        Client::with_brokers(context, &[endpoint], config)
+    }
+
+    /// Connects to the first of several brokers; a try that times out moves the client to the
+    /// next (see the [module docs](self)). Every tcp host is looked up first.
+    pub fn connect_all<E: AsRef<str>>(
+        endpoints: &[E],
+        config: ClientConfig,
+    ) -> Result<Client, Error> {
+        Client::with_brokers(&zmq::Context::new(), endpoints, config)
+    }
+
+    /// The same, with sockets made by the caller's ZeroMQ context. An empty list is an
+    /// [`Error::NoBroker`].
+    pub fn with_brokers<E: AsRef<str>>(
+        context: &zmq::Context,
+        endpoints: &[E],
+        config: ClientConfig,
+    ) -> Result<Client, Error> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|endpoint| endpoint.as_ref().to_owned())
+            .collect();
+        let Some(first) = endpoints.first() else {
+            return Err(Error::NoBroker);
+        };
+        for endpoint in &endpoints {
+            crate::check_host(endpoint)?;
+        }
+        let socket = Monitored::connect(context, zmq::REQ, first, Link::events())?;
         Ok(Client {
             context: context.clone(),
-            endpoint: endpoint.to_owned(),
+            core: SyncCore::with_brokers(config, endpoints.clone()),
+            endpoints,
             socket,
-            core: SyncCore::new(config),
             actions: Vec::with_capacity(4),
         })
+    }
+
+    /// The endpoint of the broker the client uses now: the one that answered the last request,
+    /// or the next after one that did not.
+    pub fn broker(&self) -> &str {
+        self.endpoints
+            .get(self.core.broker())
+            .map_or("", String::as_str)
+    }
+
+    /// The index (in the list given at connect) of the broker the client uses now.
+    pub fn broker_index(&self) -> usize {
+        self.core.broker()
     }
 
     /// Sends a request to `service` and returns the reply body. `body` is one frame or more;
@@ -92,19 +143,35 @@ impl Client {
             if let Some(result) = self.execute()? {
                 return result;
             }
-            let received =
-                zsocket::recv_until(&self.socket, self.core.next_deadline(), Instant::now())?;
+            let received = zsocket::recv_until(
+                self.socket.socket(),
+                self.core.next_deadline(),
+                Instant::now(),
+            )?;
             // Read after the wait: it is what the core compares with the deadline.
             let now = Instant::now();
             match received {
                 Some(frames) => {
                     if log_enabled!(Level::Debug) {
-                        debug!("broker -> client: {}", dump::Message(&frames));
+                        debug!(
+                            "broker {} -> client: {}",
+                            self.broker(),
+                            dump::Message(&frames)
+                        );
                     }
                     self.core.handle(now, frames, &mut self.actions);
                 }
                 // The timeout, or a signal that cut the wait short (then the core waits on).
-                None => self.core.tick(now, &mut self.actions),
+                None => {
+                    // Only now is the monitor read: whether the socket was ever connected
+                    // matters only to a try that timed out.
+                    for event in self.socket.pending() {
+                        if let Some(link) = Link::of(event.kind) {
+                            self.core.link(now, link);
+                        }
+                    }
+                    self.core.tick(now, &mut self.actions);
+                }
             }
         }
     }
@@ -133,21 +200,33 @@ impl Client {
     /// Does what the core asked, in order; the request's result once the core says it is done.
     fn execute(&mut self) -> Result<Option<Result<Frames, Error>>, Error> {
         let mut done = None;
-        for action in self.actions.drain(..) {
+        let mut actions = std::mem::take(&mut self.actions);
+        for action in actions.drain(..) {
             match action {
                 SyncAction::Send(frames) => {
                     if log_enabled!(Level::Debug) {
-                        debug!("client -> broker: {}", dump::Message(&frames));
+                        debug!(
+                            "client -> broker {}: {}",
+                            self.broker(),
+                            dump::Message(&frames)
+                        );
                     }
-                    zsocket::send(&self.socket, frames, 0).map_err(zsocket::Error::from)?;
+                    zsocket::send(self.socket.socket(), frames, 0).map_err(zsocket::Error::from)?;
                 }
                 // The old socket is dropped, and so closed (linger 0), as it is replaced.
                 SyncAction::Reopen => {
-                    self.socket = zsocket::connect(&self.context, zmq::REQ, &self.endpoint)?;
+                    let endpoint = self
+                        .endpoints
+                        .get(self.core.broker())
+                        .unwrap_or(&self.endpoints[0]);
+                    self.socket =
+                        Monitored::connect(&self.context, zmq::REQ, endpoint, Link::events())?;
                 }
                 SyncAction::Done(result) => done = Some(result),
             }
         }
+        // Kept, so that its buffer is allocated once.
+        self.actions = actions;
         Ok(done)
     }
 }

@@ -26,7 +26,7 @@ use log::{debug, info, warn};
 use mdp::client::{Reply, Request};
 use mdp::{Frames, ServiceName};
 
-use super::{at_least_one_frame, copy_frames};
+use super::{at_least_one_frame, copy_frames, Link};
 use zsocket::limit::LogLimit;
 
 /// The target of this core's log lines: that of the driver they came from before the rules
@@ -94,6 +94,10 @@ pub enum Outcome {
         id: RequestId,
         service: ServiceName,
         tries: u32,
+        /// True if the connection of its last try was never up while that try waited (the
+        /// broker was not reached at all), as the driver's socket monitor said
+        /// ([`AsyncCore::link`]).
+        no_connection: bool,
     },
 }
 
@@ -158,6 +162,10 @@ struct Connection {
     in_flight: VecDeque<Slot>,
     /// Slots with a `pending` try.
     outstanding: usize,
+    /// Whether the connection is up, as the driver's monitor last said.
+    up: bool,
+    /// When it last went down after being up.
+    last_up: Option<Instant>,
 }
 
 /// One try of a request.
@@ -188,7 +196,14 @@ impl Connection {
             id,
             in_flight: VecDeque::new(),
             outstanding: 0,
+            up: false,
+            last_up: None,
         }
+    }
+
+    /// True if the connection was up at some moment since `since`.
+    fn up_since(&self, since: Instant) -> bool {
+        self.up || self.last_up.is_some_and(|last_up| last_up >= since)
     }
 
     /// Takes the try in slot `index` off the books.
@@ -376,6 +391,25 @@ impl AsyncCore {
         self.close_if_drained(which, out);
     }
 
+    /// What connection `conn`'s socket monitor said. A driver hands over what it read before
+    /// calling [`AsyncCore::tick`], so that a request that times out is reported with
+    /// `no_connection` right. A message for a connection already closed is ignored.
+    pub fn link(&mut self, now: Instant, conn: ConnId, link: Link) {
+        let Some(which) = self.find(conn) else {
+            return;
+        };
+        let connection = self.connection(which);
+        match link {
+            Link::Up => connection.up = true,
+            Link::Down => {
+                if connection.up {
+                    connection.last_up = Some(now);
+                }
+                connection.up = false;
+            }
+        }
+    }
+
     /// The timed work: every try that has waited its timeout (at the deadline exactly, or later),
     /// oldest first, is resent if its request has tries left, and otherwise becomes an
     /// [`Outcome::TimedOut`]. With `ByService` a timeout on the current connection retires it
@@ -387,9 +421,11 @@ impl AsyncCore {
             if now < expires_at {
                 return;
             }
-            let Some(mut pending) = self.connection(which).resolve(0) else {
+            let connection = self.connection(which);
+            let Some(mut pending) = connection.resolve(0) else {
                 return;
             };
+            let no_connection = !connection.up_since(pending.sent_at);
             if which == Which::Current && self.config.matching == Matching::ByService {
                 info!(
                     target: LOG_TARGET,
@@ -421,6 +457,7 @@ impl AsyncCore {
                 id: pending.request,
                 service: pending.service,
                 tries: pending.tries,
+                no_connection,
             });
         }
     }

@@ -27,6 +27,37 @@ pub(crate) mod sync_core;
 pub use async_core::{AsyncAction, AsyncCore, ConnId};
 pub use sync_core::{SyncAction, SyncCore};
 
+/// What a connection's socket monitor said, as the cores need it: whether the broker is there.
+/// A driver reads the monitor (`zsocket::monitor`) and hands each of these over; the cores use
+/// them to tell "no connection to the broker at all" from "connected, but no reply", and (with
+/// several brokers) to stop using a broker whose connection dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// The connection is made and the ZMTP handshake done (`HANDSHAKE_SUCCEEDED`).
+    Up,
+    /// The connection ended (`DISCONNECTED`); libzmq tries again in the background.
+    Down,
+}
+
+impl Link {
+    /// The link change an event of a connecting socket's monitor means, if any.
+    pub fn of(kind: zsocket::monitor::EventKind) -> Option<Link> {
+        use zsocket::monitor::EventKind;
+        match kind {
+            EventKind::HandshakeSucceeded => Some(Link::Up),
+            EventKind::Disconnected => Some(Link::Down),
+            _ => None,
+        }
+    }
+
+    /// The events a driver's monitor asks for: those [`Link::of`] reads, and nothing that comes
+    /// every reconnect interval.
+    pub fn events() -> zsocket::monitor::Events {
+        use zsocket::monitor::{EventKind, Events};
+        Events::of(&[EventKind::HandshakeSucceeded, EventKind::Disconnected])
+    }
+}
+
 use mdp::Frames;
 
 /// A copy of each frame, for a later resend (sending consumes a message).

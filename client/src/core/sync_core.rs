@@ -13,6 +13,17 @@
 //! Why a new socket per try is explained in [`crate::sync_client`]: in short, the abandoned
 //! socket takes the abandoned try's late reply with it. That is also why this core keeps no
 //! bookkeeping of late replies: whatever arrives on the current socket answers the current try.
+//!
+//! **Several brokers** ([`SyncCore::with_brokers`], known to the core by index): the core keeps
+//! using the broker that last answered, and a try that times out moves it to the next broker in
+//! the list ([`SyncCore::broker`] says which one a [`SyncAction::Reopen`] connects to). So a dead
+//! broker costs one timeout, and with `retries` at least the number of brokers a request fails
+//! only if none of them answered.
+//!
+//! **No connection at all**: the driver tells the core what the socket monitor says
+//! ([`SyncCore::link`]). A request whose every try timed out without its socket ever being
+//! connected fails with [`Error::NoConnection`] (the broker is not there, or the endpoint is
+//! wrong), not [`Error::NoReply`] (the broker is there, the service did not answer).
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +31,7 @@ use log::{debug, warn};
 use mdp::client::{Reply, Request};
 use mdp::{Frames, ServiceName};
 
-use super::{at_least_one_frame, copy_frames};
+use super::{at_least_one_frame, copy_frames, Link};
 use crate::Error;
 
 /// The target of this core's log lines: that of the driver they came from before the rules
@@ -59,8 +70,9 @@ impl ClientConfig {
 pub enum SyncAction {
     /// Send these frames on the REQ socket (which puts the empty delimiter in front).
     Send(Frames),
-    /// Close the REQ socket (linger 0: what is queued in it is no longer wanted) and open and
-    /// connect a new one.
+    /// Close the REQ socket (linger 0: what is queued in it is no longer wanted) and open a new
+    /// one, connected to the broker [`SyncCore::broker`] names (the only one, unless the core
+    /// was made [`SyncCore::with_brokers`]).
     Reopen,
     /// The request has ended: the reply body, or why there is none. The last action of a request.
     Done(Result<Frames, Error>),
@@ -71,6 +83,13 @@ pub enum SyncAction {
 #[derive(Debug)]
 pub struct SyncCore {
     config: ClientConfig,
+    /// The brokers' names (their endpoints), for error messages; at least one.
+    brokers: Vec<String>,
+    /// The broker the current socket is connected to: the one that last answered, or the next
+    /// after one that did not.
+    broker: usize,
+    /// Whether the current socket's connection is up, as the monitor last said.
+    link_up: bool,
     /// The request being waited for, if any.
     in_flight: Option<InFlight>,
     resends: u64,
@@ -85,15 +104,54 @@ struct InFlight {
     expires_at: Option<Instant>,
     /// A copy of the body for the next try, kept only while tries are left.
     resend: Option<Frames>,
+    /// Whether any try of it had its socket connected to a broker at some moment.
+    saw_connection: bool,
+    /// The brokers its tries went to, by index, in order, without repeats.
+    tried: Vec<usize>,
 }
 
 impl SyncCore {
     /// A client with no request in flight.
     pub fn new(config: ClientConfig) -> SyncCore {
+        SyncCore::with_brokers(config, vec!["the broker".to_owned()])
+    }
+
+    /// A client of several brokers, named (by their endpoints, for messages) in the order they
+    /// are tried; the first is used first. An empty list counts as one unnamed broker.
+    pub fn with_brokers(config: ClientConfig, mut brokers: Vec<String>) -> SyncCore {
+        if brokers.is_empty() {
+            brokers.push("the broker".to_owned());
+        }
         SyncCore {
             config,
+            brokers,
+            broker: 0,
+            link_up: false,
             in_flight: None,
             resends: 0,
+        }
+    }
+
+    /// The broker (an index into the list given to [`SyncCore::with_brokers`]) that the current
+    /// socket is connected to, and a [`SyncAction::Reopen`] connects to.
+    pub fn broker(&self) -> usize {
+        self.broker
+    }
+
+    /// The brokers' names, in order.
+    pub fn brokers(&self) -> &[String] {
+        &self.brokers
+    }
+
+    /// What the current socket's monitor said. A driver hands over what it read before calling
+    /// [`SyncCore::tick`], so that the core knows, when a try times out, whether there was a
+    /// connection at all.
+    pub fn link(&mut self, _now: Instant, link: Link) {
+        self.link_up = link == Link::Up;
+        if self.link_up {
+            if let Some(request) = &mut self.in_flight {
+                request.saw_connection = true;
+            }
         }
     }
 
@@ -121,7 +179,7 @@ impl SyncCore {
                 "a new request abandons the one to {} still in flight",
                 abandoned.service
             );
-            out.push(SyncAction::Reopen);
+            self.reopen(out);
         }
         let body = at_least_one_frame(body);
         let resend = (self.config.attempts() > 1).then(|| copy_frames(&body));
@@ -131,7 +189,28 @@ impl SyncCore {
             tries: 1,
             expires_at: now.checked_add(self.config.timeout),
             resend,
+            saw_connection: self.link_up,
+            tried: vec![self.broker],
         });
+    }
+
+    /// A new socket, to the current broker: its link is down until its monitor says otherwise.
+    fn reopen(&mut self, out: &mut Vec<SyncAction>) {
+        self.link_up = false;
+        out.push(SyncAction::Reopen);
+    }
+
+    /// After a try timed out: the next broker in the list, if there are several.
+    fn next_broker(&mut self) {
+        let previous = self.broker;
+        self.broker = (self.broker + 1) % self.brokers.len();
+        if self.broker != previous {
+            debug!(
+                target: LOG_TARGET,
+                "moving from broker {} to broker {}",
+                self.brokers[previous], self.brokers[self.broker]
+            );
+        }
     }
 
     /// A message arrived on the REQ socket: the reply to the request in flight (a REQ socket
@@ -169,34 +248,79 @@ impl SyncCore {
         }
         let attempts = self.config.attempts();
         let timeout = self.config.timeout;
+        request.saw_connection |= self.link_up;
+        let what = if self.link_up {
+            "no reply from"
+        } else {
+            "no connection to"
+        };
+        let failed_broker = self.broker;
         if request.tries < attempts {
             if let Some(body) = request.resend.take() {
                 request.tries += 1;
-                warn!(
-                    target: LOG_TARGET,
-                    "no reply from {} within {timeout:?}, reconnecting and resending (try {} of {attempts})",
-                    request.service, request.tries
-                );
+                let tries = request.tries;
                 if request.tries < attempts {
                     request.resend = Some(copy_frames(&body));
                 }
                 request.expires_at = now.checked_add(timeout);
+                let frames = Request::encode(&request.service, body);
+                let service = request.service.clone();
                 self.resends += 1;
-                out.push(SyncAction::Reopen);
-                out.push(SyncAction::Send(Request::encode(&request.service, body)));
+                self.next_broker();
+                let broker = self.broker;
+                if let Some(request) = &mut self.in_flight {
+                    if !request.tried.contains(&broker) {
+                        request.tried.push(broker);
+                    }
+                }
+                if self.brokers.len() > 1 {
+                    warn!(
+                        target: LOG_TARGET,
+                        "{what} broker {} within {timeout:?} ({service}), resending through {} (try {tries} of {attempts})",
+                        self.brokers[failed_broker], self.brokers[broker]
+                    );
+                } else if self.link_up {
+                    warn!(
+                        target: LOG_TARGET,
+                        "no reply from {service} within {timeout:?}, reconnecting and resending (try {tries} of {attempts})"
+                    );
+                } else {
+                    warn!(
+                        target: LOG_TARGET,
+                        "no connection to {} within {timeout:?}, reconnecting and resending (try {tries} of {attempts})",
+                        self.brokers[failed_broker]
+                    );
+                }
+                // The REQ socket still waits for the abandoned reply and would refuse the send.
+                self.reopen(out);
+                out.push(SyncAction::Send(frames));
                 return;
             }
         }
         let Some(request) = self.in_flight.take() else {
             return;
         };
+        self.next_broker();
         // The REQ socket still waits for the abandoned reply and would refuse the next send.
-        out.push(SyncAction::Reopen);
-        out.push(SyncAction::Done(Err(Error::NoReply {
-            service: request.service,
-            attempts,
-            timeout,
-        })));
+        self.reopen(out);
+        let error = if request.saw_connection {
+            Error::NoReply {
+                service: request.service,
+                attempts,
+                timeout,
+            }
+        } else {
+            Error::NoConnection {
+                brokers: request
+                    .tried
+                    .iter()
+                    .filter_map(|&index| self.brokers.get(index).cloned())
+                    .collect(),
+                attempts,
+                timeout,
+            }
+        };
+        out.push(SyncAction::Done(Err(error)));
     }
 
     /// When [`SyncCore::tick`] next has work to do: the timeout of the try in flight. `None` with

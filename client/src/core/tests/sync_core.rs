@@ -1,7 +1,7 @@
 //! `SyncCore`: one request at a time, a timeout per try, a new socket per try, `retries` tries.
 
 use super::*;
-use crate::core::{SyncAction, SyncCore};
+use crate::core::{Link, SyncAction, SyncCore};
 use crate::{ClientConfig, Error};
 
 const TIMEOUT: Duration = Duration::from_millis(100);
@@ -99,6 +99,7 @@ fn after_the_last_try_the_socket_is_replaced_and_the_request_fails() {
     let mut out = Vec::new();
     let t0 = Instant::now();
     core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    core.link(t0, Link::Up);
     out.clear();
     core.tick(t0 + TIMEOUT, &mut out);
     core.tick(t0 + TIMEOUT * 2, &mut out);
@@ -134,6 +135,7 @@ fn zero_retries_count_as_one_try() {
     let mut out = Vec::new();
     let t0 = Instant::now();
     core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    core.link(t0, Link::Up);
     out.clear();
     core.tick(t0 + TIMEOUT, &mut out);
     assert!(matches!(
@@ -269,6 +271,7 @@ fn resends_add_up_over_the_clients_life() {
     let mut now = Instant::now();
     for round in 1..=3 {
         core.start(now, &service("echo"), frames(&[b"x"]), &mut out);
+        core.link(now, Link::Up);
         now += TIMEOUT;
         core.tick(now, &mut out);
         now += TIMEOUT;
@@ -294,4 +297,58 @@ fn a_timeout_too_large_for_the_clock_never_expires() {
     assert!(out.is_empty());
     core.handle(t0, req_reply(b"echo", &[b"x"]), &mut out);
     assert!(done(&mut out).is_ok());
+}
+
+#[test]
+fn tries_that_never_had_a_connection_fail_as_no_connection() {
+    let mut core = SyncCore::with_brokers(
+        ClientConfig {
+            timeout: TIMEOUT,
+            retries: 2,
+        },
+        vec!["tcp://b:1".to_owned()],
+    );
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    core.tick(t0 + TIMEOUT, &mut out);
+    core.tick(t0 + TIMEOUT * 2, &mut out);
+    match done(&mut out) {
+        Err(Error::NoConnection {
+            brokers,
+            attempts: 2,
+            timeout: TIMEOUT,
+        }) => assert_eq!(brokers, ["tcp://b:1"]),
+        other => panic!("expected NoConnection, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_connection_in_any_try_makes_it_no_reply_even_if_it_dropped() {
+    let mut core = core(2);
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    core.link(t0, Link::Up);
+    core.link(t0 + NANO, Link::Down);
+    core.tick(t0 + TIMEOUT, &mut out);
+    // The second try's socket never connects: the broker went away, but it was there.
+    core.tick(t0 + TIMEOUT * 2, &mut out);
+    assert!(matches!(done(&mut out), Err(Error::NoReply { .. })));
+}
+
+#[test]
+fn a_link_up_before_the_request_counts_for_it_until_the_socket_is_replaced() {
+    let mut core = core(1);
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    core.link(t0, Link::Up);
+    core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    core.tick(t0 + TIMEOUT, &mut out);
+    assert!(matches!(done(&mut out), Err(Error::NoReply { .. })));
+    // That timeout replaced the socket: the new one is not connected until its monitor says so.
+    out.clear();
+    core.start(t0 + TIMEOUT, &service("echo"), frames(&[b"x"]), &mut out);
+    core.tick(t0 + TIMEOUT * 2, &mut out);
+    assert!(matches!(done(&mut out), Err(Error::NoConnection { .. })));
 }
