@@ -161,6 +161,12 @@ impl AsyncClient {
         self.core.dropped_replies()
     }
 
+    /// With [`Matching::ByTag`], how many dropped replies carried no tag this client sent: the
+    /// service does not echo the tag (see [`AsyncCore::untagged_replies`]).
+    pub fn untagged_replies(&self) -> u64 {
+        self.core.untagged_replies()
+    }
+
     /// How many times a request was sent again after a try timed out (see
     /// [Resending](self#resending)), over the client's life.
     pub fn resends(&self) -> u64 {

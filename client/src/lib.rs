@@ -35,6 +35,7 @@ pub mod async_client;
 pub mod core;
 pub mod stats;
 pub mod sync_client;
+pub mod titanic;
 
 use std::time::Duration;
 
@@ -172,6 +173,17 @@ pub fn check_host(endpoint: &str) -> Result<(), Error> {
             reason: error.to_string(),
         }),
     }
+}
+
+/// What a `--tag` client adds to "no reply" when replies did come, without the tag: "3 replies
+/// arrived without the tag: the service does not echo it".
+pub fn untagged(replies: u64) -> String {
+    let count = if replies == 1 {
+        "1 reply".to_owned()
+    } else {
+        format!("{replies} replies")
+    };
+    format!("{count} arrived without the tag: the service does not echo it")
 }
 
 #[cfg(test)]

@@ -395,6 +395,13 @@ fn run_windowed(
                 }
                 let reason = if no_connection {
                     client::no_connection(std::slice::from_ref(&args.endpoint), tries, timeout)
+                } else if client.untagged_replies() > 0 {
+                    // Replies came, but none could be matched: say so, not a bare "no reply".
+                    format!(
+                        "{} ({})",
+                        client::no_reply(&service, tries, timeout),
+                        client::untagged(client.untagged_replies())
+                    )
                 } else {
                     client::no_reply(&service, tries, timeout)
                 };

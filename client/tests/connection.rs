@@ -146,3 +146,26 @@ fn the_program_tells_no_connection_from_no_reply_and_an_unknown_host() {
         stderr(&output)
     );
 }
+
+#[test]
+fn tag_replies_that_do_not_echo_the_tag_are_named_not_a_bare_no_reply() {
+    let broker = RawRouter::bind();
+    let endpoint = broker.endpoint().to_owned();
+    let program = std::thread::spawn(move || {
+        client_program(&["-c", &endpoint, "-t", "300", "-w", "1", "--tag", "hi"])
+    });
+    // A service that answers, but with its own body: the tag is not echoed.
+    let request = broker.expect("the request", Duration::from_secs(10));
+    let client = &request[0];
+    broker.send_to(client, &[b"", b"MDPC01", b"echo", b"hi"]);
+    let output = program.join().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "no reply from service echo within 300ms (1 reply arrived without the tag: the \
+             service does not echo it)"
+        ),
+        "{}",
+        stderr(&output)
+    );
+}

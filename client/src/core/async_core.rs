@@ -141,6 +141,8 @@ pub struct AsyncCore {
     /// Outcomes decided but not yet taken, in the order they were decided.
     outcomes: VecDeque<Outcome>,
     dropped_replies: u64,
+    /// With `ByTag`, replies dropped because they carried no tag this client sent.
+    untagged_replies: u64,
     resends: u64,
     malformed_warnings: LogLimit,
 }
@@ -241,6 +243,7 @@ impl AsyncCore {
             outstanding: 0,
             outcomes: VecDeque::new(),
             dropped_replies: 0,
+            untagged_replies: 0,
             resends: 0,
             malformed_warnings: LogLimit::default(),
         }
@@ -370,6 +373,12 @@ impl AsyncCore {
             }),
         };
         let Some(pending) = slot.and_then(|slot| connection.resolve(slot)) else {
+            // A tag this client never sent (or none at all): the worker did not echo it.
+            if matching == Matching::ByTag
+                && tag_of(&reply.body).is_none_or(|number| number >= self.next_try)
+            {
+                self.untagged_replies += 1;
+            }
             debug!(
                 target: LOG_TARGET,
                 "dropped a reply from {} that no request is waiting for (late, duplicate or untagged)",
@@ -485,6 +494,13 @@ impl AsyncCore {
     /// or with an unknown tag) or because they were malformed.
     pub fn dropped_replies(&self) -> u64 {
         self.dropped_replies
+    }
+
+    /// With [`Matching::ByTag`], how many of the dropped replies carried no tag this client sent
+    /// (none at all, or one it never used): the service does not echo the tag, so no reply can
+    /// ever match. Counted in [`AsyncCore::dropped_replies`] too.
+    pub fn untagged_replies(&self) -> u64 {
+        self.untagged_replies
     }
 
     /// How many times a request was sent again after a try timed out, over the client's life.

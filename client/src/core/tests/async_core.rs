@@ -419,6 +419,11 @@ fn by_tag_duplicate_unknown_untagged_and_wrong_service_replies_are_dropped_and_c
     }
     assert!(outcomes(&mut core).is_empty());
     assert_eq!(core.dropped_replies(), 3);
+    assert_eq!(
+        core.untagged_replies(),
+        2,
+        "a tag never sent and none at all; not the wrong service's"
+    );
     core.handle(t0, C0, dealer_reply(b"echo", &[&tag, b"right"]), &mut out);
     core.handle(t0, C0, dealer_reply(b"echo", &[&tag, b"again"]), &mut out);
     assert_eq!(
@@ -426,6 +431,11 @@ fn by_tag_duplicate_unknown_untagged_and_wrong_service_replies_are_dropped_and_c
         [format!(r#"reply {only} ["right"] tries 1"#)]
     );
     assert_eq!(core.dropped_replies(), 4, "the duplicate too");
+    assert_eq!(
+        core.untagged_replies(),
+        2,
+        "a duplicate carries a tag that was sent"
+    );
 }
 
 #[test]
