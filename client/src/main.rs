@@ -11,6 +11,9 @@
 //! what was lost), and with `--retries N` it is resent up to N sends in all before it fails.
 //! `--stats` counts the requests that were sent more than once as `retried`.
 //!
+//! A reply in the shape of [`mdp::failure`] (the work failed) prints its output to stdout, the
+//! reason and diagnostics to stderr, and counts as failed (exit 1, `failed=` in `--stats`).
+//!
 //! A failed request says why: no connection to the broker at all (the socket monitor saw none),
 //! or connected but no reply; a tcp host that does not resolve is an error before anything is
 //! sent (exit 1, not 2: the name may be right and the resolver down).
@@ -107,6 +110,9 @@ replies the windowed client dropped) and latency_us, a histogram that --merge-st
 exactly; percentiles read from it are at most 1/128 (0.78%) above the exact ones.
 Ctrl-C (or SIGTERM) stops the run: the windowed client at once, the synchronous one after the
 request in hand; --stats still prints what was done.
+A reply in the project's failure shape (4 frames, the first MDP-FAILED: the work failed, as
+`worker --exec` reports a command that exits non-zero) prints its output frame to stdout, the
+reason and diagnostics to stderr, and counts as failed (exit 1; failed= in --stats).
 A request that fails says why: \"no connection to the broker at ENDPOINT\" when nothing
 accepted a connection there (no broker running, wrong port), \"no reply from service S\" when
 the broker was reached but no reply came. A tcp host name is looked up first: one that does
@@ -197,6 +203,34 @@ impl Tally {
         self.replies += 1;
         self.latencies_us
             .push(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// A reply came to request number `request`: printed (unless `--stats`) and counted, or, if
+    /// it has the shape of [`mdp::failure`] (the work failed), its output printed to stdout, the
+    /// reason and diagnostics to stderr, and the request counted as failed.
+    fn reply(&mut self, request: u64, body: &Frames, latency: Duration, args: &Args) {
+        let Some(failure) = mdp::failure::Failure::parse(body) else {
+            self.answered(latency);
+            if args.stats.is_none() {
+                print_frames(body, args.raw);
+            }
+            return;
+        };
+        if args.stats.is_none() && !failure.output.is_empty() {
+            print_bytes(failure.output, args.raw);
+        }
+        let shown = self.failed < FAILURES_SHOWN;
+        self.failed(
+            request,
+            &format_args!("the service reported a failure: {}", failure.reason_text()),
+        );
+        if shown && !failure.diagnostics.is_empty() {
+            let mut stderr = std::io::stderr().lock();
+            let _ = stderr.write_all(failure.diagnostics);
+            if !failure.diagnostics.ends_with(b"\n") {
+                let _ = stderr.write_all(b"\n");
+            }
+        }
     }
 
     fn failed(&mut self, request: u64, reason: &dyn std::fmt::Display) {
@@ -311,12 +345,7 @@ fn run_synchronous(
             tally.retried += 1;
         }
         match outcome {
-            Ok(reply) => {
-                tally.answered(sent_at.elapsed());
-                if args.stats.is_none() {
-                    print_frames(&reply, args.raw);
-                }
-            }
+            Ok(reply) => tally.reply(request, &reply, sent_at.elapsed(), args),
             // Every answer is worth waiting for; only a broken socket stops the run.
             Err(error @ client::Error::Socket(_)) => return Err(error),
             Err(error) => tally.failed(request, &cli::error_chain(&error)),
@@ -374,15 +403,13 @@ fn run_windowed(
                 body,
                 latency,
                 tries,
+                id,
                 ..
             } => {
-                tally.answered(latency);
                 if tries > 1 {
                     tally.retried += 1;
                 }
-                if args.stats.is_none() {
-                    print_frames(&body, args.raw);
-                }
+                tally.reply(id.0 + 1, &body, latency, args);
             }
             Outcome::TimedOut {
                 id,
@@ -449,6 +476,20 @@ fn request_body(args: &Args) -> Vec<Vec<u8>> {
         stdin.pop();
     }
     vec![stdin]
+}
+
+/// The output of work that failed: as it is with `--raw`, else with a newline added if it has
+/// none (a command's stdout usually ends with one).
+fn print_bytes(bytes: &[u8], raw: bool) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(bytes).and_then(|()| {
+        if raw || bytes.ends_with(b"\n") {
+            Ok(())
+        } else {
+            stdout.write_all(b"\n")
+        }
+    });
+    let _ = stdout.flush();
 }
 
 /// Each frame on its own line, as raw bytes (a reply need not be text); with `raw`, the frames

@@ -169,3 +169,56 @@ fn tag_replies_that_do_not_echo_the_tag_are_named_not_a_bare_no_reply() {
         stderr(&output)
     );
 }
+
+/// Answers `count` requests on `broker` with a failure report (mdp::failure's shape, written
+/// out here from its docs): marker, reason, output, diagnostics.
+fn answer_with_failures(broker: &RawRouter, count: usize) {
+    for _ in 0..count {
+        let request = broker.expect("a request", Duration::from_secs(10));
+        broker.send_to(
+            &request[0],
+            &[
+                b"",
+                b"MDPC01",
+                b"echo",
+                b"MDP-FAILED",
+                b"exit status 3",
+                b"partial\n",
+                b"oops\n",
+            ],
+        );
+    }
+}
+
+#[test]
+fn a_failure_report_prints_its_output_and_reason_and_exits_1() {
+    let broker = RawRouter::bind();
+    let endpoint = broker.endpoint().to_owned();
+    let program = std::thread::spawn(move || client_program(&["-c", &endpoint, "hi"]));
+    answer_with_failures(&broker, 1);
+    let output = program.join().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "partial\n");
+    let text = stderr(&output);
+    assert!(
+        text.contains("request 1 failed: the service reported a failure: exit status 3\noops\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn windowed_stats_count_failure_reports_as_failed() {
+    let broker = RawRouter::bind();
+    let endpoint = broker.endpoint().to_owned();
+    let program = std::thread::spawn(move || {
+        client_program(&["-c", &endpoint, "-n", "2", "-w", "2", "--stats", "hi"])
+    });
+    answer_with_failures(&broker, 2);
+    let output = program.join().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        stdout.starts_with("requests=2 replies=0 failed=2 "),
+        "{stdout}"
+    );
+}
