@@ -376,6 +376,16 @@ impl Worker {
         self.links
     }
 
+    /// How many links are registered now: the broker has spoken on their current socket. It
+    /// takes the driver, so it waits while another thread of this worker polls; for status and
+    /// tests, between calls that serve.
+    pub fn registered_links(&self) -> usize {
+        let driver = lock(&self.shared.driver);
+        (0..self.links)
+            .filter(|&index| driver.core.is_registered(LinkId(index)))
+            .count()
+    }
+
     /// Waits for the next request, sending heartbeats and reconnecting as needed meanwhile.
     ///
     /// With one slot every request must be answered with [`Worker::reply`] before the next
