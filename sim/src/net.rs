@@ -324,6 +324,10 @@ enum NetEvent {
 pub enum Notice {
     /// A message arrived for a socket: its owner should read.
     Readable { socket: SocketId, owner: usize },
+    /// A connection attempt of a connecting socket was refused: nothing is bound at the endpoint
+    /// (what a socket monitor reports as `ZMQ_EVENT_CONNECT_RETRIED`). An attempt cut off by a
+    /// partition is not refused: it goes unanswered, as a SYN into a dead link does.
+    Refused { socket: SocketId, owner: usize },
 }
 
 /// The model: every socket, every link, and what is on its way.
@@ -376,18 +380,12 @@ impl Network {
         self.set_now(at);
         match event {
             NetEvent::Deliver { link, to, epoch } => self.deliver(link, to, epoch),
-            NetEvent::Attempt { socket, pipe } => {
-                self.attempt(socket, pipe);
-                None
-            }
+            NetEvent::Attempt { socket, pipe } => self.attempt(socket, pipe),
             NetEvent::Established {
                 socket,
                 pipe,
                 router,
-            } => {
-                self.establish(socket, pipe, router);
-                None
-            }
+            } => self.establish(socket, pipe, router),
         }
     }
 
@@ -902,10 +900,10 @@ impl Network {
         }
     }
 
-    fn attempt(&mut self, socket: SocketId, pipe: usize) {
+    fn attempt(&mut self, socket: SocketId, pipe: usize) -> Option<Notice> {
         let sock = &self.sockets[socket.0];
         if !sock.open || sock.pipes[pipe].link.is_some() || sock.pipes[pipe].terminated {
-            return;
+            return None;
         }
         let target = self.bound.get(&sock.pipes[pipe].endpoint).copied();
         match target {
@@ -919,26 +917,32 @@ impl Network {
                         router,
                     },
                 );
+                None
             }
-            _ => {
+            target => {
+                let refused = target.is_none() && !sock.pipes[pipe].partitioned;
+                let owner = sock.owner;
                 let retry = self.now + sock.options.reconnect_interval;
                 self.timeline
                     .schedule(retry, NetEvent::Attempt { socket, pipe });
+                refused.then_some(Notice::Refused { socket, owner })
             }
         }
     }
 
-    fn establish(&mut self, socket: SocketId, pipe: usize, router: SocketId) {
+    fn establish(&mut self, socket: SocketId, pipe: usize, router: SocketId) -> Option<Notice> {
         let sock = &self.sockets[socket.0];
         if !sock.open || sock.pipes[pipe].link.is_some() {
-            return;
+            return None;
         }
         let still_there = self.bound.get(&sock.pipes[pipe].endpoint) == Some(&router);
         if !still_there || sock.pipes[pipe].partitioned {
+            let refused = !still_there && !sock.pipes[pipe].partitioned;
+            let owner = sock.owner;
             let retry = self.now + sock.options.reconnect_interval;
             self.timeline
                 .schedule(retry, NetEvent::Attempt { socket, pipe });
-            return;
+            return refused.then_some(Notice::Refused { socket, owner });
         }
         let explicit = sock.options.routing_id.clone();
         let link = LinkId(self.links.len());
@@ -991,6 +995,7 @@ impl Network {
         for frames in pending {
             self.put_on_wire(link, Side::Acceptor, Item::Message(frames));
         }
+        None
     }
 }
 

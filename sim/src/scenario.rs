@@ -97,6 +97,11 @@ pub enum WorkerMode {
     /// Each worker program serves one broker: worker `n` the broker `n % brokers` (several
     /// worker processes make one per broker).
     Placed,
+    /// `worker -c A -c B ...`: registered with every broker at once, `slots` links to each.
+    All,
+    /// `worker --failover -c A -c B ...`: the slots of one broker at a time, the next one when it
+    /// fails (silent for interval x liveness, or its connection refused).
+    Failover,
 }
 
 /// How the clients use the brokers.

@@ -57,11 +57,11 @@ use client::{Matching, Outcome, RequestId};
 use mdp::{Frames, ServiceName, WORKER_HEADER};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use worker::core::{Action, ReplyTo, WorkerCore};
+use worker::core::{Action, LinkId, Mode, ReplyTo, Topology, WorkerCore};
 
 use crate::net::{Network, Notice, SocketId, SocketKind, SocketOptions};
 use crate::report::{Coverage, Ended, Ledger, Report, RequestRecord};
-use crate::scenario::{FaultKind, Scenario, ScriptedFault};
+use crate::scenario::{FaultKind, Scenario, ScriptedFault, WorkerMode};
 use crate::time::{Clock, Timeline};
 
 /// Where broker `broker` binds, and its workers and clients connect.
@@ -241,6 +241,8 @@ pub struct World {
     fit_since: Vec<Vec<Option<Duration>>>,
     /// Requests handed to a worker after their client had given up on them.
     runs_after_give_up: u64,
+    /// The brokers the current event ran or changed, to be checked after it.
+    touched: Vec<bool>,
 }
 
 impl fmt::Debug for World {
@@ -292,6 +294,7 @@ impl World {
             cut_changed: HashMap::new(),
             fit_since: vec![vec![None; services]; brokers],
             runs_after_give_up: 0,
+            touched: vec![true; brokers],
             scenario,
         };
         for _ in 0..brokers {
@@ -338,23 +341,46 @@ impl World {
         world
     }
 
-    /// A worker program's state before it starts: its core with a link per slot, every link to
-    /// its broker.
+    /// A worker program's state before it starts: its core with a link per slot to its broker
+    /// (placed), or per slot to every broker (all or failover mode). A worker's list of brokers
+    /// starts at its home broker (worker `n` is given brokers `n % brokers`, `n % brokers + 1`,
+    /// ...), so that failover workers, which start on the first broker of their list, are spread
+    /// over the brokers as a deployment would spread them.
     fn new_worker(&self, service: usize, home: usize) -> WorkerRole {
         let slots = self.scenario.slots.max(1);
-        let core = WorkerCore::new(
+        let topology = match self.scenario.worker_mode {
+            WorkerMode::Placed => Topology::single(slots),
+            WorkerMode::All => Topology {
+                brokers: self.brokers(),
+                slots,
+                mode: Mode::All,
+            },
+            WorkerMode::Failover => Topology {
+                brokers: self.brokers(),
+                slots,
+                mode: Mode::Failover,
+            },
+        };
+        let core = WorkerCore::with_topology(
             service_name(service),
             self.scenario.worker.clone(),
-            slots,
+            topology,
             self.clock.now(),
         );
+        let links = core.link_count();
+        let brokers_of_links = (0..links)
+            .map(|link| match self.scenario.worker_mode {
+                WorkerMode::Placed => home,
+                _ => (core.broker_of(LinkId(link)) + home) % self.brokers(),
+            })
+            .collect();
         WorkerRole {
             core,
             service,
             home,
-            sockets: vec![None; slots],
-            brokers_of_links: vec![home; slots],
-            busy: vec![0; slots],
+            sockets: vec![None; links],
+            brokers_of_links,
+            busy: vec![0; links],
         }
     }
 
@@ -416,18 +442,34 @@ impl World {
             }
             self.clock.advance_to(at);
             self.net.set_now(at);
+            // Whether the event may have changed which brokers are fit to serve: anything but a
+            // client reading its socket.
+            let mut fitness_may_change = true;
             if take_net {
-                if let Some(Notice::Readable { socket, owner }) = self.net.step() {
-                    self.readable(owner, socket);
+                match self.net.step() {
+                    Some(Notice::Readable { socket, owner }) => {
+                        fitness_may_change =
+                            matches!(self.roles[owner], Role::Broker(_) | Role::Worker(_));
+                        self.readable(owner, socket);
+                    }
+                    Some(Notice::Refused { socket, owner }) => self.refused(owner, socket),
+                    None => {}
                 }
             } else if let Some((_, event)) = self.timeline.pop() {
                 self.event(event);
             }
+            // A broker's state changes only when it is the one running, so only the brokers the
+            // event touched are checked (a silent worker is then caught at that broker's next
+            // tick at the latest, one heartbeat interval later).
             for broker in 0..self.brokers() {
-                self.check_broker(broker);
-                self.note_reregistration(broker);
+                if std::mem::take(&mut self.touched[broker]) {
+                    self.check_broker(broker);
+                    self.note_reregistration(broker);
+                }
             }
-            self.note_fitness();
+            if fitness_may_change {
+                self.note_fitness();
+            }
         }
         self.finish()
     }
@@ -460,6 +502,9 @@ impl World {
     // ---- starting, waking and feeding the parties ----
 
     fn start(&mut self, node: usize) {
+        if let Some(touched) = self.touched.get_mut(node) {
+            *touched = true;
+        }
         self.processes[node].alive = true;
         let now = self.clock.now();
         match &mut self.roles[node] {
@@ -496,6 +541,9 @@ impl World {
 
     /// Carries out what a core said, in order.
     fn execute(&mut self, node: usize, produced: Produced) {
+        if let Some(touched) = self.touched.get_mut(node) {
+            *touched = true;
+        }
         match produced {
             Produced::Broker(out) => self.broker_send_all(node, out),
             Produced::Worker(out) => self.worker_actions(node, out),
@@ -704,6 +752,28 @@ impl World {
         self.reschedule(node);
     }
 
+    /// A connection attempt of `socket` was refused: a worker's driver learns it from its
+    /// socket monitor and tells the core (which, in failover mode, moves to the next broker).
+    fn refused(&mut self, node: usize, socket: SocketId) {
+        let process = &self.processes[node];
+        if !process.alive || process.frozen {
+            return;
+        }
+        let now = self.clock.now();
+        let Role::Worker(role) = &mut self.roles[node] else {
+            return;
+        };
+        let Some(link) = role.link_of(socket) else {
+            return;
+        };
+        // The core names brokers by their place in the worker's own list.
+        let broker = role.core.broker_of(LinkId(link));
+        let mut out = Vec::new();
+        role.core.unreachable(now, broker, &mut out);
+        self.execute(node, Produced::Worker(out));
+        self.reschedule(node);
+    }
+
     fn drain_all(&mut self, node: usize) {
         for socket in self.sockets_of(node) {
             self.drain(node, socket);
@@ -747,8 +817,7 @@ impl World {
                         return;
                     };
                     let mut out = Vec::new();
-                    role.core
-                        .handle(now, worker::core::LinkId(link), frames, &mut out);
+                    role.core.handle(now, LinkId(link), frames, &mut out);
                     Produced::Worker(out)
                 }
                 Role::Sync(role) => {
@@ -956,10 +1025,13 @@ impl World {
             }
         }
         let allowed = config.worker_expiry() + config.heartbeat_interval;
+        // Only registered workers matter; the rest (clients, workers gone) would only grow it.
+        role.last_heard
+            .retain(|identity, _| core.has_worker(identity));
         let silent = role
             .last_heard
             .iter()
-            .find(|(identity, heard)| elapsed > **heard + allowed && core.has_worker(identity));
+            .find(|(_, heard)| elapsed > **heard + allowed);
         if let Some((identity, heard)) = silent {
             let what = format!(
                 "worker {} silent since {heard:?} is still registered with broker {broker} \
@@ -1014,10 +1086,11 @@ impl World {
                 && process.held_until <= elapsed
                 && !self.is_cut(node, broker);
             for link in 0..worker.sockets.len() {
+                if !healthy || worker.brokers_of_links[link] != broker {
+                    continue;
+                }
                 let identity = worker.sockets[link].and_then(|socket| self.net.identity_of(socket));
-                let registered = worker.brokers_of_links[link] == broker
-                    && identity.is_some_and(|identity| core.has_worker(identity));
-                if registered && healthy {
+                if identity.is_some_and(|identity| core.has_worker(identity)) {
                     sound += 1;
                     if worker.service == service {
                         sound_for_service += 1;
@@ -1106,8 +1179,13 @@ impl World {
             if !left_alone {
                 continue;
             }
+            // A failover worker is expected back only if this broker is (still) its active one.
+            let expected = worker
+                .core
+                .active_broker()
+                .is_none_or(|active| (active + worker.home) % self.brokers() == broker);
             let unregistered = (0..worker.sockets.len()).any(|link| {
-                if worker.brokers_of_links[link] != broker || worker.busy[link] > 0 {
+                if !expected || worker.brokers_of_links[link] != broker || worker.busy[link] > 0 {
                     return false;
                 }
                 let identity = worker.sockets[link].and_then(|socket| self.net.identity_of(socket));

@@ -8,8 +8,11 @@
 //! with `check_sync_availability`, no synchronous request fails while a broker its client knows
 //! and reaches is fit to serve it.
 //!
-//! The workers and the clients are *placed*: each serves or uses one broker (worker `n` broker
-//! `n % brokers`), so a client whose broker is down fails its requests, and the others go on.
+//! Every scenario runs with the workers in both modes: all (`worker -c A -c B ...`, registered
+//! with every broker) and failover (`--failover`, on one broker at a time; worker `n` is given the
+//! brokers starting from `n % brokers`, so they start spread over the brokers). The clients are
+//! *placed*: each uses one broker (client `n` broker `n % brokers`), so a client whose broker is
+//! down fails its requests, and the others go on.
 //!
 //! `SIM_BROKER_SEEDS=N` runs N seeds per scenario (default 2); `SIM_SEED=S` runs only seed S
 //! (with `--nocapture`, each run prints its figures).
@@ -40,10 +43,10 @@ fn seeds() -> Vec<u64> {
 /// 1.5 s.
 const INTERVAL: Duration = Duration::from_millis(500);
 
-/// `brokers` brokers, two echo workers for each (placed), one synchronous client for each broker
-/// (timeout 1 s, as many tries as brokers, 200 requests) and one asynchronous client (1,500
-/// tagged requests, 20 in flight, timeout 2 s, two tries), on the brokers in turn.
-fn system(brokers: usize) -> Scenario {
+/// `brokers` brokers, two echo workers for each (in `mode`), one synchronous client for each
+/// broker (timeout 1 s, as many tries as brokers, 150 requests) and one asynchronous client
+/// (1,000 tagged requests, 20 in flight, timeout 2 s, two tries), on the brokers in turn.
+fn system(brokers: usize, mode: WorkerMode) -> Scenario {
     let worker = WorkerConfig {
         heartbeat_interval: INTERVAL,
         liveness: 3,
@@ -59,7 +62,7 @@ fn system(brokers: usize) -> Scenario {
         brokers,
         worker,
         workers: 2 * brokers,
-        worker_mode: WorkerMode::Placed,
+        worker_mode: mode,
         slots: 1,
         workers_start_at: Duration::ZERO,
         client_mode: ClientMode::Placed,
@@ -69,22 +72,24 @@ fn system(brokers: usize) -> Scenario {
             timeout: ms(1000),
             retries: brokers as u32,
         },
-        sync_requests: 200,
+        sync_requests: 150,
         async_clients: 1,
         async_config: AsyncClientConfig {
             timeout: ms(2000),
             matching: Matching::ByTag,
             retries: 2,
         },
-        async_requests: 1_500,
+        async_requests: 1_000,
         window: 20,
         service_time: (ms(0), ms(5)),
         think_time: ms(20),
         random_faults: None,
         scripted_faults: Vec::new(),
         net: sim::net::NetConfig::default(),
-        issue_until: Duration::from_secs(600),
-        end_by: Duration::from_secs(600),
+        // A placed client whose broker lost its failover workers for good fails every request
+        // after: the load stops issuing at 20 s, so that such runs do not go on for minutes.
+        issue_until: Duration::from_secs(20),
+        end_by: Duration::from_secs(60),
         run_at_least: Duration::ZERO,
         check_sync_availability: true,
         given_up_runs_at_most_once: false,
@@ -107,19 +112,20 @@ fn run_all(name: &str, scenario: &Scenario, expect: impl Fn(&Report)) {
         let report = sim::run(scenario.clone(), seed);
         if let Some(violation) = &report.violation {
             panic!(
-                "{name}, {} brokers, seed {seed}: {violation}\n  replay: SIM_SEED={seed} \
+                "{name}, {} brokers, {:?}, seed {seed}: {violation}\n  replay: SIM_SEED={seed} \
                  cargo test -p sim --test brokers -- --nocapture",
-                scenario.brokers
+                scenario.brokers, scenario.worker_mode
             );
         }
         let sync_failed = report.failed_requests(|client| is_sync(scenario, client));
         let async_failed = report.failed_requests(|client| !is_sync(scenario, client));
         let faults: u64 = report.coverage.faults.values().sum();
         println!(
-            "{name}, {} brokers, seed {seed}: {} requests, failed sync {sync_failed} async \
-             {async_failed}, resends {}, faults {faults}, kills {} ({} busy), lost {}, \
+            "{name}, {} brokers, {:?}, seed {seed}: {} requests, failed sync {sync_failed} \
+             async {async_failed}, resends {}, faults {faults}, kills {} ({} busy), lost {}, \
              purged {}, runs after give-up {}, {:.0} s virtual",
             scenario.brokers,
+            scenario.worker_mode,
             report.ledger.requests.len(),
             report.coverage.client_resends,
             report.kills,
@@ -139,7 +145,18 @@ fn is_sync(scenario: &Scenario, client: usize) -> bool {
     (first..first + scenario.sync_clients).contains(&client)
 }
 
-/// The requests of the clients placed on `broker`.
+/// Every system the broker scenarios run on: 2 and 3 brokers, workers in both modes.
+fn systems() -> Vec<Scenario> {
+    let mut systems = Vec::new();
+    for brokers in [2, 3] {
+        for mode in [WorkerMode::All, WorkerMode::Failover] {
+            systems.push(system(brokers, mode));
+        }
+    }
+    systems
+}
+
+/// The failed requests of the clients placed on `broker`.
 fn failed_on(report: &Report, scenario: &Scenario, broker: usize) -> usize {
     let first = scenario.brokers + scenario.workers;
     report.failed_requests(|client| (client - first) % scenario.brokers == broker)
@@ -147,8 +164,8 @@ fn failed_on(report: &Report, scenario: &Scenario, broker: usize) -> usize {
 
 #[test]
 fn a_broker_killed_under_load() {
-    for brokers in [2, 3] {
-        let mut scenario = system(brokers);
+    for mut scenario in systems() {
+        let brokers = scenario.brokers;
         // Broker 0 dies 2 s into the load and comes back 6 s later, with nothing remembered.
         scenario.scripted_faults = vec![fault(2000, FaultKind::RestartBroker, 0, 6000)];
         run_all("broker killed", &scenario, |report| {
@@ -164,14 +181,16 @@ fn a_broker_killed_under_load() {
 
 #[test]
 fn a_broker_restarted_under_load() {
-    for brokers in [2, 3] {
-        let mut scenario = system(brokers);
+    for mut scenario in systems() {
+        let brokers = scenario.brokers;
         scenario.scripted_faults = vec![fault(2000, FaultKind::RestartBroker, 1, 500)];
+        let all = scenario.worker_mode == WorkerMode::All;
         run_all("broker restarted", &scenario, |report| {
-            // Its workers register again within the bound the world checks; back-to-back tries
-            // of the synchronous clients (as many as brokers, 1 s each) outlast a 0.5 s outage
-            // plus the re-registration, so even its own synchronous clients lose nothing.
-            assert!(report.longest_reregistration > Duration::ZERO);
+            // In all mode its workers register again within the bound the world checks; in
+            // failover mode the refused connection moved them on to the next broker for good.
+            if all {
+                assert!(report.longest_reregistration > Duration::ZERO);
+            }
             for other in 0..brokers {
                 if other != 1 {
                     assert_eq!(failed_on(report, &scenario, other), 0, "broker {other}");
@@ -183,8 +202,8 @@ fn a_broker_restarted_under_load() {
 
 #[test]
 fn a_broker_cut_from_its_workers() {
-    for brokers in [2, 3] {
-        let mut scenario = system(brokers);
+    for mut scenario in systems() {
+        let brokers = scenario.brokers;
         // 4 s: longer than the 1.5 s both sides wait before they give up on each other.
         scenario.scripted_faults = vec![fault(2000, FaultKind::BrokerCutFromWorkers, 0, 4000)];
         run_all("broker cut from workers", &scenario, |report| {
@@ -201,8 +220,8 @@ fn a_broker_cut_from_its_workers() {
 
 #[test]
 fn a_broker_cut_from_its_clients() {
-    for brokers in [2, 3] {
-        let mut scenario = system(brokers);
+    for mut scenario in systems() {
+        let brokers = scenario.brokers;
         scenario.scripted_faults = vec![fault(2000, FaultKind::BrokerCutFromClients, 0, 4000)];
         run_all("broker cut from clients", &scenario, |report| {
             // The workers still reach it: none is purged.
@@ -217,23 +236,26 @@ fn a_broker_cut_from_its_clients() {
 
 #[test]
 fn all_brokers_down_and_back() {
-    for brokers in [2, 3] {
-        let mut scenario = system(brokers);
+    for mut scenario in systems() {
+        let brokers = scenario.brokers;
         scenario.scripted_faults = (0..brokers)
             .map(|broker| fault(2000, FaultKind::RestartBroker, broker, 3000))
             .collect();
+        let all = scenario.worker_mode == WorkerMode::All;
         run_all("all brokers down", &scenario, |report| {
             assert_eq!(
                 report.coverage.fault_count(FaultKind::RestartBroker),
                 brokers as u64
             );
             // Every broker's workers come back by themselves, and the load goes on after.
-            assert!(report.longest_reregistration > Duration::ZERO);
+            if all {
+                assert!(report.longest_reregistration > Duration::ZERO);
+            }
             let after = report
                 .ledger
                 .requests
                 .iter()
-                .filter(|request| request.issued_at > ms(8000))
+                .filter(|request| request.issued_at > ms(5000))
                 .filter(|request| matches!(request.ended, Some(sim::report::Ended::Answered)))
                 .count();
             assert!(
@@ -244,21 +266,21 @@ fn all_brokers_down_and_back() {
     }
 }
 
-/// Issue 15 item 5: worker programs with 4 slots each (4 DEALER sockets, 4 requests in hand at
-/// most), one killed every 2 s under a pipelined load and replaced: every request answered or
-/// reported, none twice (the world's checks), and no more lost than the slots of the killed
-/// workers held.
+/// Issue 15 item 5: worker programs with 4 slots to each broker (4 DEALER sockets, 4 requests in
+/// hand at most per broker), one killed every 0.6 s under a pipelined load and replaced: every
+/// request answered or reported, none twice (the world's checks), and no more lost than the
+/// slots of the killed workers held. One broker, and two with the workers in all mode.
 #[test]
 fn slotted_workers_killed_under_load() {
-    for brokers in [1, 2] {
-        let mut scenario = system(brokers);
+    for (brokers, mode) in [(1, WorkerMode::Placed), (2, WorkerMode::All)] {
+        let mut scenario = system(brokers, mode);
         scenario.slots = 4;
         scenario.workers = 3 * brokers;
         scenario.window = 50;
         scenario.async_requests = 3_000;
         scenario.service_time = (ms(1), ms(20));
         scenario.scripted_faults = (1..=10)
-            .map(|n| fault(1500 * n, FaultKind::KillWorker, n as usize, 200))
+            .map(|n| fault(600 * n, FaultKind::KillWorker, n as usize, 200))
             .collect();
         run_all("slotted workers killed", &scenario, |report| {
             assert!(report.kills >= 3, "the load outlived too few kills");
@@ -267,9 +289,10 @@ fn slotted_workers_killed_under_load() {
                 "no kill hit a busy worker"
             );
             let failed = report.failed_requests(|_| true) as u64;
+            let links = 4 * brokers as u64;
             assert!(
-                failed <= report.kills * 4,
-                "failed {failed} > kills x slots"
+                failed <= report.kills * links,
+                "failed {failed} > kills x links"
             );
             assert!(report.peak_workers >= 3 * 4, "not every slot registered");
         });
@@ -280,7 +303,12 @@ fn slotted_workers_killed_under_load() {
 /// of 500 ms, and gives up; a worker for the service starts 10 s later, while the broker still
 /// holds the tries (its request TTL is 60 s). How often does the late worker run the request?
 fn late_worker(brokers: usize) -> Scenario {
-    let mut scenario = system(brokers);
+    let mode = if brokers == 1 {
+        WorkerMode::Placed
+    } else {
+        WorkerMode::All
+    };
+    let mut scenario = system(brokers, mode);
     scenario.workers = 1;
     scenario.workers_start_at = ms(10_000);
     scenario.sync_clients = 1;
