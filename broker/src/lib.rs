@@ -17,12 +17,14 @@
 //! The choices made where the specs are silent are listed in [`core`]'s documentation.
 
 pub mod access;
+pub mod auth;
 pub mod core;
 pub mod monitor;
 pub mod server;
 mod service;
 #[doc(hidden)]
 pub mod testing;
+pub mod zap;
 
 pub use crate::core::{Broker, Config, Outgoing, Stats};
 pub use crate::server::{Server, ServerError};

@@ -1,12 +1,15 @@
 //! `broker`: the Majordomo broker on the command line.
 
+use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::server::SocketOptions;
+use broker::auth::AuthConfig;
+use broker::server::{Auth, SocketOptions};
 use broker::{Config, Server};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// A Majordomo Protocol broker (MDP/0.1, rfc.zeromq.org spec 7, with MMI, spec 8).
 ///
@@ -17,9 +20,22 @@ use clap::Parser;
 ///
 /// Stop it with Ctrl-C (SIGINT) or SIGTERM: it sends DISCONNECT to every worker, so they
 /// register again as soon as a broker is back, and exits 0 (for a server that is the normal end).
+///
+/// With --auth FILE, every peer must log in (ZeroMQ PLAIN, checked by a ZAP handler) as a
+/// principal of FILE, which says what each may serve and call; SIGHUP reads FILE again.
 #[derive(Debug, Parser)]
 #[command(name = "broker", version, after_help = cli::EXIT_STATUS_HELP)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Require every peer to authenticate (PLAIN) as a principal of this TOML file, and let each
+    /// serve and call only what the file grants it. SIGHUP reads the file again (a file that no
+    /// longer parses is refused and the rules in force stay). See the README, "Running on a real
+    /// network".
+    #[arg(long, value_name = "FILE")]
+    auth: Option<PathBuf>,
+
     /// Endpoint to listen on; repeat to listen on several (tcp and ipc at once).
     /// `tcp://127.0.0.1:*` picks a free port, and the log line says which.
     #[arg(
@@ -81,16 +97,59 @@ struct Args {
     verbosity: cli::Verbosity,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Read a password on stdin (one line) and print its argon2id hash, for a principal's
+    /// `password_hash` in the --auth file.
+    HashPassword,
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     args.verbosity.init_logging(log::LevelFilter::Info);
+    if let Some(Command::HashPassword) = args.command {
+        return match hash_password() {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => cli::fail("broker hash-password", &*error, cli::exit::FAILED),
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => cli::fail("broker", &*error, cli::exit::FAILED),
     }
 }
 
+/// `broker hash-password`: one line from stdin, without its line end, hashed.
+fn hash_password() -> Result<String, Box<dyn std::error::Error>> {
+    let mut input = Vec::new();
+    std::io::stdin().take(64 * 1024).read_to_end(&mut input)?;
+    let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
+    let password = line.strip_suffix(b"\r").unwrap_or(line);
+    if password.is_empty() {
+        return Err(
+            "no password on stdin (give it one line, e.g. `broker hash-password < FILE`)".into(),
+        );
+    }
+    Ok(broker::auth::hash_password(password)?)
+}
+
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Before any thread starts, so that every thread inherits the mask and SIGHUP is taken by
+    // the reload thread alone (ctrlc's handler would otherwise treat it as a stop).
+    let hangups = match &args.auth {
+        Some(_) => Some(hangup::block()?),
+        None => None,
+    };
+    let auth = match &args.auth {
+        Some(file) => Some(Auth {
+            config: AuthConfig::load(file)?,
+            file: Some(file.clone()),
+        }),
+        None => None,
+    };
     let config = Config {
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
         liveness: args.liveness,
@@ -108,7 +167,17 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             size => Some(i64::try_from(size).unwrap_or(i64::MAX)),
         },
     };
-    let mut server = Server::bind(&args.bind, config, &options)?;
+    let principals = auth.as_ref().map(|auth| auth.config.access.len());
+    let mut server = Server::bind_with_auth(&args.bind, config, &options, auth)?;
+    if let (Some(file), Some(count)) = (&args.auth, principals) {
+        log::info!(
+            "authentication on: PLAIN, {count} principal(s) from {}",
+            file.display()
+        );
+    }
+    if let Some(hangups) = hangups {
+        hangup::spawn_reloader(hangups, server.reload_handle())?;
+    }
     // The signal handler lives as long as the process, but its stopper must not: the stopper
     // holds the ZeroMQ context, and only terminating the context (when its last holder lets go)
     // waits for the final DISCONNECTs to leave. So the handler borrows the stopper from a slot
@@ -130,4 +199,62 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     drop(server);
     result?;
     Ok(())
+}
+
+/// SIGHUP, for `--auth`: blocked in every thread and waited for by one, which asks the server
+/// to reload. (`sigwait` takes a blocked signal whatever handler is installed.)
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+mod hangup {
+    use broker::server::ReloadHandle;
+
+    /// The signal set holding SIGHUP, now blocked in this thread and those it starts.
+    pub struct Blocked(libc::sigset_t);
+
+    pub fn block() -> std::io::Result<Blocked> {
+        // SAFETY: sigemptyset/sigaddset only write the set we own; pthread_sigmask changes this
+        // thread's mask, read from the set we pass.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGHUP);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(Blocked(set))
+        }
+    }
+
+    pub fn spawn_reloader(blocked: Blocked, reload: ReloadHandle) -> std::io::Result<()> {
+        let set = blocked.0;
+        std::thread::Builder::new()
+            .name("sighup".into())
+            .spawn(move || loop {
+                let mut signal: libc::c_int = 0;
+                // SAFETY: sigwait reads the set (ours, blocked) and writes the signal number.
+                let rc = unsafe { libc::sigwait(&set, &mut signal) };
+                if rc == 0 && signal == libc::SIGHUP {
+                    log::info!("SIGHUP: reading the auth file again");
+                    reload.reload();
+                }
+            })?;
+        Ok(())
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod hangup {
+    use broker::server::ReloadHandle;
+
+    pub struct Blocked;
+
+    pub fn block() -> std::io::Result<Blocked> {
+        Ok(Blocked)
+    }
+
+    pub fn spawn_reloader(_: Blocked, _: ReloadHandle) -> std::io::Result<()> {
+        log::warn!("SIGHUP does not reload the auth file on this platform");
+        Ok(())
+    }
 }

@@ -24,18 +24,69 @@
 //! loop checks the flag after every receive, so the wake-up message is never mistaken for MDP
 //! traffic, and no second socket has to be watched on every pass.
 //!
+//! With `--auth` ([`Auth`]), the ZAP handler ([`crate::zap`]) is started before anything is
+//! bound, every endpoint is bound as a PLAIN server, and each message goes to the core with the
+//! principal libzmq puts on it (the `User-Id` property). A [`ReloadHandle`] (SIGHUP, in the
+//! program) asks the loop to read the auth file again; the loop does it when it next wakes (a
+//! message, or at the latest the next heartbeat), and swaps the ZAP handler's credentials and the
+//! core's rules together. A file that does not parse is logged and the rules in force stay.
+//!
 //! Receiving, sending, waiting and stopping are [`zsocket`]'s, shared with every other program of
 //! the workspace; what is the broker's own here is the order of things: tick when due, wait until
 //! the next deadline, hand each message to the core, send what it says, hand a refused message
 //! back.
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, info, log_enabled, warn, Level};
 use mdp::{dump, Frames};
+use zsocket::limit::LogLimit;
 use zsocket::{ResultExt, SendError, StopHandle, StopSignal};
 
+use crate::auth::AuthConfig;
 use crate::core::{Broker, Config, Outgoing, Stats};
+use crate::zap::{Credentials, Zap};
+
+/// The ZAP domain the broker's sockets ask about (spec 27 lets a handler tell sockets apart).
+pub const ZAP_DOMAIN: &str = "majordomo";
+
+/// `--auth`: the rules and credentials to start with, and the file to read again on reload.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub config: AuthConfig,
+    /// Read again by [`ReloadHandle::reload`]; `None` if the rules came from elsewhere.
+    pub file: Option<PathBuf>,
+}
+
+/// Asks a running [`Server`] to read its auth file again. Cloneable and `Send`.
+#[derive(Debug, Clone)]
+pub struct ReloadHandle(Arc<AtomicBool>);
+
+impl ReloadHandle {
+    /// The server reads the file when it next wakes: at once if a message comes, otherwise at
+    /// its next heartbeat at the latest.
+    pub fn reload(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// True if a resolved endpoint can be reached from this machine only: ipc, inproc, or tcp on a
+/// loopback address.
+pub fn is_local_endpoint(endpoint: &str) -> bool {
+    let Some(address) = endpoint.strip_prefix("tcp://") else {
+        return true;
+    };
+    // `host:port`, `[v6]:port`, or `interface;host:port` for a source address.
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 /// What can go wrong running the broker's sockets.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +95,8 @@ pub enum ServerError {
     NoEndpoint,
     #[error("cannot start the connection monitor")]
     Monitor(#[from] crate::monitor::MonitorError),
+    #[error("cannot start authentication")]
+    Zap(#[from] crate::zap::ZapError),
     #[error(transparent)]
     Socket(#[from] zsocket::Error),
 }
@@ -80,6 +133,12 @@ pub struct Server {
     core: Broker,
     /// The most requests + services held since memory was last handed back to the system.
     held_since_trim: usize,
+    /// With `--auth`: the ZAP handler, and where its rules come from.
+    zap: Option<Zap>,
+    auth_file: Option<PathBuf>,
+    reload: Arc<AtomicBool>,
+    /// Lines about messages that could not be sent (a peer causes them), at most one a second.
+    unsent_lines: LogLimit,
 }
 
 impl std::fmt::Debug for Server {
@@ -98,13 +157,39 @@ impl Server {
         config: Config,
         options: &SocketOptions,
     ) -> Result<Server, ServerError> {
+        Server::bind_with_auth(endpoints, config, options, None)
+    }
+
+    /// [`Server::bind`], with authentication and authorization when `auth` is given: every
+    /// endpoint is a PLAIN server checked by the ZAP handler, and the core applies the rules.
+    /// Without it, a tcp endpoint that is not loopback earns a warning that anyone who can reach
+    /// it may serve and call anything.
+    pub fn bind_with_auth(
+        endpoints: &[String],
+        config: Config,
+        options: &SocketOptions,
+        auth: Option<Auth>,
+    ) -> Result<Server, ServerError> {
         if endpoints.is_empty() {
             return Err(ServerError::NoEndpoint);
         }
         let context = zmq::Context::new();
+        // The handler first: a PLAIN server with no handler to ask lets everyone in.
+        let zap = match &auth {
+            Some(auth) => Some(Zap::spawn(&context, Credentials::from(&auth.config))?),
+            None => None,
+        };
         let socket = context
             .socket(zmq::ROUTER)
             .doing("create the ROUTER socket")?;
+        if zap.is_some() {
+            socket
+                .set_zap_domain(ZAP_DOMAIN)
+                .doing("set ZMQ_ZAP_DOMAIN")?;
+            socket
+                .set_plain_server(true)
+                .doing("set ZMQ_PLAIN_SERVER")?;
+        }
         socket
             .set_router_mandatory(true)
             .doing("set ZMQ_ROUTER_MANDATORY")?;
@@ -118,6 +203,19 @@ impl Server {
             info!("MDP broker/0.1 is active at {}", binding.endpoint());
             bindings.push(binding);
         }
+        if zap.is_none() {
+            if let Some(open) = bindings.iter().find(|b| !is_local_endpoint(b.endpoint())) {
+                warn!(
+                    "listening on {} without --auth: anyone who can reach it may serve and call \
+                     any service",
+                    open.endpoint()
+                );
+            }
+        }
+        // The private wake-up endpoint is inproc, which has no handshake; bind it as NULL.
+        socket
+            .set_plain_server(false)
+            .doing("set ZMQ_PLAIN_SERVER")?;
         let (stop_handle, stop) = zsocket::stop_router(&context, &socket)?;
         // Last, after every step that can fail: a monitor must not outlive an open socket.
         let monitor = crate::monitor::spawn(&context, &socket, options.max_message_size)?;
@@ -128,8 +226,17 @@ impl Server {
             stop_handle,
             endpoints: bindings.iter().map(|b| b.endpoint().to_owned()).collect(),
             _bindings: bindings,
-            core: Broker::new(config, Instant::now()),
+            core: match &auth {
+                Some(auth) => {
+                    Broker::with_access(config, auth.config.access.clone(), Instant::now())
+                }
+                None => Broker::new(config, Instant::now()),
+            },
             held_since_trim: 0,
+            zap,
+            auth_file: auth.and_then(|auth| auth.file),
+            reload: Arc::new(AtomicBool::new(false)),
+            unsent_lines: LogLimit::default(),
         })
     }
 
@@ -149,6 +256,34 @@ impl Server {
         self.stop_handle.clone()
     }
 
+    /// A handle that makes the server read its auth file again ([`Auth::file`]).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        ReloadHandle(Arc::clone(&self.reload))
+    }
+
+    /// Reads the auth file again, if asked to; keeps the rules in force if it cannot.
+    fn reload_if_asked(&mut self, out: &mut Vec<Outgoing>) {
+        if !self.reload.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let (Some(zap), Some(file)) = (&self.zap, &self.auth_file) else {
+            warn!("asked to reload, but the broker runs without an auth file");
+            return;
+        };
+        match AuthConfig::load(file) {
+            Ok(config) => {
+                zap.set(Credentials::from(&config));
+                info!(
+                    "reloaded {}: {} principal(s)",
+                    file.display(),
+                    config.access.len()
+                );
+                self.core.set_access(Some(config.access), out);
+            }
+            Err(error) => warn!("not reloading: {error}; the rules in force stay"),
+        }
+    }
+
     /// Serves until a [`StopHandle`] fires, then sends DISCONNECT to every worker and returns the
     /// counters of what was done.
     pub fn run(&mut self) -> Result<Stats, ServerError> {
@@ -165,10 +300,12 @@ impl Server {
                 break;
             }
             now = Instant::now();
-            if let Some((sender, frames)) = received {
-                self.core.handle(now, &sender, frames, &mut out);
-                self.send_all(&mut out);
+            self.reload_if_asked(&mut out);
+            if let Some((sender, principal, frames)) = received {
+                self.core
+                    .handle_as(now, &sender, principal.as_deref(), frames, &mut out);
             }
+            self.send_all(&mut out);
         }
         info!(
             "stopping: sending DISCONNECT to {} worker(s)",
@@ -200,12 +337,28 @@ impl Server {
         }
     }
 
-    /// Waits until the core's next deadline for one whole message: the sender's identity and the
-    /// frames after it. `None` when the time ran out or a signal interrupted the wait.
-    fn receive(&mut self, now: Instant) -> Result<Option<(zmq::Message, Frames)>, ServerError> {
+    /// Waits until the core's next deadline for one whole message: the sender's identity, the
+    /// principal ZAP gave its connection (with `--auth`), and the frames after the identity.
+    /// `None` when the time ran out or a signal interrupted the wait.
+    #[allow(clippy::type_complexity)]
+    fn receive(
+        &mut self,
+        now: Instant,
+    ) -> Result<Option<(zmq::Message, Option<String>, Frames)>, ServerError> {
         let received = zsocket::recv_until(&self.socket, Some(self.core.next_deadline()), now)?;
-        let Some((identity, frames)) = received.and_then(zsocket::split_routed) else {
+        let Some((identity, mut frames)) = received.and_then(zsocket::split_routed) else {
             return Ok(None);
+        };
+        // libzmq puts the connection's metadata on every frame it delivers; a connection ZAP did
+        // not name has no User-Id.
+        let principal = if self.zap.is_some() {
+            frames
+                .first_mut()
+                .and_then(|frame| frame.gets("User-Id"))
+                .filter(|user| !user.is_empty())
+                .map(str::to_owned)
+        } else {
+            None
         };
         if log_enabled!(Level::Debug) {
             debug!(
@@ -214,7 +367,7 @@ impl Server {
                 dump::Message(&frames)
             );
         }
-        Ok(Some((identity, frames)))
+        Ok(Some((identity, principal, frames)))
     }
 
     /// Sends every message in `out`, emptying it; a message that cannot be routed is logged and
@@ -266,10 +419,17 @@ impl Server {
             }
         };
         let peer = dump::Identity(&recipient);
-        match error {
-            zmq::Error::EHOSTUNREACH => warn!("dropping message for {peer}: peer is gone"),
-            zmq::Error::EAGAIN => warn!("dropping message for {peer}: peer is not reading"),
-            other => warn!("dropping message for {peer}: {other}"),
+        let why = match error {
+            zmq::Error::EHOSTUNREACH => "peer is gone".to_string(),
+            zmq::Error::EAGAIN => "peer is not reading".to_string(),
+            other => other.to_string(),
+        };
+        match self.unsent_lines.allow(Instant::now()) {
+            Some(0) => warn!("dropping message for {peer}: {why}"),
+            Some(held) => {
+                warn!("dropping message for {peer}: {why} ({held} more dropped in the last second)")
+            }
+            None => debug!("dropping message for {peer}: {why}"),
         }
     }
 }

@@ -55,6 +55,8 @@ impl Drop for TestBroker {
 pub struct Peer {
     _context: zmq::Context,
     socket: zmq::Socket,
+    /// The socket monitor's events, for peers made by [`Peer::connect_plain`].
+    monitor: Option<zmq::Socket>,
 }
 
 impl Peer {
@@ -67,6 +69,64 @@ impl Peer {
         Peer {
             _context: context,
             socket,
+            monitor: None,
+        }
+    }
+
+    /// A peer that logs in with PLAIN as `user` (no credentials at all when `user` is None),
+    /// with its handshake events watched ([`Peer::handshake`]).
+    pub fn connect_plain(
+        endpoint: &str,
+        identity: &str,
+        credentials: Option<(&str, &str)>,
+    ) -> Peer {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let context = zmq::Context::new();
+        let socket = context.socket(zmq::DEALER).unwrap();
+        socket.set_linger(0).unwrap();
+        socket.set_identity(identity.as_bytes()).unwrap();
+        if let Some((user, password)) = credentials {
+            socket.set_plain_username(Some(user)).unwrap();
+            socket.set_plain_password(Some(password)).unwrap();
+        }
+        let monitor_endpoint = format!(
+            "inproc://test-monitor-{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        socket
+            .monitor(&monitor_endpoint, zmq::SocketEvent::ALL as i32)
+            .unwrap();
+        let monitor = context.socket(zmq::PAIR).unwrap();
+        monitor.connect(&monitor_endpoint).unwrap();
+        socket.connect(endpoint).unwrap();
+        Peer {
+            _context: context,
+            socket,
+            monitor: Some(monitor),
+        }
+    }
+
+    /// Waits for the first handshake to end: true if it succeeded, false if the broker refused
+    /// it (or cut the connection before it succeeded).
+    pub fn handshake(&self) -> bool {
+        const SUCCEEDED: u16 = 0x1000;
+        const FAILED: [u16; 4] = [0x0800, 0x2000, 0x4000, 0x0200];
+        let monitor = self.monitor.as_ref().expect("a peer from connect_plain");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                monitor.poll(zmq::POLLIN, left.as_millis() as i64).unwrap() > 0,
+                "no handshake outcome within the test's patience"
+            );
+            let event = monitor.recv_multipart(0).unwrap();
+            let code = u16::from_ne_bytes([event[0][0], event[0][1]]);
+            if code == SUCCEEDED {
+                return true;
+            }
+            if FAILED.contains(&code) {
+                return false;
+            }
         }
     }
 

@@ -1,0 +1,295 @@
+//! The ZAP handler: a thread of the broker that answers libzmq's authentication requests
+//! (rfc.zeromq.org spec 27) for `broker --auth`.
+//!
+//! libzmq asks it about every handshake on a socket with a security mechanism, over a REP socket
+//! bound to `inproc://zeromq.zap.01` in the same context. It must be bound before the broker's
+//! ROUTER binds anything: a PLAIN server with no handler to ask lets everyone in. A request is
+//! `"1.0", request id, domain, address, routing id, mechanism, credentials...`; the reply is
+//! `"1.0", request id, status code, status text, user id, metadata`. The user id is the
+//! principal's name: libzmq puts it on every message of that connection (the `User-Id`
+//! property), which is how the sans-IO core learns who sent what.
+//!
+//! PLAIN: the credentials are a name and a password, checked against the argon2 hash in the auth
+//! file (each check costs one argon2 hash, tens of milliseconds). CURVE and NULL are refused
+//! until the broker has CURVE (see the README).
+//!
+//! The credentials can be swapped while it runs ([`Zap::set`], on SIGHUP). Refusals and
+//! successes are logged at most once a second each, with a count, since any peer can cause them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use zsocket::limit::LogLimit;
+use zsocket::ResultExt;
+
+use crate::auth::{self, AuthConfig};
+
+/// The endpoint libzmq sends ZAP requests to (spec 27).
+pub const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
+
+/// How often the handler looks at its stop flag while no request comes.
+const POLL: Duration = Duration::from_millis(100);
+
+/// What the handler checks credentials against.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// Principal name to argon2 PHC hash.
+    pub password_hashes: HashMap<String, String>,
+}
+
+impl From<&AuthConfig> for Credentials {
+    fn from(config: &AuthConfig) -> Credentials {
+        Credentials {
+            password_hashes: config.password_hashes.clone(),
+        }
+    }
+}
+
+/// Why the handler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ZapError {
+    #[error(transparent)]
+    Socket(#[from] zsocket::Error),
+    #[error("cannot start the ZAP handler's thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The running handler; dropping it stops the thread (within [`POLL`]).
+#[derive(Debug)]
+pub struct Zap {
+    credentials: Arc<RwLock<Credentials>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Zap {
+    /// Binds the handler's socket in `context` and starts its thread.
+    pub fn spawn(context: &zmq::Context, credentials: Credentials) -> Result<Zap, ZapError> {
+        let socket = context
+            .socket(zmq::REP)
+            .doing("create the ZAP handler's socket")?;
+        socket.set_linger(0).doing("set ZMQ_LINGER")?;
+        socket
+            .set_rcvtimeo(POLL.as_millis() as i32)
+            .doing("set ZMQ_RCVTIMEO")?;
+        socket
+            .bind(ZAP_ENDPOINT)
+            .doing("bind the ZAP handler to inproc://zeromq.zap.01")?;
+        let credentials = Arc::new(RwLock::new(credentials));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let credentials = Arc::clone(&credentials);
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("zap".into())
+                .spawn(move || serve(&socket, &credentials, &stop))
+                .map_err(ZapError::Thread)?
+        };
+        Ok(Zap {
+            credentials,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Checks later handshakes against `credentials` (connections already made stay).
+    pub fn set(&self, credentials: Credentials) {
+        match self.credentials.write() {
+            Ok(mut held) => *held = credentials,
+            Err(poisoned) => *poisoned.into_inner() = credentials,
+        }
+    }
+}
+
+impl Drop for Zap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(socket: &zmq::Socket, credentials: &RwLock<Credentials>, stop: &AtomicBool) {
+    let mut refused_lines = LogLimit::default();
+    let mut accepted_lines = LogLimit::default();
+    while !stop.load(Ordering::Relaxed) {
+        let request = match socket.recv_multipart(0) {
+            Ok(request) => request,
+            Err(zmq::Error::EAGAIN) | Err(zmq::Error::EINTR) => continue,
+            Err(error) => {
+                warn!("ZAP handler stops: {error}");
+                return;
+            }
+        };
+        let held = match credentials.read() {
+            Ok(held) => held.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let now = Instant::now();
+        let reply = answer(&request, &held);
+        let address = request
+            .get(3)
+            .map(|frame| String::from_utf8_lossy(frame).into_owned())
+            .unwrap_or_default();
+        match &reply.verdict {
+            Verdict::Accepted(user) => match accepted_lines.allow(now) {
+                Some(0) => info!("authenticated {user} from {address}"),
+                Some(held) => info!(
+                    "authenticated {user} from {address} ({held} more authentications in the last second)"
+                ),
+                None => debug!("authenticated {user} from {address}"),
+            },
+            Verdict::Refused(why) => match refused_lines.allow(now) {
+                Some(0) => warn!("refused a handshake from {address}: {why}"),
+                Some(held) => warn!(
+                    "refused a handshake from {address}: {why} ({held} more refusals in the last second)"
+                ),
+                None => debug!("refused a handshake from {address}: {why}"),
+            },
+        }
+        if let Err(error) = socket.send_multipart(reply.frames, 0) {
+            warn!("ZAP handler cannot reply: {error}");
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Accepted(String),
+    Refused(String),
+}
+
+#[derive(Debug)]
+struct Reply {
+    frames: Vec<Vec<u8>>,
+    verdict: Verdict,
+}
+
+/// The reply to one ZAP request: pure, apart from the argon2 check.
+fn answer(request: &[Vec<u8>], credentials: &Credentials) -> Reply {
+    let id = request.get(1).cloned().unwrap_or_default();
+    let reply = |code: &str, text: &str, user: &str, verdict| Reply {
+        frames: vec![
+            b"1.0".to_vec(),
+            id.clone(),
+            code.as_bytes().to_vec(),
+            text.as_bytes().to_vec(),
+            user.as_bytes().to_vec(),
+            Vec::new(),
+        ],
+        verdict,
+    };
+    if request.len() < 6 || request[0] != b"1.0" {
+        return reply(
+            "500",
+            "malformed ZAP request",
+            "",
+            Verdict::Refused("malformed ZAP request".into()),
+        );
+    }
+    let mechanism = &request[5][..];
+    match mechanism {
+        b"PLAIN" => {
+            let (Some(user), Some(password)) = (request.get(6), request.get(7)) else {
+                return reply(
+                    "400",
+                    "no credentials",
+                    "",
+                    Verdict::Refused("PLAIN without credentials".into()),
+                );
+            };
+            let name = String::from_utf8_lossy(user).into_owned();
+            let hash = std::str::from_utf8(user)
+                .ok()
+                .and_then(|user| credentials.password_hashes.get(user));
+            match hash {
+                Some(hash) if auth::verify_password(hash, password) => {
+                    reply("200", "OK", &name, Verdict::Accepted(name.clone()))
+                }
+                Some(_) => reply(
+                    "400",
+                    "invalid username or password",
+                    "",
+                    Verdict::Refused(format!("wrong password for {name:?}")),
+                ),
+                None => reply(
+                    "400",
+                    "invalid username or password",
+                    "",
+                    Verdict::Refused(format!("unknown user {name:?}")),
+                ),
+            }
+        }
+        other => {
+            let other = String::from_utf8_lossy(other).into_owned();
+            reply(
+                "400",
+                "mechanism not allowed",
+                "",
+                Verdict::Refused(format!("mechanism {other} is not allowed")),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(mechanism: &str, credentials: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut frames: Vec<Vec<u8>> = vec![
+            b"1.0".to_vec(),
+            b"7".to_vec(),
+            b"mdp".to_vec(),
+            b"127.0.0.1".to_vec(),
+            Vec::new(),
+            mechanism.as_bytes().to_vec(),
+        ];
+        frames.extend(credentials.iter().map(|c| c.to_vec()));
+        frames
+    }
+
+    fn credentials() -> Credentials {
+        let mut password_hashes = HashMap::new();
+        password_hashes.insert("alice".to_string(), auth::weak_hash_for_tests(b"right"));
+        Credentials { password_hashes }
+    }
+
+    #[test]
+    fn plain_accepts_the_right_password_with_the_principal_as_user_id() {
+        let reply = answer(&request("PLAIN", &[b"alice", b"right"]), &credentials());
+        assert_eq!(reply.verdict, Verdict::Accepted("alice".into()));
+        assert_eq!(
+            reply.frames,
+            [&b"1.0"[..], b"7", b"200", b"OK", b"alice", b""]
+        );
+    }
+
+    #[test]
+    fn plain_refuses_a_wrong_password_an_unknown_user_and_other_mechanisms() {
+        let credentials = credentials();
+        for (request, why) in [
+            (request("PLAIN", &[b"alice", b"wrong"]), "wrong password"),
+            (request("PLAIN", &[b"mallory", b"right"]), "unknown user"),
+            (request("PLAIN", &[b"alice"]), "without credentials"),
+            (request("NULL", &[]), "NULL"),
+            (request("CURVE", &[&[0u8; 32]]), "CURVE"),
+        ] {
+            let reply = answer(&request, &credentials);
+            assert!(
+                matches!(&reply.verdict, Verdict::Refused(text) if text.contains(why)),
+                "{:?}",
+                reply.verdict
+            );
+            assert_eq!(reply.frames[2], b"400");
+            assert_eq!(reply.frames[4], b"", "no user id for a refusal");
+        }
+        let malformed = answer(&[b"2.0".to_vec()], &credentials);
+        assert_eq!(malformed.frames[2], b"500");
+    }
+}
