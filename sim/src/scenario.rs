@@ -206,6 +206,11 @@ impl Scenario {
             Matching::ByService
         };
         let brokers = rng.random_range(1..=2);
+        let worker_mode = match (brokers, rng.random_range(0..3)) {
+            (1, _) | (_, 0) => WorkerMode::Placed,
+            (_, 1) => WorkerMode::All,
+            _ => WorkerMode::Failover,
+        };
         let slots = if rng.random_bool(0.25) {
             rng.random_range(2..=4)
         } else {
@@ -216,7 +221,7 @@ impl Scenario {
             brokers,
             worker,
             workers,
-            worker_mode: WorkerMode::Placed,
+            worker_mode,
             slots,
             workers_start_at: Duration::ZERO,
             client_mode: ClientMode::Placed,
