@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# demo.sh: the Majordomo three-terminal flow, one command away.
+# demo.sh: the Majordomo walk-through (broker, two workers, a client), one command away.
 #
 # Opens a tmux session "mdp-demo" with four panes:
 #   1. the broker, bound to ENDPOINT;
