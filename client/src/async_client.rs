@@ -75,7 +75,8 @@ use crate::Error;
 /// An asynchronous MDP client. See the [module docs](self).
 pub struct AsyncClient {
     context: zmq::Context,
-    endpoint: String,
+    /// The brokers' endpoints; the core names them by index.
+    endpoints: Vec<String>,
     core: AsyncCore,
     /// The open sockets, each with the connection the core knows it by and its monitor, oldest
     /// first (so the current connection, the one opened last, is at the end).
@@ -88,7 +89,7 @@ pub struct AsyncClient {
 impl std::fmt::Debug for AsyncClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncClient")
-            .field("endpoint", &self.endpoint)
+            .field("endpoints", &self.endpoints)
             .field("config", self.core.config())
             .field("open_connections", &self.sockets.len())
             .field("outstanding", &self.core.outstanding())
@@ -110,11 +111,39 @@ impl AsyncClient {
         endpoint: &str,
         config: AsyncClientConfig,
     ) -> Result<AsyncClient, Error> {
-        crate::check_host(endpoint)?;
+        AsyncClient::with_brokers(context, &[endpoint], config)
+    }
+
+    /// Connects to several brokers and spreads requests over those that are live (see
+    /// [`crate::core::AsyncCore`] for the rules). Every tcp host is looked up first.
+    pub fn connect_all<E: AsRef<str>>(
+        endpoints: &[E],
+        config: AsyncClientConfig,
+    ) -> Result<AsyncClient, Error> {
+        AsyncClient::with_brokers(&zmq::Context::new(), endpoints, config)
+    }
+
+    /// The same, with sockets made by the caller's ZeroMQ context. An empty list is an
+    /// [`Error::NoBroker`].
+    pub fn with_brokers<E: AsRef<str>>(
+        context: &zmq::Context,
+        endpoints: &[E],
+        config: AsyncClientConfig,
+    ) -> Result<AsyncClient, Error> {
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|endpoint| endpoint.as_ref().to_owned())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Error::NoBroker);
+        }
+        for endpoint in &endpoints {
+            crate::check_host(endpoint)?;
+        }
         let mut client = AsyncClient {
             context: context.clone(),
-            endpoint: endpoint.to_owned(),
-            core: AsyncCore::new(config),
+            core: AsyncCore::with_brokers(config, endpoints.len()),
+            endpoints,
             sockets: Vec::with_capacity(2),
             actions: Vec::new(),
         };
@@ -185,13 +214,16 @@ impl AsyncClient {
                 return Ok(Some(outcome));
             }
             let now = Instant::now();
-            if self
-                .core
-                .next_deadline()
-                .is_some_and(|deadline| now >= deadline)
+            let several = self.endpoints.len() > 1;
+            // With one broker the monitors are read only when a deadline passed: whether a
+            // connection was ever up matters only to a try that timed out, and the fast path
+            // stays as it was. With several, a connection that drops marks its broker down.
+            if several
+                || self
+                    .core
+                    .next_deadline()
+                    .is_some_and(|deadline| now >= deadline)
             {
-                // Only now are the monitors read: whether a connection was ever up matters only
-                // to a try that timed out, and the fast path stays as it was.
                 self.read_links(now);
             }
             self.core.tick(now, &mut self.actions);
@@ -212,15 +244,33 @@ impl AsyncClient {
                 (expiry, give_up) => expiry.or(give_up),
             };
             // One socket is the rule (more only while retired ones drain): no list to build then.
+            // With several brokers the monitors are waited on too, so that a connection that
+            // drops marks its broker down at once.
             match &self.sockets[..] {
-                [(_, only)] => zsocket::wait(&[only.socket()], None, wake_at, now)?,
+                [(_, only)] if !several => zsocket::wait(&[only.socket()], None, wake_at, now)?,
                 sockets => {
-                    let sockets: Vec<&zmq::Socket> =
+                    let mut waited: Vec<&zmq::Socket> =
                         sockets.iter().map(|(_, socket)| socket.socket()).collect();
-                    zsocket::wait(&sockets, None, wake_at, now)?
+                    if several {
+                        waited.extend(sockets.iter().map(|(_, socket)| socket.monitor().socket()));
+                    }
+                    zsocket::wait(&waited, None, wake_at, now)?
                 }
             };
         }
+    }
+
+    /// The endpoint of the broker connection `conn` goes to.
+    fn endpoint_of(&self, conn: ConnId) -> &str {
+        self.core
+            .broker_of(conn)
+            .and_then(|broker| self.endpoints.get(broker))
+            .map_or("", String::as_str)
+    }
+
+    /// The brokers' endpoints, in the order given; [`Outcome::Reply`]'s `broker` indexes it.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
     }
 
     /// Hands what the sockets' monitors said to the core.
@@ -228,7 +278,7 @@ impl AsyncClient {
         for (conn, socket) in &self.sockets {
             for event in socket.pending() {
                 if let Some(link) = Link::of(event.kind) {
-                    self.core.link(now, *conn, link);
+                    self.core.link(now, *conn, link, &mut self.actions);
                 }
             }
         }
@@ -248,7 +298,11 @@ impl AsyncClient {
             return Ok(false);
         };
         if log_enabled!(Level::Debug) {
-            debug!("broker -> client: {}", dump::Message(&frames));
+            debug!(
+                "broker {} -> client: {}",
+                self.endpoint_of(conn),
+                dump::Message(&frames)
+            );
         }
         // Read after the receive, for the latency of the reply.
         self.core
@@ -259,7 +313,16 @@ impl AsyncClient {
 
     /// Does what the core asked, in order.
     fn execute(&mut self) -> Result<(), Error> {
-        for action in self.actions.drain(..) {
+        let mut actions = std::mem::take(&mut self.actions);
+        let result = self.execute_these(&mut actions);
+        // Kept, so that its buffer is allocated once.
+        actions.clear();
+        self.actions = actions;
+        result
+    }
+
+    fn execute_these(&mut self, actions: &mut Vec<AsyncAction>) -> Result<(), Error> {
+        for action in actions.drain(..) {
             match action {
                 AsyncAction::Open(conn) => {
                     let socket = self.context.socket(zmq::DEALER).doing("create a socket")?;
@@ -270,17 +333,22 @@ impl AsyncClient {
                     // queue makes the broker's ROUTER drop replies.
                     socket.set_sndhwm(0).doing("set ZMQ_SNDHWM")?;
                     socket.set_rcvhwm(0).doing("set ZMQ_RCVHWM")?;
+                    let endpoint = self.endpoint_of(conn).to_owned();
                     let socket = Monitored::connect_socket(
                         &self.context,
                         socket,
-                        &self.endpoint,
+                        &endpoint,
                         Link::events(),
                     )?;
                     self.sockets.push((conn, socket));
                 }
                 AsyncAction::Send { conn, frames } => {
                     if log_enabled!(Level::Debug) {
-                        debug!("client -> broker: {}", dump::Message(&frames));
+                        debug!(
+                            "client -> broker {}: {}",
+                            self.endpoint_of(conn),
+                            dump::Message(&frames)
+                        );
                     }
                     if let Some((_, socket)) = self.sockets.iter().find(|(id, _)| *id == conn) {
                         zsocket::send(socket.socket(), frames, 0).map_err(zsocket::Error::from)?;

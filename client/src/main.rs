@@ -40,14 +40,19 @@ use client::{
 #[derive(Debug, Parser)]
 #[command(version, after_help = AFTER_HELP)]
 struct Args {
-    /// The broker's endpoint.
+    /// The broker's endpoint; give -c several times for several brokers: the synchronous client
+    /// keeps using the one that last answered and moves to the next on a timeout (so a dead
+    /// broker costs one timeout; with -r at least the number of brokers no request fails while
+    /// one answers); with --window requests are spread over the live brokers, and one that
+    /// times out or whose connection drops is left alone until it answers an mmi.service probe.
     #[arg(
         short = 'c',
         long = "connect",
         value_name = "ENDPOINT",
-        default_value = "tcp://localhost:5555"
+        default_value = "tcp://localhost:5555",
+        action = clap::ArgAction::Append
     )]
-    endpoint: String,
+    endpoints: Vec<String>,
     /// The service to ask; `mmi.service` asks the broker whether the service named by FRAME has
     /// a worker (200) or not (404).
     #[arg(short, long, value_name = "SERVICE", default_value = "echo", value_parser = parse_service)]
@@ -104,7 +109,8 @@ struct Args {
 const AFTER_HELP: &str = "\
 Output: each reply frame on its own line, or with --stats exactly one line:
   requests=N replies=N failed=N retried=N seconds=S req_per_s=R p50_us=X p99_us=Y
-(retried: requests sent more than once; latency counts from the first send.)
+(retried: requests sent more than once; latency counts from the first send;
+with several -c brokers also per_broker=N,N: the replies through each, in -c order.)
 With --stats=json one JSON object instead: the same fields, dropped_replies (late or duplicate
 replies the windowed client dropped) and latency_us, a histogram that --merge-stats adds up
 exactly; percentiles read from it are at most 1/128 (0.78%) above the exact ones.
@@ -196,9 +202,23 @@ struct Tally {
     latencies_us: Vec<u64>,
     /// Ctrl-C ended the run early; requests still in flight then count as neither.
     interrupted: bool,
+    /// With several brokers, the replies through each; empty with one.
+    per_broker: Vec<u64>,
 }
 
 impl Tally {
+    /// An empty tally; with several brokers, one reply count per broker.
+    fn for_brokers(brokers: usize) -> Tally {
+        Tally {
+            per_broker: if brokers > 1 {
+                vec![0; brokers]
+            } else {
+                Vec::new()
+            },
+            ..Tally::default()
+        }
+    }
+
     fn answered(&mut self, latency: Duration) {
         self.replies += 1;
         self.latencies_us
@@ -208,9 +228,19 @@ impl Tally {
     /// A reply came to request number `request`: printed (unless `--stats`) and counted, or, if
     /// it has the shape of [`mdp::failure`] (the work failed), its output printed to stdout, the
     /// reason and diagnostics to stderr, and the request counted as failed.
-    fn reply(&mut self, request: u64, body: &Frames, latency: Duration, args: &Args) {
+    fn reply(
+        &mut self,
+        request: u64,
+        body: &Frames,
+        latency: Duration,
+        broker: usize,
+        args: &Args,
+    ) {
         let Some(failure) = mdp::failure::Failure::parse(body) else {
             self.answered(latency);
+            if let Some(count) = self.per_broker.get_mut(broker) {
+                *count += 1;
+            }
             if args.stats.is_none() {
                 print_frames(body, args.raw);
             }
@@ -251,7 +281,9 @@ impl Tally {
             retried: self.retried,
             dropped_replies: self.dropped_replies,
         };
-        Summary::of_run(counts, &mut self.latencies_us, elapsed.as_secs_f64())
+        let mut summary = Summary::of_run(counts, &mut self.latencies_us, elapsed.as_secs_f64());
+        summary.per_broker.clone_from(&self.per_broker);
+        summary
     }
 }
 
@@ -330,8 +362,8 @@ fn run_synchronous(
         timeout,
         retries: args.retries.unwrap_or(ClientConfig::default().retries),
     };
-    let mut client = Client::connect(&args.endpoint, config)?;
-    let mut tally = Tally::default();
+    let mut client = Client::connect_all(&args.endpoints, config)?;
+    let mut tally = Tally::for_brokers(args.endpoints.len());
     for request in 1..=args.count {
         if INTERRUPTED.load(Ordering::SeqCst) {
             tally.interrupted = true;
@@ -345,7 +377,13 @@ fn run_synchronous(
             tally.retried += 1;
         }
         match outcome {
-            Ok(reply) => tally.reply(request, &reply, sent_at.elapsed(), args),
+            Ok(reply) => {
+                let broker = client.broker_index();
+                if args.endpoints.len() > 1 {
+                    log::debug!("request {request} answered through {}", client.broker());
+                }
+                tally.reply(request, &reply, sent_at.elapsed(), broker, args);
+            }
             // Every answer is worth waiting for; only a broken socket stops the run.
             Err(error @ client::Error::Socket(_)) => return Err(error),
             Err(error) => tally.failed(request, &cli::error_chain(&error)),
@@ -371,13 +409,13 @@ fn run_windowed(
         },
         retries: args.retries.unwrap_or(1),
     };
-    let mut client = AsyncClient::connect(&args.endpoint, config)?;
+    let mut client = AsyncClient::connect_all(&args.endpoints, config)?;
     let window = usize::try_from(window).unwrap_or(usize::MAX);
     // Refill in batches of W/8: libzmq wakes its I/O thread once for a burst of sends but once
     // per send when they trickle, so this saves about a third of the client's CPU per request
     // (measured), while keeping between 7/8 W and W requests in flight.
     let batch = (window / 8).max(1);
-    let mut tally = Tally::default();
+    let mut tally = Tally::for_brokers(args.endpoints.len());
     while tally.requests < args.count || client.outstanding() > 0 {
         if INTERRUPTED.load(Ordering::SeqCst) {
             tally.interrupted = true;
@@ -404,12 +442,20 @@ fn run_windowed(
                 latency,
                 tries,
                 id,
+                broker,
                 ..
             } => {
                 if tries > 1 {
                     tally.retried += 1;
                 }
-                tally.reply(id.0 + 1, &body, latency, args);
+                if args.endpoints.len() > 1 {
+                    log::debug!(
+                        "request {} answered through {}",
+                        id.0 + 1,
+                        args.endpoints.get(broker).map_or("", String::as_str)
+                    );
+                }
+                tally.reply(id.0 + 1, &body, latency, broker, args);
             }
             Outcome::TimedOut {
                 id,
@@ -421,7 +467,7 @@ fn run_windowed(
                     tally.retried += 1;
                 }
                 let reason = if no_connection {
-                    client::no_connection(std::slice::from_ref(&args.endpoint), tries, timeout)
+                    client::no_connection(&args.endpoints, tries, timeout)
                 } else if client.untagged_replies() > 0 {
                     // Replies came, but none could be matched: say so, not a bare "no reply".
                     format!(

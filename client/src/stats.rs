@@ -201,6 +201,9 @@ pub struct Summary {
     pub p99_us: u64,
     /// The latencies of the answered requests, in microseconds, counted from the first send.
     pub latency_us: Histogram,
+    /// With several brokers, how many replies came through each, in the order of `-c`; empty
+    /// with one broker (and then left out of both printed forms).
+    pub per_broker: Vec<u64>,
 }
 
 impl Summary {
@@ -221,6 +224,7 @@ impl Summary {
             p50_us: exact_percentile(latencies_us, 50),
             p99_us: exact_percentile(latencies_us, 99),
             latency_us,
+            per_broker: Vec::new(),
         }
     }
 
@@ -244,14 +248,21 @@ impl Summary {
         self.dropped_replies += other.dropped_replies;
         self.seconds = self.seconds.max(other.seconds);
         self.latency_us.merge(&other.latency_us);
+        if self.per_broker.len() < other.per_broker.len() {
+            self.per_broker.resize(other.per_broker.len(), 0);
+        }
+        for (mine, theirs) in self.per_broker.iter_mut().zip(&other.per_broker) {
+            *mine += theirs;
+        }
         self.p50_us = self.latency_us.percentile(50);
         self.p99_us = self.latency_us.percentile(99);
     }
 
     /// The one line of `client --stats`:
-    /// `requests=N replies=N failed=N retried=N seconds=S req_per_s=R p50_us=X p99_us=Y`.
+    /// `requests=N replies=N failed=N retried=N seconds=S req_per_s=R p50_us=X p99_us=Y`, and
+    /// with several brokers ` per_broker=N,N` (replies through each, in `-c` order).
     pub fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "requests={} replies={} failed={} retried={} seconds={:.3} req_per_s={:.0} p50_us={} p99_us={}",
             self.requests,
             self.replies,
@@ -261,7 +272,12 @@ impl Summary {
             self.req_per_s(),
             self.p50_us,
             self.p99_us,
-        )
+        );
+        if !self.per_broker.is_empty() {
+            line.push_str(" per_broker=");
+            line.push_str(&join(&self.per_broker));
+        }
+        line
     }
 
     /// The one JSON object of `client --stats=json`, on one line: the fields of [`line`](Self::line)
@@ -298,7 +314,11 @@ impl Summary {
             // Writing to a String cannot fail.
             let _ = write!(json, "{comma}[{lowest},{count}]");
         }
-        json.push_str("]}}");
+        json.push_str("]}");
+        if !self.per_broker.is_empty() {
+            let _ = write!(json, ",\"per_broker\":[{}]", join(&self.per_broker));
+        }
+        json.push('}');
         json
     }
 
@@ -323,6 +343,15 @@ impl Summary {
             }
         }
         let number = |name: &'static str| json::field(top, name)?.as_u64(name);
+        // Optional: written only with several brokers.
+        let per_broker = match json::field(top, "per_broker") {
+            Ok(counts) => counts
+                .as_array("per_broker")?
+                .iter()
+                .map(|count| count.as_u64("per_broker"))
+                .collect::<Result<Vec<u64>, ParseError>>()?,
+            Err(_) => Vec::new(),
+        };
         Ok(Summary {
             requests: number("requests")?,
             replies: number("replies")?,
@@ -333,8 +362,18 @@ impl Summary {
             p50_us: number("p50_us")?,
             p99_us: number("p99_us")?,
             latency_us,
+            per_broker,
         })
     }
+}
+
+/// `1,2,3`.
+fn join(counts: &[u64]) -> String {
+    counts
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The counts of a run, for [`Summary::of_run`].
@@ -670,6 +709,33 @@ mod tests {
         assert_eq!(
             example().line(),
             "requests=3 replies=2 failed=1 retried=1 seconds=0.500 req_per_s=4 p50_us=100 p99_us=300"
+        );
+    }
+
+    #[test]
+    fn per_broker_counts_appear_with_several_brokers_read_back_and_merge() {
+        let mut two = example();
+        two.per_broker = vec![2, 0];
+        assert!(
+            two.line().ends_with(" p99_us=300 per_broker=2,0"),
+            "{}",
+            two.line()
+        );
+        let json = two.to_json();
+        assert!(
+            json.ends_with("\"buckets\":[[100,1],[300,1]]},\"per_broker\":[2,0]}"),
+            "{json}"
+        );
+        let read = Summary::from_json(&json).unwrap();
+        assert_eq!(read.per_broker, [2, 0]);
+        let mut three = example();
+        three.per_broker = vec![1, 1, 5];
+        let mut merged = read;
+        merged.merge(&three);
+        assert_eq!(merged.per_broker, [3, 1, 5]);
+        assert_eq!(
+            Summary::from_json(&example().to_json()).unwrap().per_broker,
+            Vec::<u64>::new()
         );
     }
 

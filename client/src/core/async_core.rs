@@ -12,6 +12,14 @@
 //! ([`AsyncAction`]); requests go out on the *current* connection, and more than one is open only
 //! while retired ones drain.
 //!
+//! **Several brokers** ([`AsyncCore::with_brokers`], known by index; each has its own current
+//! connection): a request goes to the live broker with the fewest tries outstanding. A broker is
+//! marked down when a try to it times out or its connection drops ([`AsyncCore::link`]); what it
+//! held is resent through the others (within `retries`), and it is used again only once it
+//! answers a probe: `mmi.service` for the service last asked of it, sent when its connection
+//! comes back up, or one timeout after it went down (and every timeout after), answered `200`.
+//! With one broker none of this happens: it is never marked down.
+//!
 //! The rules it keeps, and what they promise to the application, are explained for the user in
 //! the [`crate::async_client`] module docs: matching by service or by tag, retiring the current
 //! connection after a timeout with `ByService` (so a late reply cannot shift every later match),
@@ -24,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mdp::client::{Reply, Request};
-use mdp::{Frames, ServiceName};
+use mdp::{mmi, Frames, ServiceName};
 
 use super::{at_least_one_frame, copy_frames, Link};
 use zsocket::limit::LogLimit;
@@ -87,6 +95,9 @@ pub enum Outcome {
         body: Frames,
         latency: Duration,
         tries: u32,
+        /// The broker that answered (an index into the list the core was made with; 0 with one
+        /// broker).
+        broker: usize,
     },
     /// No reply came to any of its `tries`, each within the timeout; the request is given up,
     /// and a reply that still comes for it is dropped.
@@ -109,7 +120,8 @@ pub struct ConnId(pub u64);
 /// What the driver of an [`AsyncCore`] does, in the order given.
 #[derive(Debug)]
 pub enum AsyncAction {
-    /// Open a DEALER socket for this connection and connect it to the broker.
+    /// Open a DEALER socket for this connection and connect it to the broker
+    /// ([`AsyncCore::broker_of`] says which, with several).
     Open(ConnId),
     /// Send these frames (delimiter first) on this connection's socket.
     Send { conn: ConnId, frames: Frames },
@@ -123,10 +135,10 @@ pub enum AsyncAction {
 #[derive(Debug)]
 pub struct AsyncCore {
     config: AsyncClientConfig,
-    /// Whether the first connection's [`AsyncAction::Open`] has been given.
+    /// Whether the first connections' [`AsyncAction::Open`]s have been given.
     started: bool,
-    /// The connection new requests go out on.
-    current: Connection,
+    /// The brokers, by index, each with the connection new requests to it go out on.
+    brokers: Vec<Broker>,
     /// Connections retired after a timeout (see [`crate::async_client`]): they only collect replies for
     /// the requests they carried, and are closed when none of those is outstanding.
     retired: Vec<Connection>,
@@ -147,10 +159,25 @@ pub struct AsyncCore {
     malformed_warnings: LogLimit,
 }
 
-/// Which of the client's connections: the current one or a retired one.
+/// One broker, as the core sees it.
+#[derive(Debug)]
+struct Broker {
+    /// The connection new requests to it go out on.
+    current: Connection,
+    /// Marked down (only with several brokers): no new requests until a probe says it serves.
+    down: bool,
+    /// The service last asked of it: what a probe asks `mmi.service` about.
+    last_service: Option<ServiceName>,
+    /// A probe in flight: when it was sent.
+    probe_sent_at: Option<Instant>,
+    /// While down with no probe in flight: when the next probe goes.
+    next_probe_at: Option<Instant>,
+}
+
+/// Which of the client's connections: a broker's current one or a retired one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Which {
-    Current,
+    Current(usize),
     Retired(usize),
 }
 
@@ -158,6 +185,8 @@ enum Which {
 #[derive(Debug)]
 struct Connection {
     id: ConnId,
+    /// The broker it is connected to.
+    broker: usize,
     /// Tries in sending order. An answered try in the middle stays as a slot with
     /// `pending: None` until it reaches the front, so the front is always the oldest
     /// outstanding try and the numbers stay sorted for binary search.
@@ -193,9 +222,10 @@ struct Pending {
 }
 
 impl Connection {
-    fn new(id: ConnId) -> Connection {
+    fn new(id: ConnId, broker: usize) -> Connection {
         Connection {
             id,
+            broker,
             in_flight: VecDeque::new(),
             outstanding: 0,
             up: false,
@@ -230,14 +260,30 @@ impl Connection {
 }
 
 impl AsyncCore {
-    /// A client with no request in flight; [`AsyncCore::start`] opens its first connection.
+    /// A client of one broker with no request in flight; [`AsyncCore::start`] opens its first
+    /// connection.
     pub fn new(config: AsyncClientConfig) -> AsyncCore {
+        AsyncCore::with_brokers(config, 1)
+    }
+
+    /// A client of `brokers` brokers (at least 1), known by index 0, 1, ...; see the
+    /// [module docs](self). Broker `b`'s first connection is `ConnId(b)`.
+    pub fn with_brokers(config: AsyncClientConfig, brokers: usize) -> AsyncCore {
+        let count = brokers.max(1);
         AsyncCore {
             config,
             started: false,
-            current: Connection::new(ConnId(0)),
+            brokers: (0..count)
+                .map(|broker| Broker {
+                    current: Connection::new(ConnId(broker as u64), broker),
+                    down: false,
+                    last_service: None,
+                    probe_sent_at: None,
+                    next_probe_at: None,
+                })
+                .collect(),
             retired: Vec::new(),
-            next_conn: 1,
+            next_conn: count as u64,
             next_id: 0,
             next_try: 0,
             outstanding: 0,
@@ -254,17 +300,40 @@ impl AsyncCore {
         &self.config
     }
 
-    /// Opens the first connection. Once; [`AsyncCore::send`] calls it if the driver did not.
+    /// How many brokers it uses.
+    pub fn broker_count(&self) -> usize {
+        self.brokers.len()
+    }
+
+    /// The broker connection `conn` is (or was last) connected to, while it is open.
+    pub fn broker_of(&self, conn: ConnId) -> Option<usize> {
+        let which = self.find(conn)?;
+        Some(match which {
+            Which::Current(broker) => broker,
+            Which::Retired(index) => self.retired[index].broker,
+        })
+    }
+
+    /// True if broker `broker` is marked down (see the [module docs](self)).
+    pub fn is_down(&self, broker: usize) -> bool {
+        self.brokers.get(broker).is_some_and(|broker| broker.down)
+    }
+
+    /// Opens the first connections, one per broker. Once; [`AsyncCore::send`] calls it if the
+    /// driver did not.
     pub fn start(&mut self, out: &mut Vec<AsyncAction>) {
         if !self.started {
             self.started = true;
-            out.push(AsyncAction::Open(self.current.id));
+            for broker in &self.brokers {
+                out.push(AsyncAction::Open(broker.current.id));
+            }
         }
     }
 
-    /// Sends a request on the current connection and books it. The body frames go out as they
-    /// are, without copying (with `retries` above 1, a copy is kept for resending); an empty body
-    /// is sent as one empty frame (spec 7 wants at least one).
+    /// Sends a request on the current connection of the live broker with the fewest tries
+    /// outstanding, and books it. The body frames go out as they are, without copying (with
+    /// `retries` above 1, a copy is kept for resending); an empty body is sent as one empty frame
+    /// (spec 7 wants at least one).
     pub fn send(
         &mut self,
         now: Instant,
@@ -283,13 +352,49 @@ impl AsyncCore {
             tries: 1,
             resend: (self.config.retries > 1).then(|| copy_frames(&body)),
         };
-        self.transmit(pending, body, out);
+        self.transmit(pending, body, None, out);
         self.outstanding += 1;
         request
     }
 
-    /// Sends one try of a request on the current connection and books it.
-    fn transmit(&mut self, pending: Pending, body: Frames, out: &mut Vec<AsyncAction>) {
+    /// The broker for the next try: the only one, or the live one with the fewest tries
+    /// outstanding (the lowest index among equals), other than `avoid` if another is live; when
+    /// all are down, the one with the fewest outstanding.
+    fn pick(&self, avoid: Option<usize>) -> usize {
+        if self.brokers.len() == 1 {
+            return 0;
+        }
+        let load = |broker: usize| {
+            self.brokers[broker].current.outstanding
+                + self
+                    .retired
+                    .iter()
+                    .filter(|connection| connection.broker == broker)
+                    .map(|connection| connection.outstanding)
+                    .sum::<usize>()
+        };
+        let live = (0..self.brokers.len())
+            .filter(|&broker| !self.brokers[broker].down && Some(broker) != avoid)
+            .min_by_key(|&broker| load(broker));
+        live.or_else(|| {
+            (0..self.brokers.len())
+                .filter(|&broker| !self.brokers[broker].down)
+                .min_by_key(|&broker| load(broker))
+        })
+        .or_else(|| (0..self.brokers.len()).min_by_key(|&broker| load(broker)))
+        .unwrap_or(0)
+    }
+
+    /// Sends one try of a request on the current connection of a broker chosen by
+    /// [`AsyncCore::pick`], and books it.
+    fn transmit(
+        &mut self,
+        pending: Pending,
+        body: Frames,
+        avoid: Option<usize>,
+        out: &mut Vec<AsyncAction>,
+    ) {
+        let broker = self.pick(avoid);
         let number = self.next_try;
         self.next_try += 1;
         let body = match self.config.matching {
@@ -300,22 +405,28 @@ impl AsyncCore {
             }
             Matching::ByService => at_least_one_frame(body),
         };
+        let several = self.brokers.len() > 1;
+        let target = &mut self.brokers[broker];
         out.push(AsyncAction::Send {
-            conn: self.current.id,
+            conn: target.current.id,
             frames: Request::encode_for_dealer(&pending.service, body),
         });
-        self.current.in_flight.push_back(Slot {
+        if several && target.last_service.as_ref() != Some(&pending.service) {
+            target.last_service = Some(pending.service.clone());
+        }
+        target.current.in_flight.push_back(Slot {
             number,
             pending: Some(pending),
         });
-        self.current.outstanding += 1;
+        target.current.outstanding += 1;
     }
 
     /// A message arrived on connection `conn`: the reply it answers becomes an [`Outcome`] (see
     /// [`AsyncCore::pop_outcome`]); a malformed reply, or one that no request is waiting for
     /// (late, duplicate, unknown tag), is dropped and counted. A retired connection that has
     /// nothing outstanding any more is closed. A message for a connection already closed is
-    /// dropped without a count, as its socket would have.
+    /// dropped without a count, as its socket would have. A down broker's answer to its probe
+    /// decides whether it is used again.
     pub fn handle(
         &mut self,
         now: Instant,
@@ -355,8 +466,18 @@ impl AsyncCore {
                 return;
             }
         };
+        if let Which::Current(broker) = which {
+            if self.brokers[broker].probe_sent_at.is_some()
+                && reply.service.as_bytes() == mmi::SERVICE
+            {
+                self.probe_answered(now, broker, &reply.body);
+                return;
+            }
+        }
         let matching = self.config.matching;
+        let next_try = self.next_try;
         let connection = self.connection(which);
+        let broker = connection.broker;
         let slot = match matching {
             Matching::ByService => connection.in_flight.iter().position(|slot| {
                 slot.pending
@@ -375,7 +496,7 @@ impl AsyncCore {
         let Some(pending) = slot.and_then(|slot| connection.resolve(slot)) else {
             // A tag this client never sent (or none at all): the worker did not echo it.
             if matching == Matching::ByTag
-                && tag_of(&reply.body).is_none_or(|number| number >= self.next_try)
+                && tag_of(&reply.body).is_none_or(|number| number >= next_try)
             {
                 self.untagged_replies += 1;
             }
@@ -396,14 +517,41 @@ impl AsyncCore {
             body: reply.body,
             latency: now.saturating_duration_since(pending.first_sent_at),
             tries: pending.tries,
+            broker,
         });
         self.close_if_drained(which, out);
     }
 
-    /// What connection `conn`'s socket monitor said. A driver hands over what it read before
-    /// calling [`AsyncCore::tick`], so that a request that times out is reported with
-    /// `no_connection` right. A message for a connection already closed is ignored.
-    pub fn link(&mut self, now: Instant, conn: ConnId, link: Link) {
+    /// A down broker answered its probe: `200` puts it back in use; anything else (`404`: no
+    /// worker for the service there) keeps it down until the next probe, a timeout later.
+    fn probe_answered(&mut self, now: Instant, broker: usize, body: &Frames) {
+        let timeout = self.config.timeout;
+        let target = &mut self.brokers[broker];
+        target.probe_sent_at = None;
+        let found = body
+            .first()
+            .is_some_and(|status| &status[..] == mmi::Status::Found.as_bytes());
+        if found {
+            target.down = false;
+            target.next_probe_at = None;
+            info!(
+                target: LOG_TARGET,
+                "broker {broker} answered its probe: back in use"
+            );
+        } else {
+            target.next_probe_at = now.checked_add(timeout);
+            debug!(
+                target: LOG_TARGET,
+                "broker {broker} answered its probe, but not 200: still down"
+            );
+        }
+    }
+
+    /// What connection `conn`'s socket monitor said. A driver hands over what it reads, so that
+    /// a request that times out is reported with `no_connection` right, and (with several
+    /// brokers) a broker whose current connection drops is marked down at once, and probed as
+    /// soon as it is back. A message for a connection already closed is ignored.
+    pub fn link(&mut self, now: Instant, conn: ConnId, link: Link, out: &mut Vec<AsyncAction>) {
         let Some(which) = self.find(conn) else {
             return;
         };
@@ -417,31 +565,162 @@ impl AsyncCore {
                 connection.up = false;
             }
         }
+        let Which::Current(broker) = which else {
+            return;
+        };
+        if self.brokers.len() == 1 {
+            return;
+        }
+        match link {
+            Link::Down if !self.brokers[broker].down => {
+                info!(
+                    target: LOG_TARGET,
+                    "the connection to broker {broker} dropped: marked down"
+                );
+                self.mark_down(now, broker, out);
+            }
+            Link::Up
+                if self.brokers[broker].down && self.brokers[broker].probe_sent_at.is_none() =>
+            {
+                self.probe(now, broker, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Marks `broker` down: what it holds with tries left is resent through the others (each a
+    /// try of its own), and it gets a fresh connection (its late replies then die at its
+    /// ROUTER), which the probe, a timeout from now, goes out on.
+    fn mark_down(&mut self, now: Instant, broker: usize, out: &mut Vec<AsyncAction>) {
+        let timeout = self.config.timeout;
+        let retries = self.config.retries.max(1);
+        {
+            let target = &mut self.brokers[broker];
+            target.down = true;
+            target.probe_sent_at = None;
+            target.next_probe_at = now.checked_add(timeout);
+        }
+        // Take out what can be resent, from its current and retired connections.
+        let mut resend = Vec::new();
+        let mut take = |connection: &mut Connection| {
+            for index in 0..connection.in_flight.len() {
+                let can_resend = connection.in_flight[index]
+                    .pending
+                    .as_ref()
+                    .is_some_and(|pending| pending.tries < retries && pending.resend.is_some());
+                if can_resend {
+                    if let Some(pending) = connection.in_flight[index].pending.take() {
+                        connection.outstanding -= 1;
+                        resend.push(pending);
+                    }
+                }
+            }
+            while connection
+                .in_flight
+                .front()
+                .is_some_and(|slot| slot.pending.is_none())
+            {
+                connection.in_flight.pop_front();
+            }
+        };
+        take(&mut self.brokers[broker].current);
+        for connection in self.retired.iter_mut().filter(|c| c.broker == broker) {
+            take(connection);
+        }
+        self.replace_current(broker, out);
+        let mut index = 0;
+        while index < self.retired.len() {
+            if self.retired[index].broker == broker && self.retired[index].outstanding == 0 {
+                let closed = self.retired.remove(index);
+                out.push(AsyncAction::Close(closed.id));
+            } else {
+                index += 1;
+            }
+        }
+        for mut pending in resend {
+            let Some(body) = pending.resend.take() else {
+                continue;
+            };
+            pending.tries += 1;
+            if pending.tries < retries {
+                pending.resend = Some(copy_frames(&body));
+            }
+            pending.sent_at = now;
+            info!(
+                target: LOG_TARGET,
+                "resending request {} to {} through another broker (try {} of {retries})",
+                pending.request, pending.service, pending.tries
+            );
+            self.transmit(pending, body, Some(broker), out);
+            self.resends += 1;
+        }
+    }
+
+    /// Sends `broker`'s probe: `mmi.service` for the service last asked of it, on its current
+    /// connection. With no service ever asked of it there is nothing to ask about: it is used
+    /// again at once.
+    fn probe(&mut self, now: Instant, broker: usize, out: &mut Vec<AsyncAction>) {
+        let target = &mut self.brokers[broker];
+        let Some(service) = target.last_service.clone() else {
+            target.down = false;
+            target.next_probe_at = None;
+            return;
+        };
+        let Ok(mmi_service) = ServiceName::new(mmi::SERVICE) else {
+            return;
+        };
+        target.probe_sent_at = Some(now);
+        target.next_probe_at = None;
+        debug!(
+            target: LOG_TARGET,
+            "probing broker {broker}: mmi.service {service}"
+        );
+        out.push(AsyncAction::Send {
+            conn: target.current.id,
+            frames: Request::encode_for_dealer(
+                &mmi_service,
+                vec![zmq::Message::from(service.as_bytes())],
+            ),
+        });
     }
 
     /// The timed work: every try that has waited its timeout (at the deadline exactly, or later),
     /// oldest first, is resent if its request has tries left, and otherwise becomes an
-    /// [`Outcome::TimedOut`]. With `ByService` a timeout on the current connection retires it
-    /// (see [`crate::async_client`]). Calling it before [`AsyncCore::next_deadline`] does nothing.
+    /// [`Outcome::TimedOut`]. With `ByService` a timeout on a current connection retires it
+    /// (see [`crate::async_client`]); with several brokers it marks its broker down. Probes of
+    /// down brokers go out when due. Calling it before [`AsyncCore::next_deadline`] does
+    /// nothing.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<AsyncAction>) {
         let timeout = self.config.timeout;
         let retries = self.config.retries.max(1);
+        let several = self.brokers.len() > 1;
         while let Some((which, expires_at)) = self.oldest_expiry() {
             if now < expires_at {
-                return;
+                break;
             }
             let connection = self.connection(which);
+            let broker = connection.broker;
             let Some(mut pending) = connection.resolve(0) else {
-                return;
+                break;
             };
             let no_connection = !connection.up_since(pending.sent_at);
-            if which == Which::Current && self.config.matching == Matching::ByService {
+            if several && !self.brokers[broker].down {
+                info!(
+                    target: LOG_TARGET,
+                    "request {} to {} timed out at broker {broker}: marked down",
+                    pending.request, pending.service
+                );
+                // Retires (or closes) the broker's connection, which is what ByService needs.
+                self.mark_down(now, broker, out);
+            } else if matches!(which, Which::Current(_))
+                && self.config.matching == Matching::ByService
+            {
                 info!(
                     target: LOG_TARGET,
                     "request {} to {} timed out; later requests go on a new socket, so its late reply cannot be taken for theirs",
                     pending.request, pending.service
                 );
-                self.retire_current(out);
+                self.replace_current(broker, out);
             } else {
                 self.close_if_drained(which, out);
             }
@@ -457,7 +736,7 @@ impl AsyncCore {
                         pending.resend = Some(copy_frames(&body));
                     }
                     pending.sent_at = now;
-                    self.transmit(pending, body, out);
+                    self.transmit(pending, body, Some(broker), out);
                     self.resends += 1;
                     continue;
                 }
@@ -469,12 +748,44 @@ impl AsyncCore {
                 no_connection,
             });
         }
+        if several {
+            for broker in 0..self.brokers.len() {
+                let target = &self.brokers[broker];
+                if !target.down {
+                    continue;
+                }
+                let probe_expired = target
+                    .probe_sent_at
+                    .and_then(|sent_at| sent_at.checked_add(timeout))
+                    .is_some_and(|expires_at| now >= expires_at);
+                let probe_due = target.next_probe_at.is_some_and(|probe_at| now >= probe_at);
+                if probe_expired || probe_due {
+                    self.probe(now, broker, out);
+                }
+            }
+        }
     }
 
-    /// When [`AsyncCore::tick`] next has work to do: when the oldest outstanding try times out.
-    /// `None` when nothing is in flight (or the timeout is too large to reach).
+    /// When [`AsyncCore::tick`] next has work to do: when the oldest outstanding try times out,
+    /// or a down broker's probe is due or expires. `None` when nothing is in flight (or the
+    /// timeout is too large to reach).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.oldest_expiry().map(|(_, expires_at)| expires_at)
+        let expiry = self.oldest_expiry().map(|(_, expires_at)| expires_at);
+        if self.brokers.len() == 1 {
+            return expiry;
+        }
+        let timeout = self.config.timeout;
+        self.brokers
+            .iter()
+            .filter(|broker| broker.down)
+            .filter_map(|broker| {
+                broker
+                    .probe_sent_at
+                    .and_then(|sent_at| sent_at.checked_add(timeout))
+                    .or(broker.next_probe_at)
+            })
+            .chain(expiry)
+            .min()
     }
 
     /// The next outcome decided by [`AsyncCore::handle`] or [`AsyncCore::tick`], oldest first.
@@ -508,15 +819,15 @@ impl AsyncCore {
         self.resends
     }
 
-    /// How many connections are open: the current one, plus retired ones still collecting
+    /// How many connections are open: one per broker, plus retired ones still collecting
     /// replies (see [`crate::async_client`]).
     pub fn open_connections(&self) -> usize {
-        1 + self.retired.len()
+        self.brokers.len() + self.retired.len()
     }
 
-    /// The connection new requests go out on.
+    /// The connection new requests to the first broker go out on.
     pub fn current_connection(&self) -> ConnId {
-        self.current.id
+        self.brokers[0].current.id
     }
 
     /// The oldest outstanding try of all connections and when it expires.
@@ -530,8 +841,12 @@ impl AsyncCore {
     }
 
     fn find(&self, conn: ConnId) -> Option<Which> {
-        if self.current.id == conn {
-            return Some(Which::Current);
+        if let Some(broker) = self
+            .brokers
+            .iter()
+            .position(|broker| broker.current.id == conn)
+        {
+            return Some(Which::Current(broker));
         }
         self.retired
             .iter()
@@ -541,28 +856,32 @@ impl AsyncCore {
 
     fn connection(&mut self, which: Which) -> &mut Connection {
         match which {
-            Which::Current => &mut self.current,
+            Which::Current(broker) => &mut self.brokers[broker].current,
             Which::Retired(index) => &mut self.retired[index],
         }
     }
 
-    /// Every open connection with its name, the current one first.
+    /// Every open connection with its name, the current ones first.
     fn connections(&self) -> impl Iterator<Item = (Which, &Connection)> {
-        std::iter::once((Which::Current, &self.current)).chain(
-            self.retired
-                .iter()
-                .enumerate()
-                .map(|(index, connection)| (Which::Retired(index), connection)),
-        )
+        self.brokers
+            .iter()
+            .enumerate()
+            .map(|(broker, target)| (Which::Current(broker), &target.current))
+            .chain(
+                self.retired
+                    .iter()
+                    .enumerate()
+                    .map(|(index, connection)| (Which::Retired(index), connection)),
+            )
     }
 
-    /// Opens a new current connection; the old one is retired if it still carries requests,
-    /// closed if not.
-    fn retire_current(&mut self, out: &mut Vec<AsyncAction>) {
-        let fresh = Connection::new(ConnId(self.next_conn));
+    /// Opens a new current connection for `broker`; the old one is retired if it still carries
+    /// requests, closed if not.
+    fn replace_current(&mut self, broker: usize, out: &mut Vec<AsyncAction>) {
+        let fresh = Connection::new(ConnId(self.next_conn), broker);
         self.next_conn += 1;
         out.push(AsyncAction::Open(fresh.id));
-        let retired = std::mem::replace(&mut self.current, fresh);
+        let retired = std::mem::replace(&mut self.brokers[broker].current, fresh);
         if retired.outstanding > 0 {
             self.retired.push(retired);
         } else {

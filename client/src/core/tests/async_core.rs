@@ -2,7 +2,7 @@
 //! retired connections, resends, and what is dropped.
 
 use super::*;
-use crate::core::{AsyncAction, AsyncCore, ConnId};
+use crate::core::{AsyncAction, AsyncCore, ConnId, Link};
 use crate::{AsyncClientConfig, Matching, Outcome, RequestId};
 
 const TIMEOUT: Duration = Duration::from_millis(100);
@@ -783,4 +783,179 @@ fn a_long_mixed_run_keeps_every_rule() {
         );
         assert_eq!(core.resends() > 0, retries > 1, "resends only with retries");
     }
+}
+
+/// A started core of two brokers (connections 0 and 1), Opens taken out of the way.
+fn two_brokers(matching: Matching, retries: u32) -> (AsyncCore, Vec<AsyncAction>) {
+    let mut core = AsyncCore::with_brokers(
+        AsyncClientConfig {
+            timeout: TIMEOUT,
+            matching,
+            retries,
+        },
+        2,
+    );
+    let mut out = Vec::new();
+    core.start(&mut out);
+    assert_eq!(describe(&mut out), ["open 0", "open 1"]);
+    assert_eq!(core.broker_of(C0), Some(0));
+    assert_eq!(core.broker_of(C1), Some(1));
+    (core, out)
+}
+
+/// The connections the `Send`s in `actions` went on, taken out.
+fn sent_on(actions: &mut Vec<AsyncAction>) -> Vec<u64> {
+    sends(actions)
+        .into_iter()
+        .map(|(ConnId(conn), _)| conn)
+        .collect()
+}
+
+#[test]
+fn several_brokers_requests_go_to_the_least_loaded_and_replies_say_which_broker() {
+    let (mut core, mut out) = two_brokers(Matching::ByService, 1);
+    let t0 = Instant::now();
+    for body in ["a", "b", "c"] {
+        core.send(t0, &service("echo"), frames(&[body.as_bytes()]), &mut out);
+    }
+    assert_eq!(sent_on(&mut out), [0, 1, 0]);
+    core.handle(t0, C0, dealer_reply(b"echo", &[b"a"]), &mut out);
+    core.handle(t0, C0, dealer_reply(b"echo", &[b"c"]), &mut out);
+    // Broker 0 has nothing outstanding now, broker 1 one: the next goes to broker 0.
+    core.send(t0, &service("echo"), frames(&[b"d"]), &mut out);
+    assert_eq!(sent_on(&mut out), [0]);
+    core.handle(t0, C1, dealer_reply(b"echo", &[b"b"]), &mut out);
+    let brokers: Vec<usize> = std::iter::from_fn(|| core.pop_outcome())
+        .map(|outcome| match outcome {
+            Outcome::Reply { broker, .. } => broker,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(brokers, [0, 0, 1]);
+}
+
+#[test]
+fn several_brokers_a_timeout_marks_the_broker_down_and_the_try_goes_to_another() {
+    let (mut core, mut out) = two_brokers(Matching::ByService, 2);
+    let t0 = Instant::now();
+    let first = core.send(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    assert_eq!(sent_on(&mut out), [0]);
+    core.tick(t0 + TIMEOUT - NANO, &mut out);
+    assert!(out.is_empty());
+    core.tick(t0 + TIMEOUT, &mut out);
+    assert!(core.is_down(0));
+    assert_eq!(
+        describe(&mut out),
+        ["open 2", "close 0", r#"send 1 ["", "MDPC01", "echo", "x"]"#],
+        "broker 0 gets a fresh connection, the try goes to broker 1"
+    );
+    // While broker 0 is down everything goes to broker 1, however loaded.
+    for _ in 0..3 {
+        core.send(t0 + TIMEOUT, &service("echo"), frames(&[b"y"]), &mut out);
+    }
+    assert_eq!(sent_on(&mut out), [1, 1, 1]);
+    core.handle(t0 + TIMEOUT, C1, dealer_reply(b"echo", &[b"x"]), &mut out);
+    match core.pop_outcome() {
+        Some(Outcome::Reply {
+            id, tries, broker, ..
+        }) => assert_eq!((id, tries, broker), (first, 2, 1)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn several_brokers_a_down_broker_is_probed_a_timeout_later_and_used_again_on_200() {
+    let (mut core, mut out) = two_brokers(Matching::ByService, 1);
+    let t0 = Instant::now();
+    core.send(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    core.tick(t0 + TIMEOUT, &mut out);
+    assert_eq!(
+        outcomes(&mut core),
+        [format!("timeout {} tries 1", RequestId(0))]
+    );
+    out.clear();
+    assert!(core.is_down(0));
+    let probe_at = t0 + TIMEOUT * 2;
+    assert_eq!(core.next_deadline(), Some(probe_at), "the probe's time");
+    core.tick(probe_at - NANO, &mut out);
+    assert!(out.is_empty());
+    core.tick(probe_at, &mut out);
+    assert_eq!(
+        describe(&mut out),
+        [r#"send 2 ["", "MDPC01", "mmi.service", "echo"]"#],
+        "mmi.service for the service last asked, on the fresh connection"
+    );
+    // 404: no worker there yet; still down, probed again a timeout later.
+    core.handle(
+        probe_at,
+        ConnId(2),
+        dealer_reply(b"mmi.service", &[b"404"]),
+        &mut out,
+    );
+    assert!(core.is_down(0));
+    assert_eq!(core.next_deadline(), Some(probe_at + TIMEOUT));
+    core.tick(probe_at + TIMEOUT, &mut out);
+    assert_eq!(sent_on(&mut out), [2]);
+    core.handle(
+        probe_at + TIMEOUT,
+        ConnId(2),
+        dealer_reply(b"mmi.service", &[b"200"]),
+        &mut out,
+    );
+    assert!(!core.is_down(0));
+    assert!(
+        outcomes(&mut core).is_empty(),
+        "a probe is no request's outcome"
+    );
+    assert_eq!(core.dropped_replies(), 0);
+    core.send(
+        probe_at + TIMEOUT,
+        &service("echo"),
+        frames(&[b"a"]),
+        &mut out,
+    );
+    core.send(
+        probe_at + TIMEOUT,
+        &service("echo"),
+        frames(&[b"b"]),
+        &mut out,
+    );
+    assert_eq!(sent_on(&mut out), [2, 1], "both brokers in use again");
+}
+
+#[test]
+fn several_brokers_a_dropped_connection_marks_down_resends_and_a_link_up_probes_at_once() {
+    let (mut core, mut out) = two_brokers(Matching::ByTag, 2);
+    let t0 = Instant::now();
+    core.link(t0, C0, Link::Up, &mut out);
+    core.link(t0, C1, Link::Up, &mut out);
+    core.send(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    assert_eq!(sent_on(&mut out), [0]);
+    let t1 = t0 + TIMEOUT / 2;
+    core.link(t1, C0, Link::Down, &mut out);
+    assert!(core.is_down(0));
+    let actions = describe(&mut out);
+    assert_eq!(actions[..2], ["open 2", "close 0"], "{actions:?}");
+    assert!(
+        actions[2].starts_with("send 1 "),
+        "what broker 0 held is resent through broker 1 at once: {actions:?}"
+    );
+    assert_eq!(core.resends(), 1);
+    // Broker 0's fresh connection comes up: probed at once, not a timeout later.
+    core.link(t1 + NANO, ConnId(2), Link::Up, &mut out);
+    assert_eq!(
+        describe(&mut out),
+        [r#"send 2 ["", "MDPC01", "mmi.service", "echo"]"#]
+    );
+}
+
+#[test]
+fn one_broker_is_never_marked_down() {
+    let (mut core, mut out) = started(Matching::ByService, 1);
+    let t0 = Instant::now();
+    core.link(t0, C0, Link::Down, &mut out);
+    core.send(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    core.tick(t0 + TIMEOUT, &mut out);
+    assert!(!core.is_down(0));
+    assert_eq!(core.next_deadline(), None, "no probe to wake for");
 }

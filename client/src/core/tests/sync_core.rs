@@ -352,3 +352,95 @@ fn a_link_up_before_the_request_counts_for_it_until_the_socket_is_replaced() {
     core.tick(t0 + TIMEOUT * 2, &mut out);
     assert!(matches!(done(&mut out), Err(Error::NoConnection { .. })));
 }
+
+fn two_brokers(retries: u32) -> SyncCore {
+    SyncCore::with_brokers(
+        ClientConfig {
+            timeout: TIMEOUT,
+            retries,
+        },
+        vec!["tcp://a:1".to_owned(), "tcp://b:2".to_owned()],
+    )
+}
+
+#[test]
+fn several_brokers_a_timeout_moves_to_the_next_and_the_one_that_answered_is_kept() {
+    let mut core = two_brokers(2);
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    assert_eq!(core.broker(), 0, "the first broker first");
+    core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    out.clear();
+    core.tick(t0 + TIMEOUT, &mut out);
+    assert_eq!(core.broker(), 1, "the timeout moved it on");
+    assert_eq!(
+        describe(&mut out),
+        ["reopen", r#"send ["MDPC01", "echo", "x"]"#],
+        "the reopen connects to broker 1"
+    );
+    core.handle(t0 + TIMEOUT + NANO, req_reply(b"echo", &[b"x"]), &mut out);
+    assert_eq!(describe(&mut out), [r#"done ["x"]"#]);
+    // The next request goes to broker 1 as it is, with no reopen and no timeout to pay.
+    let t1 = t0 + TIMEOUT * 2;
+    core.start(t1, &service("echo"), frames(&[b"y"]), &mut out);
+    assert_eq!(describe(&mut out), [r#"send ["MDPC01", "echo", "y"]"#]);
+    assert_eq!(core.broker(), 1);
+    assert_eq!(core.next_deadline(), Some(t1 + TIMEOUT));
+}
+
+#[test]
+fn several_brokers_with_retries_at_least_their_number_a_dead_broker_fails_nothing() {
+    // Broker 0 is dead (nothing answers on it), broker 1 answers everything at once.
+    let mut core = two_brokers(2);
+    let mut out = Vec::new();
+    let mut now = Instant::now();
+    let mut timeouts_paid = 0;
+    for request in 0..5 {
+        core.start(now, &service("echo"), frames(&[b"x"]), &mut out);
+        loop {
+            if core.broker() == 1 {
+                core.link(now, Link::Up);
+                core.handle(now, req_reply(b"echo", &[b"x"]), &mut out);
+                assert!(done(&mut out).is_ok(), "request {request}");
+                out.clear();
+                break;
+            }
+            now = core.next_deadline().unwrap();
+            core.tick(now, &mut out);
+            timeouts_paid += 1;
+            assert!(
+                !out.iter()
+                    .any(|action| matches!(action, SyncAction::Done(_))),
+                "request {request} failed: {out:?}"
+            );
+            out.clear();
+        }
+    }
+    assert_eq!(timeouts_paid, 1, "the dead broker cost one timeout in all");
+}
+
+#[test]
+fn several_brokers_every_one_silent_fails_naming_those_tried() {
+    let mut core = two_brokers(3);
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    for step in 1..=3 {
+        core.tick(t0 + TIMEOUT * step, &mut out);
+    }
+    match done(&mut out) {
+        Err(Error::NoConnection {
+            brokers,
+            attempts: 3,
+            ..
+        }) => {
+            assert_eq!(brokers, ["tcp://a:1", "tcp://b:2"])
+        }
+        other => panic!("expected NoConnection, got {other:?}"),
+    }
+    assert_eq!(
+        core.broker(),
+        1,
+        "3 timeouts from broker 0: 0 -> 1 -> 0 -> 1"
+    );
+}
