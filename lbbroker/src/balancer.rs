@@ -341,6 +341,28 @@ impl LoadBalancer {
         self.waiting_requests.len()
     }
 
+    /// How many processors are ready (each is in the queue once).
+    pub fn ready_count(&self) -> usize {
+        self.ready_processors.len()
+    }
+
+    /// The identities of the processors working on a request, as text, sorted (a busy
+    /// processor has no place in any queue, so the order is only for reading).
+    pub fn busy_processors(&self) -> Vec<String> {
+        let mut busy: Vec<String> = self
+            .busy_processors
+            .keys()
+            .map(|identity| printable(identity))
+            .collect();
+        busy.sort_unstable();
+        busy
+    }
+
+    /// How many processors are working on a request.
+    pub fn busy_count(&self) -> usize {
+        self.busy_processors.len()
+    }
+
     /// Takes a message the backend ROUTER received, `[processor][][READY]` or
     /// `[processor][][client][][reply...]`, and puts the processor at the back of the queue.
     ///
@@ -635,6 +657,23 @@ mod tests {
 
     fn ready_list(balancer: &LoadBalancer) -> Vec<String> {
         balancer.ready_processors().collect()
+    }
+
+    #[test]
+    fn the_dashboard_sees_who_is_ready_and_who_is_busy() {
+        let mut balancer = LoadBalancer::new();
+        for processor in ["PROCESSOR-2", "PROCESSOR-0", "PROCESSOR-1"] {
+            ready(&mut balancer, processor);
+        }
+        dispatch(&mut balancer, "CLIENT-0", "1");
+        dispatch(&mut balancer, "CLIENT-1", "1");
+        assert_eq!(ready_list(&balancer), ["PROCESSOR-1"]);
+        assert_eq!(balancer.ready_count(), 1);
+        assert_eq!(balancer.busy_processors(), ["PROCESSOR-0", "PROCESSOR-2"]);
+        assert_eq!(balancer.busy_count(), 2);
+        processor_says(&mut balancer, &["PROCESSOR-2", "", "CLIENT-0", "", "OK"]);
+        assert_eq!(ready_list(&balancer), ["PROCESSOR-1", "PROCESSOR-2"]);
+        assert_eq!(balancer.busy_processors(), ["PROCESSOR-0"]);
     }
 
     #[test]

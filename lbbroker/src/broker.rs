@@ -12,18 +12,26 @@
 //! requests wait in the frontend's queue. The Ruby gist always polls both sockets and just skips
 //! the frontend when no processor is free, so a waiting request keeps `poll` returning at once and
 //! the broker spins (about 6 CPU-seconds in a 7-second run).
+//!
+//! With a dashboard ([`Broker::serve_dashboard`], `--http`), the loop also publishes a snapshot
+//! of its queue after handling messages, at most every 100 ms (see [`crate::live`]); the wait
+//! then ends at the publisher's deadline if nothing else ends it sooner, so the last change is
+//! shown even when the broker falls quiet. The HTTP side runs on its own thread and never holds
+//! the loop up.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
 use log::{debug, info, warn};
 use zsocket::{Frames, ResultExt, SendError, StopSignal, Woken};
 
-use crate::balancer::{Action, LoadBalancer, Outgoing};
+use crate::balancer::{Action, Dropped, LoadBalancer, Notice, Outgoing};
 use crate::endpoint::Endpoints;
 use crate::error::Error;
 use crate::frames::describe;
+use crate::live::{Live, Tally};
 use crate::roles::Event;
 use zsocket::limit::LogLimit;
 
@@ -63,6 +71,10 @@ pub struct Broker {
     /// Where to report processors joining, if anyone wants to know (the demo launcher does).
     events: Option<Sender<Event>>,
     stats: BrokerStats,
+    /// The counters the dashboard shows (kept with or without one).
+    tally: Tally,
+    /// The dashboard, with `--http`.
+    live: Option<Live>,
     warn_limit: LogLimit,
     // Declared after the sockets, so they are dropped (closed) before their files are removed.
     _bindings: [zsocket::Binding; 2],
@@ -103,6 +115,8 @@ impl Broker {
             balancer: LoadBalancer::new(),
             events: None,
             stats: BrokerStats::default(),
+            tally: Tally::default(),
+            live: None,
             warn_limit: LogLimit::default(),
             _bindings: [frontend_binding, backend_binding],
         })
@@ -112,6 +126,18 @@ impl Broker {
     pub fn report_to(mut self, events: Sender<Event>) -> Broker {
         self.events = Some(events);
         self
+    }
+
+    /// Serves the dashboard on `addr` (`/`, `/metrics`, `/status`) while the broker runs. The
+    /// address is bound here, so one in use is an error before the broker starts.
+    pub fn serve_dashboard(mut self, addr: SocketAddr) -> Result<Broker, Error> {
+        self.live = Some(Live::start(addr, Instant::now())?);
+        Ok(self)
+    }
+
+    /// Where the dashboard listens, if it has one (with the port the system picked for port 0).
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.live.as_ref().map(Live::local_addr)
     }
 
     /// The endpoint clients should connect to. For `tcp://127.0.0.1:*` this is the port the
@@ -134,13 +160,15 @@ impl Broker {
                 // the broker asleep, rather than spinning, while all processors are busy.
                 let sockets = [&self.backend, &self.frontend];
                 let listened = if self.balancer.wants_requests() { 2 } else { 1 };
-                zsocket::wait(&sockets[..listened], Some(stop), None, Instant::now())?
+                let deadline = self.live.as_ref().and_then(Live::next_deadline);
+                zsocket::wait(&sockets[..listened], Some(stop), deadline, Instant::now())?
             };
             let ready = match woken {
                 Woken::Stopped => break,
                 Woken::Readable(ready) => ready,
-                // A signal (Ctrl-C) interrupted the wait: look at `stop` and wait again.
-                Woken::Timeout => continue,
+                // The dashboard's deadline, or a signal (Ctrl-C) interrupted the wait: publish if
+                // due, look at `stop` and wait again.
+                Woken::Timeout => Vec::new(),
             };
             // The backend first: a processor that just became free can take the request that is
             // waiting on the frontend in the same turn.
@@ -149,6 +177,9 @@ impl Broker {
             }
             if ready.contains(&1) {
                 self.handle_client_request()?;
+            }
+            if let Some(live) = &mut self.live {
+                live.publish_if_due(Instant::now(), &self.balancer, &self.tally);
             }
         }
         debug!("broker stopping: {}", self.stats);
@@ -161,6 +192,7 @@ impl Broker {
             return Ok(());
         };
         debug!("backend  -> broker: {}", describe(&frames));
+        self.tally.broker.messages_in += 1;
         let mut actions = Vec::new();
         self.balancer.on_processor_message(frames, &mut actions);
         self.carry_out(actions)
@@ -172,14 +204,29 @@ impl Broker {
             return Ok(());
         };
         debug!("frontend -> broker: {}", describe(&frames));
+        self.tally.broker.messages_in += 1;
+        let client = frames.first().map(|identity| identity.to_vec());
         let mut actions = Vec::new();
         self.balancer.on_client_request(frames, &mut actions);
+        // The balancer takes every request it does not drop as malformed.
+        let malformed = actions
+            .iter()
+            .any(|action| matches!(action, Action::Dropped(Dropped::Malformed(_))));
+        if !malformed {
+            self.tally.queue.received += 1;
+            if let (Some(live), Some(client)) = (&mut self.live, client) {
+                live.request_in(client, Instant::now());
+            }
+        }
         self.carry_out(actions)
     }
 
     /// Does what the balancer said, in order. A send the ROUTER refuses because its peer is gone
     /// goes back to the balancer, and what it decides then is done too.
     fn carry_out(&mut self, actions: Vec<Action>) -> Result<(), Error> {
+        if let Some(live) = &mut self.live {
+            live.changed();
+        }
         let mut actions = VecDeque::from(actions);
         while let Some(action) = actions.pop_front() {
             let mut more = Vec::new();
@@ -187,28 +234,61 @@ impl Broker {
                 Action::ToProcessor(request) => {
                     debug!("broker -> backend:  {}", describe(request.frames()));
                     match forward(&self.backend, request)? {
-                        None => self.stats.requests_forwarded += 1,
+                        None => {
+                            self.stats.requests_forwarded += 1;
+                            self.tally.queue.dispatched += 1;
+                            self.tally.broker.messages_out += 1;
+                        }
                         Some(refused) => self.balancer.on_request_refused(refused, &mut more),
                     }
                 }
                 Action::ToClient(reply) => {
                     debug!("broker -> frontend: {}", describe(reply.frames()));
+                    let client = reply.frames().first().map(|identity| identity.to_vec());
                     match forward(&self.frontend, reply)? {
-                        None => self.stats.replies_forwarded += 1,
-                        Some(refused) => self.balancer.on_reply_refused(refused, &mut more),
+                        None => {
+                            self.stats.replies_forwarded += 1;
+                            self.tally.queue.answered += 1;
+                            self.tally.broker.messages_out += 1;
+                            if let (Some(live), Some(client)) = (&mut self.live, client) {
+                                live.reply_out(&client, Instant::now());
+                            }
+                        }
+                        Some(refused) => {
+                            // The client is gone: its request is over, unmeasured.
+                            if let (Some(live), Some(client)) = (&mut self.live, &client) {
+                                live.reply_dropped(client);
+                            }
+                            self.balancer.on_reply_refused(refused, &mut more);
+                        }
                     }
                 }
                 Action::Joined { processor } => {
                     debug!("{processor} is ready for work");
+                    self.tally.broker.workers_registered += 1;
                     if let Some(events) = &self.events {
                         // The launcher may already be gone when the broker is shutting down.
                         let _ = events.send(Event::ProcessorJoined { processor });
                     }
                 }
-                Action::Notice(notice) if notice.is_warning() => self.warn(&notice),
-                Action::Notice(notice) => info!("{notice}"),
+                Action::Notice(notice) => {
+                    if let Notice::ProcessorGone { .. } = notice {
+                        self.tally.broker.workers_disconnected += 1;
+                    }
+                    if notice.is_warning() {
+                        self.warn(&notice);
+                    } else {
+                        info!("{notice}");
+                    }
+                }
                 Action::Dropped(dropped) => {
                     self.stats.dropped += 1;
+                    match &dropped {
+                        Dropped::Malformed(_) => self.tally.broker.malformed += 1,
+                        Dropped::ClientGone { .. } | Dropped::StaleReply { .. } => {
+                            self.tally.queue.replies_dropped += 1;
+                        }
+                    }
                     self.warn(&dropped);
                 }
             }

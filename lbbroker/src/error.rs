@@ -49,6 +49,10 @@ pub enum Error {
         source: zmq::Error,
     },
 
+    /// The dashboard (`--http`) could not start: its address is in use, or not this machine's.
+    #[error(transparent)]
+    Dashboard(#[from] dashboard::ServeError),
+
     /// Any other ZeroMQ call failed; the socket layer's error names the call.
     #[error(transparent)]
     Socket(#[from] zsocket::Error),

@@ -15,6 +15,8 @@
 //! - `roles`: runs them, each on its own thread like the gist's, and prints what they report:
 //!   the whole demo in one process ([`run_demo`]), or one role alone ([`run_broker`],
 //!   [`run_processors`], [`run_clients`]).
+//! - `live`: with `--http`, what the broker counts and the snapshot of its queue it publishes
+//!   for the [`dashboard`] (a live page, `/metrics`, `/status`).
 //! - `endpoint`, `frames`, `error`: where the sockets live (and the ipc files they leave),
 //!   frames as logs show them, the errors.
 //!
@@ -35,12 +37,14 @@ mod broker;
 mod endpoint;
 mod error;
 mod frames;
+mod live;
 mod peers;
 mod roles;
 
 pub use broker::{Broker, BrokerStats};
 pub use endpoint::{Endpoints, DEFAULT_BACKEND, DEFAULT_FRONTEND};
 pub use error::{BindCause, Error};
+pub use live::SERVICE as DASHBOARD_SERVICE;
 pub use peers::{ClientReply, TakenRequest};
 pub use roles::{
     run_broker, run_clients, run_demo, run_processors, ClientGroup, DemoConfig, DemoReport, Event,

@@ -11,6 +11,7 @@
 //! stops every role and ends the program quietly, with 141.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -96,6 +97,8 @@ struct DemoArgs {
     backend: Backend,
     #[command(flatten)]
     seed: Seed,
+    #[command(flatten)]
+    http: Http,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +107,8 @@ struct BrokerArgs {
     frontend: Frontend,
     #[command(flatten)]
     backend: Backend,
+    #[command(flatten)]
+    http: Http,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +188,15 @@ struct Backend {
 }
 
 #[derive(Debug, Args)]
+struct Http {
+    /// Serve a dashboard on ADDR (e.g. 127.0.0.1:8080; port 0 picks one and logs it): a live page
+    /// at / with the queue and its processors in LRU order, /metrics for Prometheus, /status as
+    /// JSON. Off by default. An address that cannot be bound ends the run with status 1.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
 struct Seed {
     /// Seed for the clients' random loads, to repeat a run exactly (the order of the lines can
     /// still differ, as threads race). Without it a seed is drawn and logged with -v.
@@ -194,8 +208,10 @@ fn main() -> ExitCode {
     let parsed = parse();
     // The broker is a server with nothing on stdout: at the default level it says where it
     // listens and how it ended. The other roles print the gist's lines, and only warnings besides.
-    let quiet = match parsed.command {
+    // A demo with a dashboard says where it is, as the broker does.
+    let quiet = match &parsed.command {
         Command::Broker(_) => log::LevelFilter::Info,
+        Command::Demo(args) if args.http.http.is_some() => log::LevelFilter::Info,
         _ => log::LevelFilter::Warn,
     };
     parsed.verbosity.init_logging(quiet);
@@ -236,13 +252,14 @@ fn exit_status(error: &Error) -> u8 {
 }
 
 /// The flags the top level (the demo's) shares with subcommands, by clap's id (the field name).
-const SHARED_FLAGS: [&str; 6] = [
+const SHARED_FLAGS: [&str; 7] = [
     "clients",
     "processors",
     "unit_ms",
     "frontend",
     "backend",
     "seed",
+    "http",
 ];
 
 /// The parsed command line, with the demo's flags given before a subcommand moved into it.
@@ -293,10 +310,12 @@ fn parse() -> Parsed {
             adopt(&mut args.frontend, top.frontend, before("frontend"));
             adopt(&mut args.backend, top.backend, before("backend"));
             adopt(&mut args.seed, top.seed, before("seed"));
+            adopt(&mut args.http, top.http, before("http"));
         }
         Command::Broker(args) => {
             adopt(&mut args.frontend, top.frontend, before("frontend"));
             adopt(&mut args.backend, top.backend, before("backend"));
+            adopt(&mut args.http, top.http, before("http"));
         }
         Command::Processor(args) => {
             adopt(&mut args.processors, top.processors, before("processors"));
@@ -341,6 +360,7 @@ fn run(parsed: Parsed) -> Result<(), Error> {
                     backend: args.backend.backend,
                 },
                 seed: args.seed.seed,
+                http: args.http.http,
             };
             let report = run_demo(&config, &mut out, &stop, &stopped)?;
             log::info!(
@@ -354,7 +374,7 @@ fn run(parsed: Parsed) -> Result<(), Error> {
                 frontend: args.frontend.frontend,
                 backend: args.backend.backend,
             };
-            let stats = run_broker(&endpoints, &stopped)?;
+            let stats = run_broker(&endpoints, args.http.http, &stopped)?;
             log::info!("broker stopped: {stats}");
         }
         Command::Processor(args) => {

@@ -33,6 +33,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -74,6 +75,8 @@ pub struct DemoConfig {
     pub endpoints: Endpoints,
     /// The seed for the clients' loads; `None` draws one (and logs it at `info`).
     pub seed: Option<u64>,
+    /// Where the broker serves its dashboard (`--http`); `None`, the default, serves none.
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for DemoConfig {
@@ -85,6 +88,7 @@ impl Default for DemoConfig {
             unit: Duration::from_secs(1),
             endpoints: Endpoints::default(),
             seed: None,
+            http: None,
         }
     }
 }
@@ -151,7 +155,10 @@ pub fn run_demo(
     config.validate()?;
     let seed = draw_seed(config.seed);
     let roles = Roles::new(stop, stopped);
-    let broker = Broker::bind(&roles.context, &config.endpoints)?;
+    let broker = with_dashboard(
+        Broker::bind(&roles.context, &config.endpoints)?,
+        config.http,
+    )?;
     let processors = processors(0, config.processors, broker.backend_endpoint(), config.unit);
     let clients = clients(0, config.clients, broker.frontend_endpoint(), seed, None);
     let (requests, replies) = roles.run(Some(broker), processors, clients, out)?;
@@ -162,11 +169,15 @@ pub fn run_demo(
     })
 }
 
-/// Binds the broker and forwards messages, on this thread, until `stopped` is raised; removes
-/// its ipc files.
-pub fn run_broker(endpoints: &Endpoints, stopped: &StopSignal) -> Result<BrokerStats, Error> {
+/// Binds the broker (and its dashboard on `http`, if given) and forwards messages, on this
+/// thread, until `stopped` is raised; removes its ipc files.
+pub fn run_broker(
+    endpoints: &Endpoints,
+    http: Option<SocketAddr>,
+    stopped: &StopSignal,
+) -> Result<BrokerStats, Error> {
     let context = zmq::Context::new();
-    let broker = Broker::bind(&context, endpoints)?;
+    let broker = with_dashboard(Broker::bind(&context, endpoints)?, http)?;
     // The one line a broker says at the default level while it runs, like `broker`'s.
     info!(
         "lbbroker broker is active: clients connect to {}, processors to {}",
@@ -174,6 +185,19 @@ pub fn run_broker(endpoints: &Endpoints, stopped: &StopSignal) -> Result<BrokerS
         broker.backend_endpoint()
     );
     broker.run(stopped)
+}
+
+/// `broker` with its dashboard on `http`, if given, and the line that says where it is. The
+/// address is logged as bound, so `--http 127.0.0.1:0` says which port the system picked.
+fn with_dashboard(broker: Broker, http: Option<SocketAddr>) -> Result<Broker, Error> {
+    let Some(addr) = http else {
+        return Ok(broker);
+    };
+    let broker = broker.serve_dashboard(addr)?;
+    if let Some(bound) = broker.dashboard_addr() {
+        info!("dashboard at http://{bound}/ (also /metrics and /status)");
+    }
+    Ok(broker)
 }
 
 /// Runs a group of processors, writing their `REQ` lines to `out`, until `stop` is raised.

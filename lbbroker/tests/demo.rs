@@ -179,6 +179,7 @@ fn a_demo_over_tcp_with_ports_picked_by_the_system() {
         clients: 4,
         processors: 2,
         seed: None,
+        http: None,
     };
     let (report, _) = run(&config);
     assert_eq!(report.replies.len(), 4);

@@ -33,7 +33,8 @@ fn clients_started_first_are_served_once_a_broker_and_processors_arrive() {
 
     let (broker_stop, broker_signal) = stop_pair().unwrap();
     let broker_endpoints = endpoints.clone();
-    let broker = thread::spawn(move || run_broker(&broker_endpoints, &broker_signal).unwrap());
+    let broker =
+        thread::spawn(move || run_broker(&broker_endpoints, None, &broker_signal).unwrap());
 
     let (processors_stop, processors_signal) = stop_pair().unwrap();
     let processors_handle = processors_stop.clone();

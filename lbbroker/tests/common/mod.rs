@@ -108,24 +108,31 @@ impl Background {
     /// A program that logs something once it is set up says so: after that, a signal reaches
     /// its handler rather than killing it.
     pub fn wait_for_stderr(&mut self, text: &str) {
+        self.wait_for_stderr_line(text);
+    }
+
+    /// [`Background::wait_for_stderr`], giving back the line that contains `text`.
+    pub fn wait_for_stderr_line(&mut self, text: &str) -> String {
         use std::io::BufRead;
         let stderr = self.child.as_mut().unwrap().stderr.take().unwrap();
         let mut reader = std::io::BufReader::new(stderr);
         let mut seen = String::new();
-        loop {
+        let line_start = loop {
             let start = seen.len();
             match reader.read_line(&mut seen) {
                 Ok(0) | Err(_) => panic!("the program ended without logging {text:?}: {seen}"),
-                Ok(_) if seen[start..].contains(text) => break,
+                Ok(_) if seen[start..].contains(text) => break start,
                 Ok(_) => {}
             }
-        }
+        };
         // Keep reading: a program whose stderr is closed fails to log (Rust's eprintln panics).
+        let line = seen[line_start..].trim_end().to_owned();
         self.stderr_reader = Some(thread::spawn(move || {
             let mut rest = String::new();
             let _ = reader.read_to_string(&mut rest);
             seen + &rest
         }));
+        line
     }
 
     /// Takes the program's stdout, to read it while it runs.
@@ -179,4 +186,58 @@ pub fn start_broker(dir: &Path) -> Background {
     wait_for_file(&dir.join("frontend.ipc"));
     wait_for_file(&dir.join("backend.ipc"));
     broker
+}
+
+/// `lbbroker broker --http 127.0.0.1:0` in `dir`, once it is bound, and the dashboard's address
+/// as the broker logged it (the port the system picked).
+pub fn start_broker_with_dashboard(dir: &Path) -> (Background, std::net::SocketAddr) {
+    let mut broker = Background::start(dir, &["broker", "--http", "127.0.0.1:0"]);
+    let line = broker.wait_for_stderr_line("dashboard at http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .parse()
+        .unwrap();
+    wait_for_file(&dir.join("frontend.ipc"));
+    wait_for_file(&dir.join("backend.ipc"));
+    (broker, addr)
+}
+
+/// `GET path` from the dashboard at `addr`: the status code and the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}
+
+/// The dashboard's `/status`, parsed.
+pub fn status(addr: std::net::SocketAddr) -> serde_json::Value {
+    let (code, body) = http_get(addr, "/status");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Reads `/status` until `done` says yes; fails the test after [`PATIENCE`]. The broker
+/// publishes at most every 100 ms, so what it did shows a moment later.
+pub fn wait_for_status(
+    addr: std::net::SocketAddr,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let status = status(addr);
+        if done(&status) {
+            return status;
+        }
+        assert!(started.elapsed() < PATIENCE, "never {what}: {status}");
+        thread::sleep(Duration::from_millis(20));
+    }
 }
