@@ -323,3 +323,50 @@ fn stopping_sends_disconnect_to_every_worker() {
         assert_eq!(worker.recv_skipping_heartbeats(), disconnect());
     }
 }
+
+#[test]
+fn the_guides_mdclient2_gets_every_reply_at_the_defaults() {
+    // The guide's asynchronous client sends 100,000 requests before it reads a reply. At the
+    // old defaults (--max-queue 10000) it got 10,652 of them; now bytes bound the queues and the
+    // counts leave room for this.
+    const COUNT: usize = 100_000;
+    let broker = TestBroker::start(Config::default());
+    let workers: Vec<_> = (0..2)
+        .map(|index| {
+            let endpoint = broker.endpoint.clone();
+            std::thread::spawn(move || {
+                let worker = ready_worker(&endpoint, &format!("ECHO-{index}"), "echo");
+                loop {
+                    let Some(request) = worker.recv_within(Duration::from_secs(2)) else {
+                        return;
+                    };
+                    if request == heartbeat() {
+                        continue;
+                    }
+                    if request == disconnect() {
+                        return;
+                    }
+                    // ["", MDPW01, REQUEST, client, "", body]: reply with the body.
+                    worker.send(&[b"", b"MDPW01", b"\x03", &request[3], b"", &request[5]]);
+                }
+            })
+        })
+        .collect();
+    let client = Peer::connect(&broker.endpoint, "MDCLIENT2");
+    wait_for_mmi(&client, "echo", b"200");
+    for _ in 0..COUNT {
+        request(&client, "echo", b"Hello world");
+    }
+    for received in 0..COUNT {
+        let reply = client
+            .recv_within(PATIENCE)
+            .unwrap_or_else(|| panic!("{received} replies of {COUNT}"));
+        assert_eq!(reply[3], b"Hello world");
+    }
+    let stats = broker.stop();
+    assert_eq!(stats.requests_refused(), 0, "{stats}");
+    assert_eq!(stats.replies_forwarded, COUNT as u64);
+    for worker in workers {
+        worker.join().unwrap();
+    }
+}
