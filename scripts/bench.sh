@@ -17,10 +17,14 @@
 #   rss_mb     broker peak RSS (VmHWM)
 #   vs_ceiling req/s of this row divided by the ceiling's req/s for the same load
 #
-# Usage: scripts/bench.sh [--quick] [--count N] [--net tcp|ipc] [--broker-endpoint ENDPOINT]
+# Usage: scripts/bench.sh [--quick] [--count N] [--net tcp|ipc] [--slots-only]
+#                         [--broker-endpoint ENDPOINT]
 #   --quick                 fewer requests and rows (a smoke run, a minute or so)
 #   --count N               requests per throughput row (default 100000)
 #   --net tcp|ipc           only the rows of one transport (and not the scaling sweep)
+#   --slots-only            only the worker-slots rows (issue 15): 4 worker programs at --slots
+#                           1, 4 and 16 against our broker, window 1,000; the workers column
+#                           reads 4x16 for 4 programs of 16 slots each
 #   --broker-endpoint E     do not start our broker: measure the MDP/0.1 broker already listening
 #                           at E (tcp) instead, side by side with the ceiling (no CPU/RSS for it)
 # Figures, never assertions: nothing here fails because of a number.
@@ -31,11 +35,13 @@ count=100000
 quick=
 external=
 only_net=
+slots_only=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; count=20000 ;;
         --net) only_net=$2; shift ;;
         --count) count=$2; shift ;;
+        --slots-only) slots_only=1 ;;
         --broker-endpoint) external=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -85,7 +91,7 @@ start_workers() { # endpoint n service-prefix(optional: distinct services)
     for n in $(seq 0 $(( $2 - 1 ))); do
         local service=echo
         [ -n "${3:-}" ] && service="$3$n"
-        "$bin/worker" -c "$1" -s "$service" 2>>"$work/worker.log" &
+        "$bin/worker" -c "$1" -s "$service" --slots "$worker_slots" 2>>"$work/worker.log" &
         pids+=("$!")
         worker_pids+=("$!")
     done
@@ -104,6 +110,8 @@ stop_all() {
     worker_pids=()
 }
 worker_pids=()
+# Sockets (MDP workers) per worker program; the slots rows change it.
+worker_slots=1
 # Clients run under bash's `time`, which reports the CPU a finished child used.
 TIMEFORMAT='%U %S'
 timed_client() { # output-file args... : runs the client, its --stats line to the file, CPU to file.cpu
@@ -186,8 +194,10 @@ row() { # kind mode(window|sync|services|clients) transport size workers
     elif [ -n "${ceiling_rate[$key]:-}" ] && [ "${ceiling_rate[$key]}" -gt 0 ]; then
         ratio=$(awk -v a="$rate" -v b="${ceiling_rate[$key]}" 'BEGIN { printf "%.2f", a / b }')
     fi
+    local shown_workers=$workers
+    [ "$worker_slots" -gt 1 ] && shown_workers="${workers}x$worker_slots"
     printf '%-8s %-9s %-4s %-6s %-7s %-3s %9s %9s %9s %7s %7s %7s %7s %7s %10s\n' \
-        "$kind" "$mode" "$net" "$size" "$workers" "$clients" "$rate" \
+        "$kind" "$mode" "$net" "$size" "$shown_workers" "$clients" "$rate" \
         "$(field p50_us "$stats")" "$(field p99_us "$stats")" "$cpu_us" "$usr_us" "$wrk_us" "$cli_us" \
         "$rss_mb" "$ratio"
     [ "$(field failed "$stats")" = 0 ] || echo "  ($(field failed "$stats") requests failed)"
@@ -201,6 +211,16 @@ sizes="16 4096"
 worker_counts="1 2 4"
 if [ -n "$quick" ]; then nets=tcp; sizes=16; worker_counts="1 4"; fi
 [ -n "$only_net" ] && nets=$only_net
+if [ -n "$slots_only" ]; then
+    for net in $nets; do
+        for size in $sizes; do
+            row ceiling window "$net" "$size" 4
+            for worker_slots in 1 4 16; do row "$ours" window "$net" "$size" 4; done
+            worker_slots=1
+        done
+    done
+    exit 0
+fi
 for net in $nets; do
     [ -n "$external" ] && [ "$net" = ipc ] && continue
     for size in $sizes; do
