@@ -601,7 +601,7 @@ fn the_windowed_client_spreads_over_two_brokers_and_survives_losing_one() {
     };
     let mut client = AsyncClient::connect_all(&setup.endpoints, config).unwrap();
     let echo: ServiceName = "echo".parse().unwrap();
-    let mut run = |client: &mut AsyncClient, count: usize| {
+    let run = |client: &mut AsyncClient, count: usize| {
         let mut per_broker = [0; 2];
         for round in 0..count {
             let body = vec![zmq::Message::from(format!("{round}").as_bytes())];
