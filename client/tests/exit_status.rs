@@ -199,7 +199,6 @@ fn failed_is_1_without_a_broker_and_for_figures_that_cannot_be_read() {
 }
 
 #[test]
-#[ignore = "client exits 0 on a failure report (mdp::failure) until client/src/main.rs reads it"]
 fn failed_is_1_for_a_failure_report_with_its_stdout_on_stdout() {
     let dir = TempDir::new().unwrap();
     let command = "echo partial; echo oops >&2; exit 3";
