@@ -35,6 +35,9 @@
 //! println!("dashboard at http://{}/", server.local_addr());
 //! ```
 //!
+//! The Majordomo `broker` is wired next: `dashboard/wiring/` holds its `live.rs`, ready to copy,
+//! and the calls its server loop must make.
+//!
 //! Modules: [`snapshot`] (the types), [`board`] (publishing), [`render`] (Prometheus text and
 //! JSON, and how far each lists), `server` (the HTTP thread and the page).
 

@@ -1,0 +1,119 @@
+// Patch-ready: the Majordomo broker's side of `--http`, to become `broker/src/live.rs` once the
+// broker's owner takes it in. NOT COMPILED where it stands (dashboard/wiring/ is no module of
+// any crate); `lbbroker/src/live.rs` is the same shape, compiled and tested. The steps, in
+// order, are in dashboard/wiring/README.md.
+
+//! The broker's side of `--http ADDR`: the [`dashboard`]'s HTTP thread, and the snapshot of
+//! every service the loop publishes for it, at most every 100 ms and only when something changed.
+//!
+//! The core marks the services it touches; at publish time only those are rebuilt into the
+//! [`ServiceTable`], and the rest are shared with the previous snapshot, so a broker with
+//! 100,000 services pays for the services that changed plus one pointer copy per service
+//! (`cargo run --release -p dashboard --example publish_100k`: about 2-4 ms per publish, at
+//! most one publish per 100 ms).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use dashboard::{Board, BrokerCounters, Publisher, ServeError, Server, ServiceTable, Snapshot};
+
+use crate::core::Broker;
+
+/// The dashboard of a running broker.
+#[derive(Debug)]
+pub struct Live {
+    server: Server,
+    publisher: Publisher,
+    services: ServiceTable,
+}
+
+impl Live {
+    /// Binds `addr` and starts the HTTP thread. Call it in `Server::bind*`, before the loop
+    /// runs, so an address in use is an error at start (`cli::exit::FAILED`, 1).
+    pub fn start(addr: SocketAddr, now: Instant) -> Result<Live, ServeError> {
+        let board = Arc::new(Board::new("broker"));
+        let server = Server::start(addr, Arc::clone(&board))?;
+        Ok(Live {
+            server,
+            publisher: Publisher::new(board, now),
+            services: ServiceTable::new(),
+        })
+    }
+
+    /// Where it listens (the port the system picked, for port 0): log it at info.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// When the loop must wake to publish a change, if no message wakes it first.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.publisher.next_deadline()
+    }
+
+    /// Call after every pass of the loop (after `send_all`). Cheap when nothing is due: one
+    /// comparison. `connections` is what the connection monitor counts, if it does.
+    pub fn publish_if_due(&mut self, now: Instant, core: &mut Broker, connections: Option<u64>) {
+        if core.has_dashboard_changes() {
+            self.publisher.changed();
+        }
+        if !self.publisher.due(now) {
+            return;
+        }
+        for name in core.take_changed_services() {
+            match core.service_snapshot(&name) {
+                Some(service) => self.services.update(service),
+                None => self.services.remove(name.as_str()),
+            }
+        }
+        let stats = core.stats();
+        self.publisher.publish(
+            now,
+            Snapshot {
+                program: "broker".to_owned(),
+                counters: BrokerCounters {
+                    workers_registered: stats.workers_registered,
+                    workers_purged: stats.workers_purged,
+                    workers_disconnected: stats.workers_disconnected,
+                    connections,
+                    messages_in: stats.messages_in,
+                    messages_out: stats.messages_out,
+                    malformed: stats.malformed_messages,
+                },
+                services: self.services.services(),
+                ..Snapshot::default()
+            },
+        );
+    }
+}
+
+// ---- In broker/src/core.rs (the core's owner): what `Live` asks of the core. ----------------
+//
+// /// Per service, next to `requests` and `idle_workers` in `service.rs`:
+// pub counters: dashboard::ServiceCounters,   // += 1 where `stats.requests_*` are counted
+// pub latency: dashboard::LatencyHistogram,   // observe(now - queued_at) where a reply goes out
+//
+// /// In `Broker`: the names touched since the last `take_changed_services`.
+// dashboard_changed: HashSet<ServiceName>,    // insert(name) wherever a service's queue,
+//                                             // workers or counters change; when a service is
+//                                             // removed too (it must leave the table)
+//
+// pub fn has_dashboard_changes(&self) -> bool { !self.dashboard_changed.is_empty() }
+// pub fn take_changed_services(&mut self) -> Vec<ServiceName> {
+//     self.dashboard_changed.drain().collect()
+// }
+// pub fn service_snapshot(&self, name: &ServiceName) -> Option<dashboard::ServiceSnapshot> {
+//     let service = self.services.get(name)?;
+//     let mut snapshot = dashboard::ServiceSnapshot::named(name.as_str());
+//     snapshot.requests_waiting = service.requests.len() as u64;
+//     let idle = service.live_idle_entries(|entry| self.is_live_idle(entry)); // LRU first
+//     snapshot.set_idle(idle.clone().count(), idle.map(|entry| printable(&entry.worker)));
+//     let busy = self.workers.iter().filter(|(_, w)| w.service == *name && w.is_busy());
+//     snapshot.set_busy(busy.clone().count(), busy.map(|(id, _)| printable(id)));
+//     snapshot.counters = service.counters.clone();
+//     snapshot.latency = service.latency;
+//     Some(snapshot)
+// }
+// (`Stats` also needs `messages_in` and `messages_out`, counted in `handle_as` and per `Outgoing`.)
+// Counting busy workers by scanning `workers` costs O(workers) per changed service: keep a
+// per-service busy count (or set) in `Service` instead if services have many workers.
