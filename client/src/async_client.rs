@@ -49,6 +49,15 @@
 //! Timeouts are reported oldest first: every request has the same timeout, so the oldest
 //! outstanding request is always the next to expire.
 //!
+//! # Several brokers
+//!
+//! [`AsyncClient::connect_all`] opens one DEALER per broker. A request goes to the live broker
+//! with the fewest requests outstanding; a broker whose try times out, or whose connection drops
+//! (its socket monitor says so), is marked down: the tries it held are resent through the others
+//! (within `retries`), and it gets no new request until it answers an `mmi.service` probe for
+//! the service last asked of it with `200`. [`Outcome::Reply`] says which broker answered. With
+//! one broker none of this runs: the monitors are read only when a deadline passes.
+//!
 //! # Resending
 //!
 //! By default a request is sent once: when its timeout passes it ends as [`Outcome::TimedOut`],

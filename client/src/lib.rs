@@ -14,6 +14,14 @@
 //!   [`AsyncClientConfig::retries`] it is resent first). How replies are matched to requests,
 //!   when MDP/0.1 replies carry no request id, is explained in the [`async_client`] module.
 //!
+//! Both can use several brokers ([`Client::connect_all`], [`AsyncClient::connect_all`]): the
+//! synchronous client keeps the broker that last answered and moves to the next on a timeout;
+//! the asynchronous one spreads requests over the live brokers and leaves a failed one alone
+//! until it answers an `mmi.service` probe (see [`core::AsyncCore`]). Both say when a request
+//! failed without any connection to a broker ([`Error::NoConnection`], from a socket monitor)
+//! rather than for want of a reply ([`Error::NoReply`]), and look a tcp host name up before
+//! connecting ([`Error::UnknownHost`]).
+//!
 //! Both are thin drivers over the state machines in [`core`] ([`core::SyncCore`],
 //! [`core::AsyncCore`]), which hold every rule above and are given the time instead of reading
 //! it; the drivers own the sockets (through the workspace's socket layer, `zsocket`) and the

@@ -267,7 +267,7 @@ impl AsyncCore {
     }
 
     /// A client of `brokers` brokers (at least 1), known by index 0, 1, ...; see the
-    /// [module docs](self). Broker `b`'s first connection is `ConnId(b)`.
+    /// [`crate::core`] and the [`AsyncCore`] docs. Broker `b`'s first connection is `ConnId(b)`.
     pub fn with_brokers(config: AsyncClientConfig, brokers: usize) -> AsyncCore {
         let count = brokers.max(1);
         AsyncCore {
@@ -314,7 +314,7 @@ impl AsyncCore {
         })
     }
 
-    /// True if broker `broker` is marked down (see the [module docs](self)).
+    /// True if broker `broker` is marked down (see [`crate::async_client`]).
     pub fn is_down(&self, broker: usize) -> bool {
         self.brokers.get(broker).is_some_and(|broker| broker.down)
     }
