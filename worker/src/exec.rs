@@ -603,18 +603,26 @@ mod tests {
         assert_eq!(texts(&reply), ["done"]);
     }
 
-    /// Whether process `pid` has ended: gone, or a zombie waiting for its parent (an orphan's new
-    /// parent may take its time to reap it).
+    /// Whether process `pid` ends within a few seconds: gone, or a zombie waiting for its parent
+    /// (an orphan's new parent may take its time to reap it). A killed process closes its files
+    /// (which ends the command's output) a moment before it is a zombie, hence the wait.
     fn has_ended(pid: &str) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            // "pid (comm) state ...": the state follows the last parenthesis.
-            Ok(stat) => stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z'),
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ended = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                Err(_) => true,
+                // "pid (comm) state ...": the state follows the last parenthesis.
+                Ok(stat) => stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z'),
+            };
+            if ended || Instant::now() > deadline {
+                return ended;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

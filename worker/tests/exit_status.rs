@@ -135,16 +135,25 @@ fn recv_reply(socket: &zmq::Socket, wait: Duration) -> Option<Vec<String>> {
     )
 }
 
-/// Whether process `pid` has ended: gone, or a zombie waiting for a parent to reap it.
+/// Whether process `pid` ends within [`PATIENCE`]: gone, or a zombie waiting for a parent to
+/// reap it. A killed process closes its files (which ends the command's output, and so lets the
+/// worker go on) a moment before it is a zombie, hence the wait.
 fn has_ended(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
+    let started = Instant::now();
+    loop {
+        let ended = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
+        };
+        if ended || started.elapsed() > PATIENCE {
+            return ended;
+        }
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
