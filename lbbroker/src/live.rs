@@ -7,6 +7,11 @@
 //! read wait inside the frontend ROUTER, where the broker cannot count them: while no processor
 //! is ready it does not read the frontend at all.)
 //!
+//! The broker-wide counters, as this pattern has them: `workers_registered` counts READYs (a
+//! processor that restarts, or whose identity is taken over, counts again); `workers_purged` is
+//! always 0 (no heartbeats); `workers_disconnected` counts processors found gone when a request
+//! was sent to them; `connections` is not known (a ROUTER does not say when a peer connects).
+//!
 //! Counting is done always (a few integer additions); the snapshot is built and published only
 //! with `--http`, at most every 100 ms and only when something changed, by [`Live::publish_if_due`].
 //! Latency, from request in to reply out, is measured only with `--http`: it needs the time each
