@@ -87,6 +87,31 @@ impl Drop for Background {
     }
 }
 
+/// Kills, when the test ends, the processes whose pids are listed in the files of `dir` named
+/// `pids*`: a test that fails leaves no `sleep 1000` behind (a worker killed by the test cannot
+/// stop its commands).
+struct Leftovers<'a>(&'a Path);
+
+impl Drop for Leftovers<'_> {
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.0) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with("pids") {
+                continue;
+            }
+            let pids = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            for pid in pids.split_whitespace() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", pid])
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
 fn wait_for_file(path: &Path) {
     let started = Instant::now();
     while !path.exists() {
@@ -179,6 +204,7 @@ fn done_is_0_after_sigterm_while_a_command_hangs_and_none_of_it_is_left() {
     let dir = TempDir::new().unwrap();
     let (_broker, endpoint) = start_broker(dir.path());
     let pids = dir.path().join("pids");
+    let _leftovers = Leftovers(dir.path());
     // `sh` writes its own pid and its child's; both must be gone after the worker's exit.
     let command = format!("sleep 1000 & echo $$ $! > {}; wait", pids.display());
     let mut worker = Background::start(worker().args(["--connect", &endpoint, "--exec", &command]));
@@ -209,6 +235,55 @@ fn done_is_0_after_sigterm_while_a_command_hangs_and_none_of_it_is_left() {
         reply[1].starts_with("stopped: the worker is shutting down"),
         "{reply:?}"
     );
+}
+
+#[test]
+fn done_is_0_after_sigterm_with_several_commands_hanging_at_once() {
+    let dir = TempDir::new().unwrap();
+    let (_broker, endpoint) = start_broker(dir.path());
+    // One file per command, named after its `sh`, written once it holds both pids.
+    let command = format!(
+        "sleep 1000 & echo $$ $! > {0}/pids.$$.tmp && mv {0}/pids.$$.tmp {0}/pids.$$; wait",
+        dir.path().display()
+    );
+    let _leftovers = Leftovers(dir.path());
+    let mut worker = Background::start(worker().args([
+        "--connect",
+        &endpoint,
+        "--slots",
+        "3",
+        "--exec",
+        &command,
+    ]));
+    let clients: Vec<zmq::Socket> = (0..3).map(|_| send_request(&endpoint, "hi")).collect();
+    let pid_files = || -> Vec<PathBuf> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                let name = path.file_name().unwrap().to_string_lossy();
+                name.starts_with("pids.") && !name.ends_with(".tmp")
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    while pid_files().len() < 3 {
+        assert!(started.elapsed() < PATIENCE, "three commands did not start");
+        thread::sleep(Duration::from_millis(5));
+    }
+
+    worker.signal("TERM");
+    let (status, stderr) = worker.finish_within(PATIENCE).expect("ends on SIGTERM");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    for file in pid_files() {
+        for pid in std::fs::read_to_string(&file).unwrap().split_whitespace() {
+            assert!(has_ended(pid), "process {pid} of a command still runs");
+        }
+    }
+    for client in &clients {
+        let reply = recv_reply(client, PATIENCE).expect("each stopped request is answered");
+        assert_eq!(reply[0], "MDP-FAILED", "{reply:?}");
+    }
 }
 
 #[test]
