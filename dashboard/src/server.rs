@@ -118,11 +118,13 @@ fn serve(http: &tiny_http::Server, board: &Board, stopping: &AtomicBool) {
         match http.recv() {
             Ok(request) => answer(request, board, &mut warnings),
             Err(_) if stopping.load(Ordering::SeqCst) => break,
-            Err(error) => {
-                if let Some(held_back) = warnings.allow(Instant::now()) {
-                    warn!("dashboard: cannot accept a connection: {error} ({held_back} more)");
-                }
-            }
+            Err(error) => match warnings.allow(Instant::now()) {
+                Some(0) => warn!("dashboard: cannot accept a connection: {error}"),
+                Some(held_back) => warn!(
+                    "dashboard: cannot accept a connection: {error} (and {held_back} more since)"
+                ),
+                None => debug!("dashboard: cannot accept a connection: {error}"),
+            },
         }
     }
     debug!("dashboard stopped");
