@@ -18,6 +18,10 @@
 #   per_broker each broker's CPU per request it carried (its CPU over the replies through it,
 #              from the clients' per_broker counts), A/B
 #   split      the replies through each broker, in percent, A/B
+#   thread%    how busy each broker's own thread was (the main thread's CPU over the row's wall
+#              time, in percent), A/B: the figure that says whether one broker is the limit. Its
+#              libzmq I/O thread is not in it (it is in cpu_us); on this 2-core machine the
+#              workers and clients share the same two cores, so it stays well under 100
 #   wrk_us     CPU of all the workers together, per request
 #   cli_us     CPU of all the clients together, per request
 #   lost       requests without a reply (sent minus replies): must be 0
@@ -64,6 +68,8 @@ cpu_ticks() { # pid... -> user+sys clock ticks, summed
     for pid in "$@"; do total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat") )); done
     echo "$total"
 }
+# thread_ticks PID: user+sys clock ticks of the main thread of PID alone (the broker's loop).
+thread_ticks() { awk '{print $14 + $15}' "/proc/$1/task/$1/stat"; }
 ticks_per_s=$(getconf CLK_TCK)
 field() { sed -n "s/.*[ {]\"\{0,1\}$1\"\{0,1\}[=:]\([0-9.]*\).*/\1/p" <<<" $2" | head -1; }
 # us_per TICKS REQUESTS: microseconds of CPU per request.
@@ -81,8 +87,8 @@ wait_registered() { # endpoint
     done
 }
 
-printf '%-9s %-12s %-9s %9s %9s %9s %7s %-13s %-7s %7s %7s %5s\n' \
-    brokers workers load "req/s" p50_us p99_us cpu_us per_broker split wrk_us cli_us lost
+printf '%-9s %-12s %-9s %9s %9s %9s %7s %-13s %-7s %-9s %7s %7s %5s\n' \
+    brokers workers load "req/s" p50_us p99_us cpu_us per_broker split thread% wrk_us cli_us lost
 TIMEFORMAT='%U %S'
 row() { # brokers(1|2) slots clients window
     local brokers=$1 slots=$2 clients=$3 window=$4
@@ -103,8 +109,11 @@ row() { # brokers(1|2) slots clients window
     for n in "${endpoints[@]}"; do wait_registered "$n"; done
     # Every worker must be registered everywhere before the clock starts.
     sleep 0.5
-    local broker_before=() workers_before start end
-    for n in "${broker_pids[@]}"; do broker_before+=("$(cpu_ticks "$n")"); done
+    local broker_before=() thread_before=() workers_before start end
+    for n in "${broker_pids[@]}"; do
+        broker_before+=("$(cpu_ticks "$n")")
+        thread_before+=("$(thread_ticks "$n")")
+    done
     workers_before=$(cpu_ticks "${worker_pids[@]}")
     local per_client=$(( count / clients )) requests client_pids=()
     requests=$(( per_client * clients ))
@@ -120,7 +129,7 @@ row() { # brokers(1|2) slots clients window
     local stats
     stats=$("$bin/client" --merge-stats "$work"/client*.out) ||
         echo "bench-brokers.sh: could not merge the clients' --stats=json" >&2
-    local replies rate cpu_total=0 per=() split=() shares
+    local replies rate cpu_total=0 per=() split=() busy=() shares
     replies=$(field replies "$stats")
     rate=$(awk -v n="$replies" -v s="$start" -v e="$end" 'BEGIN { printf "%d", n / (e - s) }')
     shares=$(sed -n 's/.*per_broker=\([0-9,]*\).*/\1/p' <<<"$stats")
@@ -131,19 +140,22 @@ row() { # brokers(1|2) slots clients window
         local ticks=$(( $(cpu_ticks "${broker_pids[$n]}") - broker_before[n] ))
         cpu_total=$(( cpu_total + ticks ))
         per+=("$(us_per "$ticks" "${through[$n]:-0}")")
+        busy+=("$(awk -v t=$(( $(thread_ticks "${broker_pids[$n]}") - thread_before[n] )) -v hz="$ticks_per_s" \
+            -v s="$start" -v e="$end" 'BEGIN { printf "%d", 100 * t / hz / (e - s) }')")
         split+=("$(awk -v a="${through[$n]:-0}" -v n="$replies" 'BEGIN { printf "%d", (n > 0) ? 100 * a / n : 0 }')")
     done
     local wrk_us cli_us lost
     wrk_us=$(us_per $(( $(cpu_ticks "${worker_pids[@]}") - workers_before )) "$requests")
     cli_us=$(cat "$work"/client*.out.cpu | awk -v n="$requests" '{ s += $1 + $2 } END { printf "%.1f", s * 1e6 / n }')
     lost=$(( requests - ${replies:-0} ))
-    local shown_per shown_split
+    local shown_per shown_split shown_busy
     shown_per=$(IFS=/; echo "${per[*]}")
+    shown_busy=$(IFS=/; echo "${busy[*]}")
     shown_split=$(IFS=/; echo "${split[*]}")
-    printf '%-9s %-12s %-9s %9s %9s %9s %7s %-13s %-7s %7s %7s %5s\n' \
+    printf '%-9s %-12s %-9s %9s %9s %9s %7s %-13s %-7s %-9s %7s %7s %5s\n' \
         "$brokers" "4x$slots$([ "$brokers" = 2 ] && echo ' all')" "${clients}x$window" "$rate" \
         "$(field p50_us "$stats")" "$(field p99_us "$stats")" "$(us_per "$cpu_total" "$replies")" \
-        "$shown_per" "$shown_split" "$wrk_us" "$cli_us" "$lost"
+        "$shown_per" "$shown_split" "$shown_busy" "$wrk_us" "$cli_us" "$lost"
     [ "$(field failed "$stats")" = 0 ] || echo "  ($(field failed "$stats") requests failed)"
     for n in "${pids[@]}"; do kill "$n" 2>/dev/null || true; done
     wait 2>/dev/null || true
