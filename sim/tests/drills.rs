@@ -15,7 +15,14 @@ use sim::{FaultKind, ScriptedFault};
 use sim::{Report, Scenario};
 use worker::WorkerConfig;
 
-const SEEDS: u64 = 3;
+/// Seeds per drill: `SIM_DRILL_SEEDS`, by default 2 (the soak runs one fewer), so that the
+/// whole of `cargo test -p sim` stays near 20 s in a debug build on a 2-core machine.
+fn seeds() -> u64 {
+    std::env::var("SIM_DRILL_SEEDS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(2)
+}
 
 fn ms(millis: u64) -> Duration {
     Duration::from_millis(millis)
@@ -97,7 +104,7 @@ fn worker_faults_under_pipelined_tagged_load() {
         retries: 2,
     };
     scenario.scripted_faults = kill_workers(ms(3000), Duration::from_secs(3600), ms(100));
-    for seed in 0..SEEDS {
+    for seed in 0..seeds() {
         let mut results = Vec::new();
         for redeliver in [false, true] {
             scenario.broker.redeliver = redeliver;
@@ -168,7 +175,7 @@ fn broker_restart_under_load() {
         lasting: ms(1000),
     }];
     let is_sync = |client: usize| (4..6).contains(&client);
-    for seed in 0..SEEDS {
+    for seed in 0..seeds() {
         let report = run(&scenario, seed);
         let sync_failed = report.failed_requests(is_sync);
         let async_failed = report.failed_requests(|client| client == 6);
@@ -232,7 +239,7 @@ fn soak_with_worker_churn() {
     };
     scenario.scripted_faults = kill_workers(ms(10_000), Duration::from_secs(3600), ms(100));
     let is_sync = |client: usize| (4..6).contains(&client);
-    for seed in 0..SEEDS - 1 {
+    for seed in 0..seeds().saturating_sub(1).max(1) {
         let report = run(&scenario, seed);
         let async_failed = report.failed_requests(|client| client == 6) as u64;
         let sync_failed = report.failed_requests(is_sync);
