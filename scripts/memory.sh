@@ -6,8 +6,40 @@
 # then floods again, starts a worker, and prints the RSS once every request was served.
 #
 # Usage: scripts/memory.sh [COUNT] [SERVICES]     (defaults: 100000 requests, 100000 services)
+#
+# With --big it shows instead that one peer cannot drive the broker out of memory (issue 11):
+# 1,500 requests of 1 MiB for a service nobody serves, sent over one connection and then over
+# ten at once, each against a fresh broker at its default limits (--max-queued-bytes 256 MiB),
+# and prints the broker's peak RSS and how many requests it refused. BROKER_BIN=PATH measures
+# another build (an older commit's, for a before/after figure).
+#
+# Usage: scripts/memory.sh --big
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "--big" ]; then
+    cargo build --release -q -p broker --bins --examples
+    bin=${BROKER_BIN:-target/release/broker}
+    dir=$(mktemp -d)
+    trap 'kill ${broker:-} 2>/dev/null || true; rm -rf "$dir"' EXIT
+    for connections in 1 10; do
+        endpoint="ipc://$dir/big-$connections.ipc"
+        "$bin" --bind "$endpoint" 2>"$dir/broker-$connections.log" &
+        broker=$!
+        while [ ! -S "$dir/big-$connections.ipc" ]; do sleep 0.05; done
+        before=$(awk '/^VmRSS/ {print $2}' "/proc/$broker/status")
+        FLOOD_BODY_BYTES=1048576 FLOOD_CONNECTIONS=$connections \
+            target/release/examples/flood "$endpoint" 1500 1
+        peak=$(awk '/^VmHWM/ {print $2}' "/proc/$broker/status")
+        now=$(awk '/^VmRSS/ {print $2}' "/proc/$broker/status")
+        kill -INT "$broker"
+        wait "$broker" 2>/dev/null || true
+        refused=$(grep -o 'refused_[a-z_]*=[0-9]*' "$dir/broker-$connections.log" | awk -F= '{n += $2} END {print n + 0}')
+        printf 'flood=1500x1MiB connections=%s rss_before_kb=%s rss_peak_kb=%s rss_queued_kb=%s refused=%s\n' \
+            "$connections" "$before" "$peak" "$now" "$refused"
+    done
+    exit 0
+fi
 
 count=${1:-100000}
 services=${2:-$count}

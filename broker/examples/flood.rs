@@ -8,6 +8,10 @@
 //! With `await` as a fourth argument it prints `queued` once the broker has read every request,
 //! then stays to receive the replies, and prints `served` when all COUNT have come back (for the
 //! run where workers are started after the flood and serve it).
+//!
+//! Two environment variables shape a heavier flood: `FLOOD_BODY_BYTES` (default 16) sets the
+//! body's size, and `FLOOD_CONNECTIONS` (default 1) splits the COUNT requests over that many
+//! DEALERs sending at once, each from its own thread (`await` needs one connection).
 
 use std::process::ExitCode;
 
@@ -34,7 +38,57 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match flood(endpoint, count, services, await_replies) {
+    let from_env = |name: &str, default: usize| match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(text) => text.parse::<usize>().map_err(|_| format!("{name} must be a number")),
+    };
+    let (body_bytes, connections) = match (
+        from_env("FLOOD_BODY_BYTES", 16),
+        from_env("FLOOD_CONNECTIONS", 1),
+    ) {
+        (Ok(body), Ok(connections)) if connections > 0 => (body, connections),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("flood: {error}");
+            return ExitCode::from(2);
+        }
+        _ => {
+            eprintln!("flood: FLOOD_CONNECTIONS must be at least 1");
+            return ExitCode::from(2);
+        }
+    };
+    if connections > 1 {
+        if await_replies {
+            eprintln!("flood: await needs FLOOD_CONNECTIONS=1");
+            return ExitCode::from(2);
+        }
+        let body = vec![b'x'; body_bytes];
+        let threads: Vec<_> = (0..connections as u64)
+            .map(|index| {
+                let endpoint = endpoint.clone();
+                let body = body.clone();
+                // Connection `index` sends requests index, index + connections, ...
+                let share = (index..count).step_by(connections).count() as u64;
+                std::thread::spawn(move || flood(&endpoint, share, services, false, &body))
+            })
+            .collect();
+        let mut failed = false;
+        for thread in threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    eprintln!("flood: {error}");
+                    failed = true;
+                }
+                Err(_) => failed = true,
+            }
+        }
+        return if failed {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    match flood(endpoint, count, services, await_replies, &vec![b'x'; body_bytes]) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flood: {error}");
@@ -43,16 +97,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn flood(endpoint: &str, count: u64, services: u64, await_replies: bool) -> Result<(), zmq::Error> {
+fn flood(
+    endpoint: &str,
+    count: u64,
+    services: u64,
+    await_replies: bool,
+    body: &[u8],
+) -> Result<(), zmq::Error> {
     let context = zmq::Context::new();
     let socket = context.socket(zmq::DEALER)?;
     socket.set_sndhwm(0)?;
     socket.set_linger(-1)?;
     socket.connect(endpoint)?;
-    let body = [b'x'; 16];
     for n in 0..count {
         let service = format!("service-{}", n % services);
-        socket.send_multipart([&b""[..], b"MDPC01", service.as_bytes(), &body], 0)?;
+        socket.send_multipart([&b""[..], b"MDPC01", service.as_bytes(), body], 0)?;
     }
     // libzmq drops the messages a broker has not read yet when their sender disconnects, so
     // wait until the broker has read them all: it answers this MMI query after every request
