@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::snapshot::{ServiceSnapshot, Snapshot};
+use crate::snapshot::{ServiceSnapshot, Services, Snapshot, SERVICES_PER_CHUNK};
 
 /// At most one snapshot per this much time.
 pub const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
@@ -125,12 +125,13 @@ impl Publisher {
     }
 }
 
-/// A broker's services as last published, one `Arc` each: [`ServiceTable::update`] replaces the
-/// ones that changed, [`ServiceTable::services`] copies the pointers for a snapshot.
+/// A broker's services as last published, one `Arc` each, in the chunks a [`Services`] list is
+/// made of: [`ServiceTable::update`] replaces the ones that changed (copying their chunk if a
+/// published snapshot still shares it), [`ServiceTable::services`] copies one pointer per chunk.
 #[derive(Debug, Default)]
 pub struct ServiceTable {
-    services: Vec<Arc<ServiceSnapshot>>,
-    /// Index into `services`, by name.
+    services: Services,
+    /// Each service's place, `chunk * SERVICES_PER_CHUNK + position`, by name.
     index: HashMap<String, usize>,
 }
 
@@ -140,40 +141,67 @@ impl ServiceTable {
         ServiceTable::default()
     }
 
-    /// Puts in `service`, replacing the one with its name.
-    pub fn update(&mut self, service: ServiceSnapshot) {
-        match self.index.get(&service.name) {
-            Some(&slot) => self.services[slot] = Arc::new(service),
-            None => {
-                self.index.insert(service.name.clone(), self.services.len());
-                self.services.push(Arc::new(service));
-            }
-        }
+    /// The service at `slot`, to replace (its chunk copied first if a snapshot shares it).
+    fn slot_mut(&mut self, slot: usize) -> Option<&mut Arc<ServiceSnapshot>> {
+        let chunk = self.services.chunks.get_mut(slot / SERVICES_PER_CHUNK)?;
+        Arc::make_mut(chunk).get_mut(slot % SERVICES_PER_CHUNK)
     }
 
-    /// Takes out the service called `name`, if it is there.
+    /// Puts in `service`, replacing the one with its name.
+    pub fn update(&mut self, service: ServiceSnapshot) {
+        if let Some(&slot) = self.index.get(&service.name) {
+            if let Some(place) = self.slot_mut(slot) {
+                *place = Arc::new(service);
+                return;
+            }
+        }
+        let slot = self.services.len;
+        self.index.insert(service.name.clone(), slot);
+        match self.services.chunks.last_mut() {
+            Some(chunk) if chunk.len() < SERVICES_PER_CHUNK => {
+                Arc::make_mut(chunk).push(Arc::new(service))
+            }
+            _ => self.services.chunks.push(Arc::new(vec![Arc::new(service)])),
+        }
+        self.services.len += 1;
+    }
+
+    /// Takes out the service called `name`, if it is there; the last service takes its place.
     pub fn remove(&mut self, name: &str) {
         let Some(slot) = self.index.remove(name) else {
             return;
         };
-        self.services.swap_remove(slot);
-        if let Some(moved) = self.services.get(slot) {
-            self.index.insert(moved.name.clone(), slot);
+        let Some(last_chunk) = self.services.chunks.last_mut() else {
+            return;
+        };
+        let Some(last) = Arc::make_mut(last_chunk).pop() else {
+            return;
+        };
+        if last_chunk.is_empty() {
+            self.services.chunks.pop();
+        }
+        self.services.len -= 1;
+        if slot < self.services.len {
+            self.index.insert(last.name.clone(), slot);
+            if let Some(place) = self.slot_mut(slot) {
+                *place = last;
+            }
         }
     }
 
     /// How many services.
     pub fn len(&self) -> usize {
-        self.services.len()
+        self.services.len
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
+        self.services.len == 0
     }
 
-    /// Every service, for a [`Snapshot`]: one allocation and a reference count per service.
-    pub fn services(&self) -> Vec<Arc<ServiceSnapshot>> {
+    /// Every service, for a [`Snapshot`]: one reference count per chunk of
+    /// [`SERVICES_PER_CHUNK`].
+    pub fn services(&self) -> Services {
         self.services.clone()
     }
 }
@@ -231,27 +259,82 @@ mod tests {
         assert_eq!(held.sequence, 0, "a reader keeps the snapshot it took");
     }
 
+    fn names(services: &Services) -> Vec<String> {
+        services
+            .iter()
+            .map(|service| service.name.clone())
+            .collect()
+    }
+
     #[test]
     fn the_table_replaces_by_name_and_shares_what_did_not_change() {
         let mut table = ServiceTable::new();
-        for name in ["a", "b", "c"] {
-            table.update(ServiceSnapshot::named(name));
+        let count = 2 * SERVICES_PER_CHUNK + 3;
+        for n in 0..count {
+            table.update(ServiceSnapshot::named(format!("s{n}")));
         }
         let before = table.services();
-        let mut changed = ServiceSnapshot::named("b");
+        let mut changed = ServiceSnapshot::named("s1");
         changed.requests_waiting = 7;
         table.update(changed);
         let after = table.services();
-        assert_eq!(after.len(), 3);
-        assert!(Arc::ptr_eq(&before[0], &after[0]), "a is shared");
-        assert!(!Arc::ptr_eq(&before[1], &after[1]), "b was rebuilt");
-        assert_eq!(after[1].requests_waiting, 7);
+        assert_eq!(after.len(), count);
+        assert_eq!(names(&after), names(&before), "same places");
+        let (before_0, after_0) = (before.iter().next().unwrap(), after.iter().next().unwrap());
+        assert!(Arc::ptr_eq(before_0, after_0), "s0 is shared, not rebuilt");
+        assert_eq!(after.iter().nth(1).unwrap().requests_waiting, 7);
+        assert_eq!(
+            before.iter().nth(1).unwrap().requests_waiting,
+            0,
+            "a published snapshot stays as it was"
+        );
+        assert!(
+            Arc::ptr_eq(&before.chunks[1], &after.chunks[1]),
+            "a chunk with no change is shared whole"
+        );
+        assert!(
+            !Arc::ptr_eq(&before.chunks[0], &after.chunks[0]),
+            "s1's chunk was copied"
+        );
+    }
 
-        table.remove("a");
+    #[test]
+    fn removing_moves_the_last_service_into_the_gap() {
+        let mut table = ServiceTable::new();
+        let count = SERVICES_PER_CHUNK + 1;
+        for n in 0..count {
+            table.update(ServiceSnapshot::named(format!("s{n}")));
+        }
+        let published = table.services();
+        table.remove("s0");
         table.remove("nothing");
-        let names: Vec<&str> = table.services.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["c", "b"]);
-        table.update(ServiceSnapshot::named("c"));
-        assert_eq!(table.len(), 2, "c's index followed it when a was removed");
+        let after = table.services();
+        assert_eq!(after.len(), count - 1);
+        assert_eq!(after.chunks.len(), 1, "the emptied last chunk went");
+        assert_eq!(after.iter().next().unwrap().name, format!("s{}", count - 1));
+        assert_eq!(
+            published.len(),
+            count,
+            "a published snapshot stays as it was"
+        );
+        assert_eq!(published.iter().next().unwrap().name, "s0");
+
+        // The moved service's index followed it: updating it replaces, not adds.
+        let mut moved = ServiceSnapshot::named(format!("s{}", count - 1));
+        moved.requests_waiting = 3;
+        table.update(moved);
+        assert_eq!(table.len(), count - 1);
+        assert_eq!(table.services().iter().next().unwrap().requests_waiting, 3);
+
+        table.remove(&format!("s{}", count - 1));
+        table.remove("s1");
+        let left = names(&table.services());
+        assert_eq!(left.len(), count - 3);
+        assert!(!left.contains(&"s1".to_owned()));
+        for name in &left {
+            table.remove(name);
+        }
+        assert!(table.is_empty());
+        assert!(table.services().chunks.is_empty());
     }
 }

@@ -30,7 +30,7 @@
 //! if publisher.due(now) {
 //!     let mut queue = ServiceSnapshot::named("processors");
 //!     queue.set_idle(1, ["PROCESSOR-0".to_owned()]);
-//!     publisher.publish(now, Snapshot { services: vec![Arc::new(queue)], ..Snapshot::default() });
+//!     publisher.publish(now, Snapshot { services: vec![Arc::new(queue)].into(), ..Snapshot::default() });
 //! }
 //! println!("dashboard at http://{}/", server.local_addr());
 //! ```
@@ -49,6 +49,6 @@ pub mod snapshot;
 pub use board::{Board, Publisher, ServiceTable, PUBLISH_INTERVAL};
 pub use server::{ServeError, Server};
 pub use snapshot::{
-    BrokerCounters, LatencyHistogram, ServiceCounters, ServiceSnapshot, Snapshot,
-    LATENCY_BOUNDS_SECONDS, MAX_LISTED_WORKERS,
+    BrokerCounters, LatencyHistogram, ServiceCounters, ServiceSnapshot, Services, Snapshot,
+    LATENCY_BOUNDS_SECONDS, MAX_LISTED_WORKERS, SERVICES_PER_CHUNK,
 };

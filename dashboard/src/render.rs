@@ -516,7 +516,7 @@ mod tests {
                 messages_out: 6,
                 ..BrokerCounters::default()
             },
-            services: vec![Arc::new(queue)],
+            services: vec![Arc::new(queue)].into(),
         })
     }
 
@@ -574,7 +574,12 @@ mod tests {
         snapshot.counters.connections = Some(12);
         let mut echo = ServiceSnapshot::named("echo");
         echo.counters.refused.insert("queue_full".to_owned(), 5);
-        snapshot.services.push(Arc::new(echo));
+        snapshot.services = snapshot
+            .services
+            .iter()
+            .cloned()
+            .chain([Arc::new(echo)])
+            .collect();
         let text = prometheus(&Arc::new(snapshot));
         let lines = lines(&text);
         assert!(lines.contains(&"broker_connections 12"), "{text}");
@@ -590,7 +595,7 @@ mod tests {
     fn a_name_from_a_peer_cannot_break_the_metrics_or_the_json() {
         let mut snapshot = (*one_queue()).clone();
         let hostile = "a\"b\\c\nd</script>";
-        snapshot.services = vec![Arc::new(ServiceSnapshot::named(hostile))];
+        snapshot.services = vec![Arc::new(ServiceSnapshot::named(hostile))].into();
         let text = prometheus(&Arc::new(snapshot.clone()));
         assert!(
             text.contains("service=\"a\\\"b\\\\c\\nd</script>\""),

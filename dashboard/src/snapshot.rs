@@ -37,7 +37,61 @@ pub struct Snapshot {
     /// Counters of the whole broker.
     pub counters: BrokerCounters,
     /// Every service, in no particular order (the HTTP side sorts them by name).
-    pub services: Vec<Arc<ServiceSnapshot>>,
+    pub services: Services,
+}
+
+/// How many services share one chunk of a [`Services`] list.
+pub const SERVICES_PER_CHUNK: usize = 256;
+
+/// The services of a snapshot, in chunks of [`SERVICES_PER_CHUNK`] that the snapshots of a
+/// [`crate::ServiceTable`] share: a new snapshot copies one pointer per chunk, and a chunk
+/// in which a service changed is copied once (pointers again, never the services). With
+/// 100,000 services, that is 391 pointers for a snapshot in which nothing changed, rather than
+/// 100,000 reference counts to touch (and to touch again when the old snapshot is freed).
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    pub(crate) chunks: Vec<Arc<Vec<Arc<ServiceSnapshot>>>>,
+    pub(crate) len: usize,
+}
+
+impl Services {
+    /// Every service, chunk by chunk.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<ServiceSnapshot>> + '_ {
+        self.chunks.iter().flat_map(|chunk| chunk.iter())
+    }
+
+    /// How many services.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl FromIterator<Arc<ServiceSnapshot>> for Services {
+    /// A list of its own, for a broker with few services (`lbbroker` has one).
+    fn from_iter<I: IntoIterator<Item = Arc<ServiceSnapshot>>>(services: I) -> Services {
+        let mut list = Services::default();
+        for service in services {
+            match list.chunks.last_mut() {
+                Some(chunk) if chunk.len() < SERVICES_PER_CHUNK => {
+                    Arc::make_mut(chunk).push(service)
+                }
+                _ => list.chunks.push(Arc::new(vec![service])),
+            }
+            list.len += 1;
+        }
+        list
+    }
+}
+
+impl From<Vec<Arc<ServiceSnapshot>>> for Services {
+    fn from(services: Vec<Arc<ServiceSnapshot>>) -> Services {
+        services.into_iter().collect()
+    }
 }
 
 /// Counters of the whole broker, since it started.

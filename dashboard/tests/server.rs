@@ -43,7 +43,7 @@ fn every_path_answers_from_the_latest_snapshot() {
         Instant::now(),
         Snapshot {
             program: "lbbroker".to_owned(),
-            services: vec![Arc::new(queue)],
+            services: vec![Arc::new(queue)].into(),
             ..Snapshot::default()
         },
     );

@@ -7,10 +7,10 @@
 //! every service the loop publishes for it, at most every 100 ms and only when something changed.
 //!
 //! The core marks the services it touches; at publish time only those are rebuilt into the
-//! [`ServiceTable`], and the rest are shared with the previous snapshot, so a broker with
-//! 100,000 services pays for the services that changed plus one pointer copy per service
-//! (`cargo run --release -p dashboard --example publish_100k`: about 2-4 ms per publish, at
-//! most one publish per 100 ms).
+//! [`ServiceTable`], and the rest are shared with the previous snapshot in chunks of 256, so a
+//! broker with 100,000 services pays for the chunks that changed plus one pointer per chunk
+//! (`cargo run --release -p dashboard --example publish_100k`: about 1 ms per publish with 100
+//! services changed, 5 us with none, at most one publish per 100 ms).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

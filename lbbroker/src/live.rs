@@ -121,7 +121,7 @@ impl Live {
             Snapshot {
                 program: "lbbroker".to_owned(),
                 counters: tally.broker,
-                services: vec![Arc::new(queue)],
+                services: vec![Arc::new(queue)].into(),
                 ..Snapshot::default()
             },
         );
