@@ -98,6 +98,8 @@ struct Counters {
     writes: AtomicU64,
     refused_full: AtomicU64,
     stored: AtomicU64,
+    /// Writes handed to the writer so far (queued, in its hands, or done).
+    handed_over: AtomicU64,
 }
 
 /// One write, as the writer thread receives it, with where its outcome goes.
@@ -175,6 +177,7 @@ impl SqliteStore {
         writes
             .send(Queued(write, Some(answer)))
             .map_err(|_| StoreError::WriterGone)?;
+        self.counters.handed_over.fetch_add(1, Ordering::Relaxed);
         outcome.recv().map_err(|_| StoreError::WriterGone)?
     }
 

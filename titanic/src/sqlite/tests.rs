@@ -165,8 +165,8 @@ fn submissions_that_wait_together_share_one_commit() {
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
-    // The first write is in the writer's hands (blocked); the others wait in the queue.
-    while store.writes.as_ref().unwrap().len() < submitters - 1 {
+    // Every write is in the writer's first transaction (blocked at its start) or in the queue.
+    while store.counters.handed_over.load(Ordering::Relaxed) < submitters as u64 {
         assert!(Instant::now() < deadline, "the submissions never queued up");
         std::thread::yield_now();
     }
@@ -176,6 +176,6 @@ fn submissions_that_wait_together_share_one_commit() {
     assert_eq!(ids.len(), submitters);
     let stats = store.stats();
     assert_eq!(stats.submitted, submitters as u64);
-    // The first write alone (it was taken before the others arrived), then all the others.
+    // The writes the writer took before it blocked, then all the others.
     assert!(stats.commits <= 2, "{stats:?}");
 }
