@@ -26,7 +26,9 @@
 #              under 100
 #   wrk_us     CPU of all the workers together, per request
 #   cli_us     CPU of all the clients together, per request
-#   lost       requests without a reply (sent minus replies): must be 0
+#   lost       requests without a reply (sent minus replies): must be 0. The clients wait 30 s
+#              for each reply (-t 30000), so that a request counts as lost only when it never
+#              comes back, not when the shared machine was slow for a moment
 # Rows run in turn, --runs times over (default 2), so that drift on a shared machine shows as
 # a difference between runs of the same row rather than between rows.
 #
@@ -126,7 +128,7 @@ row() { # brokers(1|2) slots clients window
     start=$(date +%s.%N)
     for n in $(seq 1 "$clients"); do
         { time "$bin/client" "${connect[@]}" --count "$per_client" --window "$window" --size 16 \
-            --stats=json >"$work/client$n.out" 2>>"$work/client.log"; } 2>"$work/client$n.out.cpu" &
+            -t 30000 --stats=json >"$work/client$n.out" 2>>"$work/client.log"; } 2>"$work/client$n.out.cpu" &
         client_pids+=("$!")
     done
     wait "${client_pids[@]}" || true
