@@ -328,6 +328,11 @@ pub enum Notice {
     /// (what a socket monitor reports as `ZMQ_EVENT_CONNECT_RETRIED`). An attempt cut off by a
     /// partition is not refused: it goes unanswered, as a SYN into a dead link does.
     Refused { socket: SocketId, owner: usize },
+    /// A connecting socket's connection is up (`ZMQ_EVENT_HANDSHAKE_SUCCEEDED`).
+    Connected { socket: SocketId, owner: usize },
+    /// A connecting socket learnt that its connection closed (`ZMQ_EVENT_DISCONNECTED`); it
+    /// tries again in the background. A partition closes nothing: it is silent.
+    Disconnected { socket: SocketId, owner: usize },
 }
 
 /// The model: every socket, every link, and what is on its way.
@@ -840,7 +845,7 @@ impl Network {
             }
             Item::Fin => {
                 if receiver_open {
-                    self.peer_closed(link, to);
+                    return self.peer_closed(link, to);
                 }
                 None
             }
@@ -862,7 +867,7 @@ impl Network {
     }
 
     /// Side `side` of `link` learns that the other side closed the connection.
-    fn peer_closed(&mut self, link: LinkId, side: Side) {
+    fn peer_closed(&mut self, link: LinkId, side: Side) -> Option<Notice> {
         let record = &mut self.links[link.0];
         record.open[side as usize] = false;
         match side {
@@ -874,6 +879,7 @@ impl Network {
                     sock.routes.remove(&identity);
                 }
                 sock.accepted.retain(|held| *held != link);
+                None
             }
             Side::Connector => {
                 let (socket, pipe) = (record.connector, record.pipe);
@@ -881,9 +887,12 @@ impl Network {
                 if sock.pipes[pipe].link == Some(link) && !sock.pipes[pipe].terminated {
                     sock.pipes[pipe].link = None;
                     let retry = self.now + sock.options.reconnect_interval;
+                    let owner = sock.owner;
                     self.timeline
                         .schedule(retry, NetEvent::Attempt { socket, pipe });
+                    return Some(Notice::Disconnected { socket, owner });
                 }
+                None
             }
         }
     }
@@ -995,7 +1004,8 @@ impl Network {
         for frames in pending {
             self.put_on_wire(link, Side::Acceptor, Item::Message(frames));
         }
-        None
+        let owner = self.sockets[socket.0].owner;
+        Some(Notice::Connected { socket, owner })
     }
 }
 

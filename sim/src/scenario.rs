@@ -110,6 +110,10 @@ pub enum ClientMode {
     /// Each client knows one broker: client `n` (counted over both kinds) the broker
     /// `n % brokers`.
     Placed,
+    /// `client -c A -c B ...`: each client knows every broker, its list starting at broker
+    /// `n % brokers` (the synchronous client keeps the broker that last answered and moves on
+    /// after a timeout; the asynchronous one spreads its requests over the live brokers).
+    EveryBroker,
 }
 
 /// Everything a run is made of, but the seed.

@@ -52,7 +52,7 @@ use std::fmt;
 use std::time::Duration;
 
 use broker::Broker;
-use client::core::{AsyncAction, AsyncCore, ConnId, SyncAction, SyncCore};
+use client::core::{AsyncAction, AsyncCore, ConnId, Link as ClientLink, SyncAction, SyncCore};
 use client::{Matching, Outcome, RequestId};
 use mdp::{Frames, ServiceName, WORKER_HEADER};
 use rand::rngs::StdRng;
@@ -61,7 +61,7 @@ use worker::core::{Action, LinkId, Mode, ReplyTo, Topology, WorkerCore};
 
 use crate::net::{Network, Notice, SocketId, SocketKind, SocketOptions};
 use crate::report::{Coverage, Ended, Ledger, Report, RequestRecord};
-use crate::scenario::{FaultKind, Scenario, ScriptedFault, WorkerMode};
+use crate::scenario::{ClientMode, FaultKind, Scenario, ScriptedFault, WorkerMode};
 use crate::time::{Clock, Timeline};
 
 /// Where broker `broker` binds, and its workers and clients connect.
@@ -178,8 +178,11 @@ impl WorkerRole {
 struct SyncRole {
     core: SyncCore,
     socket: Option<SocketId>,
-    /// The broker it uses (placed clients).
+    /// The broker it uses (placed clients), or the first of its list (clients of every broker:
+    /// the core's broker `i` is broker `(i + home) % brokers`).
     home: usize,
+    /// The broker the current socket connects to.
+    socket_broker: usize,
     service: usize,
     issued: u32,
     current: Option<usize>,
@@ -187,8 +190,10 @@ struct SyncRole {
 
 struct AsyncRole {
     core: AsyncCore,
-    /// The broker it uses (placed clients).
+    /// The broker it uses (placed clients), or the first of its list (as for `SyncRole`).
     home: usize,
+    /// The broker each connection connects to.
+    conn_brokers: BTreeMap<ConnId, usize>,
     // Ordered maps: the simulation iterates them, and must do so in the same order every run.
     sockets: BTreeMap<ConnId, SocketId>,
     conns: BTreeMap<SocketId, ConnId>,
@@ -315,11 +320,23 @@ impl World {
         }
         // Clients are placed on the brokers in turn, counted over both kinds.
         let mut placed = 0;
+        let every_broker = world.scenario.client_mode == ClientMode::EveryBroker;
         for index in 0..world.scenario.sync_clients {
+            let home = placed % brokers;
+            let config = world.scenario.sync.clone();
+            let core = if every_broker {
+                let names = (0..brokers)
+                    .map(|i| endpoint((i + home) % brokers))
+                    .collect();
+                SyncCore::with_brokers(config, names)
+            } else {
+                SyncCore::new(config)
+            };
             world.add(Role::Sync(Box::new(SyncRole {
-                core: SyncCore::new(world.scenario.sync.clone()),
+                core,
                 socket: None,
-                home: placed % brokers,
+                home,
+                socket_broker: home,
                 service: index % services,
                 issued: 0,
                 current: None,
@@ -327,9 +344,16 @@ impl World {
             placed += 1;
         }
         for _ in 0..world.scenario.async_clients {
+            let config = world.scenario.async_config.clone();
+            let core = if every_broker {
+                AsyncCore::with_brokers(config, brokers)
+            } else {
+                AsyncCore::new(config)
+            };
             world.add(Role::Async(Box::new(AsyncRole {
-                core: AsyncCore::new(world.scenario.async_config.clone()),
+                core,
                 home: placed % brokers,
+                conn_brokers: BTreeMap::new(),
                 sockets: BTreeMap::new(),
                 conns: BTreeMap::new(),
                 in_flight: HashMap::new(),
@@ -453,6 +477,12 @@ impl World {
                         self.readable(owner, socket);
                     }
                     Some(Notice::Refused { socket, owner }) => self.refused(owner, socket),
+                    Some(Notice::Connected { socket, owner }) => {
+                        self.link_changed(owner, socket, ClientLink::Up)
+                    }
+                    Some(Notice::Disconnected { socket, owner }) => {
+                        self.link_changed(owner, socket, ClientLink::Down)
+                    }
                     None => {}
                 }
             } else if let Some((_, event)) = self.timeline.pop() {
@@ -774,6 +804,34 @@ impl World {
         self.reschedule(node);
     }
 
+    /// A client's socket monitor saw its connection come up or go down: the driver tells the
+    /// core (the asynchronous core marks a broker down when its connection drops, and probes it
+    /// when it is back).
+    fn link_changed(&mut self, node: usize, socket: SocketId, link: ClientLink) {
+        let process = &self.processes[node];
+        if !process.alive || process.frozen {
+            return;
+        }
+        let now = self.clock.now();
+        match &mut self.roles[node] {
+            Role::Sync(role) => {
+                if role.socket == Some(socket) {
+                    role.core.link(now, link);
+                }
+            }
+            Role::Async(role) => {
+                let Some(conn) = role.conns.get(&socket).copied() else {
+                    return;
+                };
+                let mut out = Vec::new();
+                role.core.link(now, conn, link, &mut out);
+                self.execute(node, Produced::Async(out));
+            }
+            _ => return,
+        }
+        self.reschedule(node);
+    }
+
     fn drain_all(&mut self, node: usize) {
         for socket in self.sockets_of(node) {
             self.drain(node, socket);
@@ -864,13 +922,18 @@ impl World {
                 .collect(),
             Role::Sync(role) => role
                 .socket
-                .map(|socket| (socket, role.home))
+                .map(|socket| (socket, role.socket_broker))
                 .into_iter()
                 .collect(),
             Role::Async(role) => role
                 .sockets
-                .values()
-                .map(|socket| (*socket, role.home))
+                .iter()
+                .map(|(conn, socket)| {
+                    (
+                        *socket,
+                        role.conn_brokers.get(conn).copied().unwrap_or(role.home),
+                    )
+                })
                 .collect(),
         }
     }
@@ -1103,10 +1166,14 @@ impl World {
 
     /// The brokers a client knows.
     fn brokers_of_client(&self, node: usize) -> Vec<usize> {
-        match &self.roles[node] {
-            Role::Sync(role) => vec![role.home],
-            Role::Async(role) => vec![role.home],
-            _ => Vec::new(),
+        let home = match &self.roles[node] {
+            Role::Sync(role) => role.home,
+            Role::Async(role) => role.home,
+            _ => return Vec::new(),
+        };
+        match self.scenario.client_mode {
+            ClientMode::Placed => vec![home],
+            ClientMode::EveryBroker => (0..self.brokers()).collect(),
         }
     }
 
@@ -1355,8 +1422,11 @@ impl World {
         for action in out {
             match action {
                 SyncAction::Send(frames) => {
-                    let (socket, home) = match &self.roles[node] {
-                        Role::Sync(role) => (role.socket, role.home),
+                    let brokers = self.brokers();
+                    let (socket, broker) = match &self.roles[node] {
+                        Role::Sync(role) => {
+                            (role.socket, (role.core.broker() + role.home) % brokers)
+                        }
                         _ => return,
                     };
                     let socket = match socket {
@@ -1364,12 +1434,13 @@ impl World {
                         None => {
                             let socket = self.open_socket(
                                 node,
-                                home,
+                                broker,
                                 SocketKind::Req,
                                 SocketOptions::default(),
                             );
                             if let Role::Sync(role) = &mut self.roles[node] {
                                 role.socket = Some(socket);
+                                role.socket_broker = broker;
                             }
                             socket
                         }
@@ -1381,14 +1452,15 @@ impl World {
                     let Role::Sync(role) = &mut self.roles[node] else {
                         return;
                     };
-                    let home = role.home;
+                    let broker = (role.core.broker() + role.home) % self.scenario.brokers.max(1);
                     if let Some(old) = role.socket.take() {
                         self.net.close(old);
                     }
                     let socket =
-                        self.open_socket(node, home, SocketKind::Req, SocketOptions::default());
+                        self.open_socket(node, broker, SocketKind::Req, SocketOptions::default());
                     if let Role::Sync(role) = &mut self.roles[node] {
                         role.socket = Some(socket);
+                        role.socket_broker = broker;
                     }
                 }
                 SyncAction::Done(result) => {
@@ -1470,14 +1542,18 @@ impl World {
                         rcvhwm: 0,
                         ..SocketOptions::default()
                     };
-                    let home = match &self.roles[node] {
-                        Role::Async(role) => role.home,
+                    let brokers = self.brokers();
+                    let broker = match &self.roles[node] {
+                        Role::Async(role) => {
+                            (role.core.broker_of(conn).unwrap_or(0) + role.home) % brokers
+                        }
                         _ => return,
                     };
-                    let socket = self.open_socket(node, home, SocketKind::Dealer, options);
+                    let socket = self.open_socket(node, broker, SocketKind::Dealer, options);
                     if let Role::Async(role) = &mut self.roles[node] {
                         role.sockets.insert(conn, socket);
                         role.conns.insert(socket, conn);
+                        role.conn_brokers.insert(conn, broker);
                     }
                 }
                 AsyncAction::Send { conn, frames } => {
@@ -1489,6 +1565,7 @@ impl World {
                 }
                 AsyncAction::Close(conn) => {
                     if let Role::Async(role) = &mut self.roles[node] {
+                        role.conn_brokers.remove(&conn);
                         if let Some(socket) = role.sockets.remove(&conn) {
                             role.conns.remove(&socket);
                             self.net.close(socket);

@@ -10,11 +10,14 @@
 //!
 //! Every scenario runs with the workers in both modes: all (`worker -c A -c B ...`, registered
 //! with every broker) and failover (`--failover`, on one broker at a time; worker `n` is given the
-//! brokers starting from `n % brokers`, so they start spread over the brokers). The clients are
-//! *placed*: each uses one broker (client `n` broker `n % brokers`), so a client whose broker is
-//! down fails its requests, and the others go on.
+//! brokers starting from `n % brokers`, so they start spread over the brokers). The clients know
+//! every broker (`client -c A -c B ...`; client `n`'s list starts at broker `n % brokers`): the
+//! synchronous client, with as many tries as brokers, must lose no request while one broker it
+//! reaches is fit to serve (checked by the world on every seed, and asserted as "no synchronous
+//! failure" where a broker always is).
 //!
-//! `SIM_BROKER_SEEDS=N` runs N seeds per scenario (default 2); `SIM_SEED=S` runs only seed S
+//! `SIM_BROKER_SEEDS=N` runs N seeds per scenario and system (default 1, which with 4 systems
+//! makes 4 runs per scenario); `SIM_SEED=S` runs only seed S
 //! (with `--nocapture`, each run prints its figures).
 
 use std::time::Duration;
@@ -35,7 +38,7 @@ fn seeds() -> Vec<u64> {
     let count = std::env::var("SIM_BROKER_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(1);
     (0..count).collect()
 }
 
@@ -43,10 +46,15 @@ fn seeds() -> Vec<u64> {
 /// 1.5 s.
 const INTERVAL: Duration = Duration::from_millis(500);
 
-/// `brokers` brokers, two echo workers for each (in `mode`), one synchronous client for each
-/// broker (timeout 1 s, as many tries as brokers, 150 requests) and one asynchronous client
-/// (1,000 tagged requests, 20 in flight, timeout 2 s, two tries), on the brokers in turn.
+/// `brokers` brokers, two echo workers for each (in `mode`, 5-15 ms a request), one synchronous
+/// client for each broker (timeout 1 s, as many tries as brokers, 250 requests, up to 40 ms
+/// apart) and one asynchronous client (2,500 tagged requests, 5 in flight, timeout 2 s, two
+/// tries): a load of about 8 s, under which the faults strike at 2 s.
 fn system(brokers: usize, mode: WorkerMode) -> Scenario {
+    placed_system(brokers, mode, ClientMode::EveryBroker)
+}
+
+fn placed_system(brokers: usize, mode: WorkerMode, clients: ClientMode) -> Scenario {
     let worker = WorkerConfig {
         heartbeat_interval: INTERVAL,
         liveness: 3,
@@ -65,24 +73,24 @@ fn system(brokers: usize, mode: WorkerMode) -> Scenario {
         worker_mode: mode,
         slots: 1,
         workers_start_at: Duration::ZERO,
-        client_mode: ClientMode::Placed,
+        client_mode: clients,
         services: 1,
         sync_clients: brokers,
         sync: ClientConfig {
             timeout: ms(1000),
             retries: brokers as u32,
         },
-        sync_requests: 150,
+        sync_requests: 250,
         async_clients: 1,
         async_config: AsyncClientConfig {
             timeout: ms(2000),
             matching: Matching::ByTag,
             retries: 2,
         },
-        async_requests: 1_000,
-        window: 20,
-        service_time: (ms(0), ms(5)),
-        think_time: ms(20),
+        async_requests: 2_500,
+        window: 5,
+        service_time: (ms(5), ms(15)),
+        think_time: ms(40),
         random_faults: None,
         scripted_faults: Vec::new(),
         net: sim::net::NetConfig::default(),
@@ -156,25 +164,21 @@ fn systems() -> Vec<Scenario> {
     systems
 }
 
-/// The failed requests of the clients placed on `broker`.
-fn failed_on(report: &Report, scenario: &Scenario, broker: usize) -> usize {
-    let first = scenario.brokers + scenario.workers;
-    report.failed_requests(|client| (client - first) % scenario.brokers == broker)
+/// The synchronous requests that failed.
+fn sync_failed(report: &Report, scenario: &Scenario) -> usize {
+    report.failed_requests(|client| is_sync(scenario, client))
 }
 
 #[test]
 fn a_broker_killed_under_load() {
     for mut scenario in systems() {
-        let brokers = scenario.brokers;
         // Broker 0 dies 2 s into the load and comes back 6 s later, with nothing remembered.
         scenario.scripted_faults = vec![fault(2000, FaultKind::RestartBroker, 0, 6000)];
         run_all("broker killed", &scenario, |report| {
             assert_eq!(report.coverage.fault_count(FaultKind::RestartBroker), 1);
-            // Only the clients of the dead broker lose requests: the others never notice.
-            for other in 1..brokers {
-                assert_eq!(failed_on(report, &scenario, other), 0, "broker {other}");
-            }
-            assert!(failed_on(report, &scenario, 0) > 0, "nothing was lost");
+            // A dead broker costs its clients a timeout, not a failure.
+            assert_eq!(sync_failed(report, &scenario), 0);
+            assert!(report.coverage.client_resends > 0, "nobody noticed");
         });
     }
 }
@@ -182,7 +186,6 @@ fn a_broker_killed_under_load() {
 #[test]
 fn a_broker_restarted_under_load() {
     for mut scenario in systems() {
-        let brokers = scenario.brokers;
         scenario.scripted_faults = vec![fault(2000, FaultKind::RestartBroker, 1, 500)];
         let all = scenario.worker_mode == WorkerMode::All;
         run_all("broker restarted", &scenario, |report| {
@@ -191,11 +194,7 @@ fn a_broker_restarted_under_load() {
             if all {
                 assert!(report.longest_reregistration > Duration::ZERO);
             }
-            for other in 0..brokers {
-                if other != 1 {
-                    assert_eq!(failed_on(report, &scenario, other), 0, "broker {other}");
-                }
-            }
+            assert_eq!(sync_failed(report, &scenario), 0);
         });
     }
 }
@@ -203,7 +202,6 @@ fn a_broker_restarted_under_load() {
 #[test]
 fn a_broker_cut_from_its_workers() {
     for mut scenario in systems() {
-        let brokers = scenario.brokers;
         // 4 s: longer than the 1.5 s both sides wait before they give up on each other.
         scenario.scripted_faults = vec![fault(2000, FaultKind::BrokerCutFromWorkers, 0, 4000)];
         run_all("broker cut from workers", &scenario, |report| {
@@ -211,9 +209,7 @@ fn a_broker_cut_from_its_workers() {
                 report.broker.workers_purged >= 2,
                 "the cut workers were not purged"
             );
-            for other in 1..brokers {
-                assert_eq!(failed_on(report, &scenario, other), 0, "broker {other}");
-            }
+            assert_eq!(sync_failed(report, &scenario), 0);
         });
     }
 }
@@ -221,15 +217,11 @@ fn a_broker_cut_from_its_workers() {
 #[test]
 fn a_broker_cut_from_its_clients() {
     for mut scenario in systems() {
-        let brokers = scenario.brokers;
         scenario.scripted_faults = vec![fault(2000, FaultKind::BrokerCutFromClients, 0, 4000)];
         run_all("broker cut from clients", &scenario, |report| {
-            // The workers still reach it: none is purged.
+            // The workers still reach it: none is purged; the clients go around it.
             assert_eq!(report.broker.workers_purged, 0);
-            assert!(failed_on(report, &scenario, 0) > 0, "nothing was lost");
-            for other in 1..brokers {
-                assert_eq!(failed_on(report, &scenario, other), 0, "broker {other}");
-            }
+            assert_eq!(sync_failed(report, &scenario), 0);
         });
     }
 }
