@@ -209,11 +209,16 @@ impl Scenario {
         } else {
             Matching::ByService
         };
-        let brokers = rng.random_range(1..=2);
+        let brokers = rng.random_range(1..=3);
         let worker_mode = match (brokers, rng.random_range(0..3)) {
             (1, _) | (_, 0) => WorkerMode::Placed,
             (_, 1) => WorkerMode::All,
             _ => WorkerMode::Failover,
+        };
+        let client_mode = if brokers > 1 && rng.random_bool(0.6) {
+            ClientMode::EveryBroker
+        } else {
+            ClientMode::Placed
         };
         let slots = if rng.random_bool(0.25) {
             rng.random_range(2..=4)
@@ -228,7 +233,7 @@ impl Scenario {
             worker_mode,
             slots,
             workers_start_at: Duration::ZERO,
-            client_mode: ClientMode::Placed,
+            client_mode,
             // Every service has a worker, when none is down.
             services: rng.random_range(1..=2).min(workers),
             sync_clients: rng.random_range(0..=2),
