@@ -17,6 +17,8 @@ pub struct Coverage {
     pub answered: u64,
     pub failed: u64,
     pub client_resends: u64,
+    /// Requests handed to a worker after their client had given up on them (issue 12 item 6).
+    pub runs_after_give_up: u64,
     pub faults: HashMap<FaultKind, u64>,
     pub workers_purged: u64,
     pub redelivered: u64,
@@ -40,6 +42,7 @@ impl Coverage {
         self.answered += other.answered;
         self.failed += other.failed;
         self.client_resends += other.client_resends;
+        self.runs_after_give_up += other.runs_after_give_up;
         for (kind, count) in &other.faults {
             *self.faults.entry(*kind).or_default() += count;
         }
@@ -66,17 +69,18 @@ impl fmt::Display for Coverage {
         let row = |f: &mut fmt::Formatter<'_>, name: &str, total: u64| {
             writeln!(
                 f,
-                "  {name:<34} {total:>9} in all, {:>8.2} per seed",
+                "  {name:<34} {total:>9} in all, {:>8.2} per run",
                 total as f64 / runs
             )
         };
-        writeln!(f, "{} seeds covered:", self.runs)?;
+        writeln!(f, "{} runs covered:", self.runs)?;
         row(f, "requests issued", self.requests)?;
         row(f, "  by synchronous clients", self.sync_requests)?;
         row(f, "  by asynchronous clients", self.async_requests)?;
         row(f, "  answered", self.answered)?;
         row(f, "  failed, with a reason", self.failed)?;
         row(f, "client resends", self.client_resends)?;
+        row(f, "runs after the client gave up", self.runs_after_give_up)?;
         for kind in FaultKind::ALL {
             row(
                 f,
@@ -99,7 +103,7 @@ impl fmt::Display for Coverage {
         row(f, "connections made", self.connections)?;
         write!(
             f,
-            "  {:<34} {:>9.0} s in all, {:>8.2} s per seed",
+            "  {:<34} {:>9.0} s in all, {:>8.2} s per run",
             "virtual time",
             self.virtual_time.as_secs_f64(),
             self.virtual_time.as_secs_f64() / runs

@@ -1877,6 +1877,7 @@ impl World {
         coverage.messages_lost = net.messages_lost;
         coverage.connections = net.connections;
         coverage.virtual_time = self.clock.elapsed();
+        coverage.runs_after_give_up = self.runs_after_give_up;
         Report {
             seed: self.seed,
             coverage: self.coverage,

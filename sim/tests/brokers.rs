@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use client::{AsyncClientConfig, ClientConfig, Matching};
 use sim::scenario::{ClientMode, WorkerMode};
-use sim::{FaultKind, Report, Scenario, ScriptedFault};
+use sim::{Coverage, FaultKind, Report, Scenario, ScriptedFault};
 use worker::WorkerConfig;
 
 fn ms(millis: u64) -> Duration {
@@ -115,7 +115,7 @@ fn fault(at: u64, kind: FaultKind, target: usize, lasting: u64) -> ScriptedFault
 
 /// Runs every seed of `scenario`, fails on the first broken rule (with the seed), prints each
 /// run's figures, and hands each report to `expect` for the scenario's own checks.
-fn run_all(name: &str, scenario: &Scenario, expect: impl Fn(&Report)) {
+fn run_all(name: &str, scenario: &Scenario, covered: &mut Coverage, expect: impl Fn(&Report)) {
     for seed in seeds() {
         let report = sim::run(scenario.clone(), seed);
         if let Some(violation) = &report.violation {
@@ -143,8 +143,14 @@ fn run_all(name: &str, scenario: &Scenario, expect: impl Fn(&Report)) {
             report.runs_after_give_up,
             report.coverage.virtual_time.as_secs_f64()
         );
+        covered.add(&report.coverage);
         expect(&report);
     }
+}
+
+/// Prints what a scenario's runs covered, as the seeds test does.
+fn print_coverage(name: &str, covered: &Coverage) {
+    println!("{name}: {covered}");
 }
 
 /// Parties are numbered brokers first, then workers, then synchronous and asynchronous clients.
@@ -171,24 +177,27 @@ fn sync_failed(report: &Report, scenario: &Scenario) -> usize {
 
 #[test]
 fn a_broker_killed_under_load() {
+    let mut covered = Coverage::default();
     for mut scenario in systems() {
         // Broker 0 dies 2 s into the load and comes back 6 s later, with nothing remembered.
         scenario.scripted_faults = vec![fault(2000, FaultKind::RestartBroker, 0, 6000)];
-        run_all("broker killed", &scenario, |report| {
+        run_all("broker killed", &scenario, &mut covered, |report| {
             assert_eq!(report.coverage.fault_count(FaultKind::RestartBroker), 1);
             // A dead broker costs its clients a timeout, not a failure.
             assert_eq!(sync_failed(report, &scenario), 0);
             assert!(report.coverage.client_resends > 0, "nobody noticed");
         });
     }
+    print_coverage("broker killed", &covered);
 }
 
 #[test]
 fn a_broker_restarted_under_load() {
+    let mut covered = Coverage::default();
     for mut scenario in systems() {
         scenario.scripted_faults = vec![fault(2000, FaultKind::RestartBroker, 1, 500)];
         let all = scenario.worker_mode == WorkerMode::All;
-        run_all("broker restarted", &scenario, |report| {
+        run_all("broker restarted", &scenario, &mut covered, |report| {
             // In all mode its workers register again within the bound the world checks; in
             // failover mode the refused connection moved them on to the next broker for good.
             if all {
@@ -197,44 +206,60 @@ fn a_broker_restarted_under_load() {
             assert_eq!(sync_failed(report, &scenario), 0);
         });
     }
+    print_coverage("broker restarted", &covered);
 }
 
 #[test]
 fn a_broker_cut_from_its_workers() {
+    let mut covered = Coverage::default();
     for mut scenario in systems() {
         // 4 s: longer than the 1.5 s both sides wait before they give up on each other.
         scenario.scripted_faults = vec![fault(2000, FaultKind::BrokerCutFromWorkers, 0, 4000)];
-        run_all("broker cut from workers", &scenario, |report| {
-            assert!(
-                report.broker.workers_purged >= 2,
-                "the cut workers were not purged"
-            );
-            assert_eq!(sync_failed(report, &scenario), 0);
-        });
+        run_all(
+            "broker cut from workers",
+            &scenario,
+            &mut covered,
+            |report| {
+                assert!(
+                    report.broker.workers_purged >= 2,
+                    "the cut workers were not purged"
+                );
+                assert_eq!(sync_failed(report, &scenario), 0);
+            },
+        );
     }
+    print_coverage("broker cut from workers", &covered);
 }
 
 #[test]
 fn a_broker_cut_from_its_clients() {
+    let mut covered = Coverage::default();
     for mut scenario in systems() {
         scenario.scripted_faults = vec![fault(2000, FaultKind::BrokerCutFromClients, 0, 4000)];
-        run_all("broker cut from clients", &scenario, |report| {
-            // The workers still reach it: none is purged; the clients go around it.
-            assert_eq!(report.broker.workers_purged, 0);
-            assert_eq!(sync_failed(report, &scenario), 0);
-        });
+        run_all(
+            "broker cut from clients",
+            &scenario,
+            &mut covered,
+            |report| {
+                // The workers still reach it: none is purged; the clients go around it.
+                assert_eq!(report.broker.workers_purged, 0);
+                assert_eq!(sync_failed(report, &scenario), 0);
+            },
+        );
     }
+    print_coverage("broker cut from clients", &covered);
 }
 
 #[test]
 fn all_brokers_down_and_back() {
+    let mut covered = Coverage::default();
     for mut scenario in systems() {
         let brokers = scenario.brokers;
         scenario.scripted_faults = (0..brokers)
             .map(|broker| fault(2000, FaultKind::RestartBroker, broker, 3000))
             .collect();
         let all = scenario.worker_mode == WorkerMode::All;
-        run_all("all brokers down", &scenario, |report| {
+        run_all("all brokers down", &scenario, &mut covered, |report| {
             assert_eq!(
                 report.coverage.fault_count(FaultKind::RestartBroker),
                 brokers as u64
@@ -256,6 +281,7 @@ fn all_brokers_down_and_back() {
             );
         });
     }
+    print_coverage("all brokers down", &covered);
 }
 
 /// Issue 15 item 5: worker programs with 4 slots to each broker (4 DEALER sockets, 4 requests in
@@ -264,6 +290,7 @@ fn all_brokers_down_and_back() {
 /// slots of the killed workers held. One broker, and two with the workers in all mode.
 #[test]
 fn slotted_workers_killed_under_load() {
+    let mut covered = Coverage::default();
     for (brokers, mode) in [(1, WorkerMode::Placed), (2, WorkerMode::All)] {
         let mut scenario = system(brokers, mode);
         scenario.slots = 4;
@@ -274,21 +301,27 @@ fn slotted_workers_killed_under_load() {
         scenario.scripted_faults = (1..=10)
             .map(|n| fault(600 * n, FaultKind::KillWorker, n as usize, 200))
             .collect();
-        run_all("slotted workers killed", &scenario, |report| {
-            assert!(report.kills >= 3, "the load outlived too few kills");
-            assert!(
-                report.kills_of_busy_workers > 0,
-                "no kill hit a busy worker"
-            );
-            let failed = report.failed_requests(|_| true) as u64;
-            let links = 4 * brokers as u64;
-            assert!(
-                failed <= report.kills * links,
-                "failed {failed} > kills x links"
-            );
-            assert!(report.peak_workers >= 3 * 4, "not every slot registered");
-        });
+        run_all(
+            "slotted workers killed",
+            &scenario,
+            &mut covered,
+            |report| {
+                assert!(report.kills >= 3, "the load outlived too few kills");
+                assert!(
+                    report.kills_of_busy_workers > 0,
+                    "no kill hit a busy worker"
+                );
+                let failed = report.failed_requests(|_| true) as u64;
+                let links = 4 * brokers as u64;
+                assert!(
+                    failed <= report.kills * links,
+                    "failed {failed} > kills x links"
+                );
+                assert!(report.peak_workers >= 3 * 4, "not every slot registered");
+            },
+        );
     }
+    print_coverage("slotted workers killed", &covered);
 }
 
 /// Issue 12 item 6: a synchronous client asks for a service nobody serves yet, with three tries
@@ -319,9 +352,10 @@ fn late_worker(brokers: usize) -> Scenario {
 /// twice (the at-most-once-per-try guarantee; idempotent workers assumed, as spec 7 does).
 #[test]
 fn a_request_given_up_on_runs_at_most_once_per_try() {
+    let mut covered = Coverage::default();
     for brokers in [1, 2] {
         let scenario = late_worker(brokers);
-        run_all("late worker", &scenario, |report| {
+        run_all("late worker", &scenario, &mut covered, |report| {
             let request = &report.ledger.requests[0];
             assert!(matches!(request.ended, Some(sim::report::Ended::Failed(_))));
             println!(
@@ -331,6 +365,7 @@ fn a_request_given_up_on_runs_at_most_once_per_try() {
             assert!(request.runs <= scenario.sync.retries, "a try ran twice");
         });
     }
+    print_coverage("late worker", &covered);
 }
 
 /// Issue 12 item 6 as it must be once fixed: the late worker runs the given-up request at most
@@ -340,9 +375,11 @@ fn a_request_given_up_on_runs_at_most_once_per_try() {
 #[test]
 #[ignore = "issue 12 item 6: the broker still runs every queued try of a request given up on"]
 fn a_request_given_up_on_runs_at_most_once() {
+    let mut covered = Coverage::default();
     for brokers in [1, 2] {
         let mut scenario = late_worker(brokers);
         scenario.given_up_runs_at_most_once = true;
-        run_all("late worker, at most once", &scenario, |_| {});
+        run_all("late worker, at most once", &scenario, &mut covered, |_| {});
     }
+    print_coverage("late worker, at most once", &covered);
 }
