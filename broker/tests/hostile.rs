@@ -274,3 +274,51 @@ fn an_open_port_without_auth_is_warned_about_once_and_loopback_is_not() {
         local.seen
     );
 }
+
+/// The broker's peak resident memory, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_flood_of_1500_one_mib_requests_holds_the_broker_under_its_byte_limit_plus_32_mb() {
+    // Before the byte limit this took the broker from 5 MB to 1.5 GB.
+    const MIB: usize = 1024 * 1024;
+    let limit_kib = (broker::Config::default().max_queued_bytes / 1024) as u64;
+    let budget_kib = limit_kib + 32_000_000 / 1024;
+    for connections in [1usize, 10] {
+        let mut broker = Program::start(&["--bind", "tcp://127.0.0.1:*"]);
+        let endpoint = broker.endpoint();
+        let senders: Vec<_> = (0..connections)
+            .map(|index| {
+                let endpoint = endpoint.clone();
+                std::thread::spawn(move || {
+                    let client = Peer::connect(&endpoint, &format!("FLOOD-{index}"));
+                    let body = vec![b'x'; MIB];
+                    for _ in 0..1500 / connections {
+                        request(&client, "nobody", &body);
+                    }
+                    // Answered once every request before it on this connection was read; moving
+                    // 1.5 GB takes a while in a debug build, so wait for it longer than usual.
+                    request(&client, "mmi.service", b"nobody");
+                    let reply = client.recv_within(Duration::from_secs(300));
+                    assert_eq!(reply.unwrap()[3], b"404");
+                })
+            })
+            .collect();
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        let peak = peak_rss_kib(broker.child.id());
+        eprintln!("{connections} connection(s): peak RSS {peak} KiB, budget {budget_kib} KiB");
+        assert!(
+            peak < budget_kib,
+            "{connections} connection(s): peak RSS {peak} KiB, over {budget_kib} KiB"
+        );
+    }
+}
