@@ -40,7 +40,9 @@ fn main() -> ExitCode {
     };
     let from_env = |name: &str, default: usize| match std::env::var(name) {
         Err(_) => Ok(default),
-        Ok(text) => text.parse::<usize>().map_err(|_| format!("{name} must be a number")),
+        Ok(text) => text
+            .parse::<usize>()
+            .map_err(|_| format!("{name} must be a number")),
     };
     let (body_bytes, connections) = match (
         from_env("FLOOD_BODY_BYTES", 16),
@@ -88,7 +90,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    match flood(endpoint, count, services, await_replies, &vec![b'x'; body_bytes]) {
+    match flood(
+        endpoint,
+        count,
+        services,
+        await_replies,
+        &vec![b'x'; body_bytes],
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("flood: {error}");
