@@ -383,3 +383,37 @@ fn a_request_given_up_on_runs_at_most_once() {
     }
     print_coverage("late worker, at most once", &covered);
 }
+
+/// Issue 12 item 6, the several-broker case: "try 1 queued at A, try 2 served by B, then A
+/// serves try 1 too". A synchronous client of two brokers (three tries of 1 s) asks for a service
+/// whose worker (all mode) starts 1.5 s in: try 1 waited at broker A, try 2 went to broker B;
+/// when the worker registers with both, each broker hands it its try. Measured: the request is
+/// answered once, and runs twice (at most once per try still holds).
+#[test]
+fn a_request_answered_through_another_broker_ran_at_the_first_too() {
+    let mut covered = Coverage::default();
+    let mut scenario = late_worker(2);
+    scenario.workers_start_at = ms(1500);
+    scenario.sync.timeout = ms(1000);
+    scenario.run_at_least = ms(10_000);
+    run_all(
+        "late worker, two brokers",
+        &scenario,
+        &mut covered,
+        |report| {
+            let request = &report.ledger.requests[0];
+            assert!(matches!(request.ended, Some(sim::report::Ended::Answered)));
+            println!(
+                "  the request was answered, and ran {} times ({} tries sent)",
+                request.runs,
+                report.coverage.client_resends + 1
+            );
+            assert!(request.runs >= 1);
+            assert!(
+                u64::from(request.runs) <= report.coverage.client_resends + 1,
+                "a try ran twice"
+            );
+        },
+    );
+    print_coverage("late worker, two brokers", &covered);
+}
