@@ -19,7 +19,9 @@
 //! sent (exit 1, not 2: the name may be right and the resolver down).
 //!
 //! Exit status: 0 when every request got its reply, 1 when any did not (the reasons on stderr),
-//! 2 for usage errors, 130 when Ctrl-C (or SIGTERM) ended the run, after printing what was done.
+//! 2 for usage errors, 130 when Ctrl-C (or SIGTERM) ended the run, after printing what was done,
+//! 141 when stdout was closed by its reader (`client ... | head -1`): the run stops at the first
+//! reply that cannot be written, quietly, as Unix tools do.
 //! With `--merge-stats`: 0 when the figures were merged, 1 when a FILE could
 //! not be read or is not a `--stats=json` object.
 
@@ -124,7 +126,8 @@ accepted a connection there (no broker running, wrong port), \"no reply from ser
 the broker was reached but no reply came. A tcp host name is looked up first: one that does
 not resolve fails at once (exit 1: the name may be right and the resolver down).
 Exit status: 0 when every request got its reply, 1 when any failed, 2 for usage errors,
-130 when interrupted;
+130 when interrupted, 141 when stdout was closed by its reader (`client -n 1000 x | head -1`:
+the run ends at once, quietly);
 with --merge-stats 0 when merged, 1 when a FILE cannot be read or parsed.";
 
 /// The two forms of `--stats`.
@@ -161,6 +164,18 @@ fn main() -> ExitCode {
         log::warn!("Ctrl-C will not print the figures: {error}");
     }
     match run(&args) {
+        // `client ... | head -1`: the reader has what it wanted; say nothing more.
+        Ok(Tally {
+            output_error: Some(error),
+            ..
+        }) if cli::is_closed_pipe(&error) => ExitCode::from(cli::exit::STDOUT_CLOSED),
+        Ok(Tally {
+            output_error: Some(error),
+            ..
+        }) => {
+            eprintln!("client: cannot write the replies to stdout: {error}");
+            ExitCode::from(cli::exit::FAILED)
+        }
         Ok(tally) if tally.interrupted => {
             eprintln!(
                 "client: interrupted: {} of {} requests answered, {} failed",
@@ -204,6 +219,9 @@ struct Tally {
     interrupted: bool,
     /// With several brokers, the replies through each; empty with one.
     per_broker: Vec<u64>,
+    /// Writing a reply to stdout failed: the run stopped there. A closed pipe (the reader has
+    /// what it wanted) ends the program quietly with 141, anything else with 1.
+    output_error: Option<std::io::Error>,
 }
 
 impl Tally {
@@ -242,12 +260,12 @@ impl Tally {
                 *count += 1;
             }
             if args.stats.is_none() {
-                print_frames(body, args.raw);
+                self.output(print_frames(body, args.raw));
             }
             return;
         };
         if args.stats.is_none() && !failure.output.is_empty() {
-            print_bytes(failure.output, args.raw);
+            self.output(print_bytes(failure.output, args.raw));
         }
         let shown = self.failed < FAILURES_SHOWN;
         self.failed(
@@ -261,6 +279,18 @@ impl Tally {
                 let _ = stderr.write_all(b"\n");
             }
         }
+    }
+
+    /// Keeps the first error writing to stdout: the run stops at once after it.
+    fn output(&mut self, written: std::io::Result<()>) {
+        if let Err(error) = written {
+            self.output_error.get_or_insert(error);
+        }
+    }
+
+    /// True once stdout cannot be written: the reader has gone (`| head -1`) or the disk is full.
+    fn output_failed(&self) -> bool {
+        self.output_error.is_some()
     }
 
     fn failed(&mut self, request: u64, reason: &dyn std::fmt::Display) {
@@ -324,8 +354,11 @@ fn merge_stats(files: &[PathBuf], format: StatsFormat) -> ExitCode {
         eprintln!("client: no --stats=json object to merge");
         return ExitCode::FAILURE;
     };
-    println!("{}", print_summary(&merged, format));
-    ExitCode::SUCCESS
+    let line = format!("{}\n", print_summary(&merged, format));
+    match cli::write_stdout("client", line.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(status) => status,
+    }
 }
 
 fn print_summary(summary: &Summary, format: StatsFormat) -> String {
@@ -344,10 +377,15 @@ fn run(args: &Args) -> Result<Tally, client::Error> {
         Some(window) => run_windowed(args, &body, timeout, window)?,
     };
     if let Some(format) = args.stats {
-        println!(
-            "{}",
+        let line = format!(
+            "{}\n",
             print_summary(&tally.summary(started.elapsed()), format)
         );
+        let mut stdout = std::io::stdout().lock();
+        let written = stdout
+            .write_all(line.as_bytes())
+            .and_then(|()| stdout.flush());
+        tally.output(written);
     }
     Ok(tally)
 }
@@ -383,6 +421,9 @@ fn run_synchronous(
                     log::debug!("request {request} answered through {}", client.broker());
                 }
                 tally.reply(request, &reply, sent_at.elapsed(), broker, args);
+                if tally.output_failed() {
+                    break;
+                }
             }
             // Every answer is worth waiting for; only a broken socket stops the run.
             Err(error @ client::Error::Socket(_)) => return Err(error),
@@ -456,6 +497,10 @@ fn run_windowed(
                     );
                 }
                 tally.reply(id.0 + 1, &body, latency, broker, args);
+                if tally.output_failed() {
+                    // The replies still in flight are not wanted: the reader has gone.
+                    return Ok(tally);
+                }
             }
             Outcome::TimedOut {
                 id,
@@ -526,36 +571,26 @@ fn request_body(args: &Args) -> Vec<Vec<u8>> {
 
 /// The output of work that failed: as it is with `--raw`, else with a newline added if it has
 /// none (a command's stdout usually ends with one).
-fn print_bytes(bytes: &[u8], raw: bool) {
+fn print_bytes(bytes: &[u8], raw: bool) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(bytes).and_then(|()| {
-        if raw || bytes.ends_with(b"\n") {
-            Ok(())
-        } else {
-            stdout.write_all(b"\n")
-        }
-    });
-    let _ = stdout.flush();
+    stdout.write_all(bytes)?;
+    if !raw && !bytes.ends_with(b"\n") {
+        stdout.write_all(b"\n")?;
+    }
+    stdout.flush()
 }
 
 /// Each frame on its own line, as raw bytes (a reply need not be text); with `raw`, the frames
-/// back to back and nothing else.
-fn print_frames(frames: &Frames, raw: bool) {
+/// back to back and nothing else. An error (a closed stdout, `client ... | head -1`) ends the run.
+fn print_frames(frames: &Frames, raw: bool) -> std::io::Result<()> {
     let mut stdout = std::io::stdout().lock();
     for frame in frames {
-        // A closed stdout (`client ... | head -1`) is not worth an error message.
-        let _ =
-            stdout.write_all(frame).and_then(
-                |()| {
-                    if raw {
-                        Ok(())
-                    } else {
-                        stdout.write_all(b"\n")
-                    }
-                },
-            );
+        stdout.write_all(frame)?;
+        if !raw {
+            stdout.write_all(b"\n")?;
+        }
     }
-    let _ = stdout.flush();
+    stdout.flush()
 }
 
 #[cfg(test)]

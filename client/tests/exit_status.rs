@@ -144,7 +144,6 @@ fn help_states_the_exit_statuses() {
 }
 
 #[test]
-#[ignore = "client --help does not mention 141 (stdout closed) yet: client/src/main.rs"]
 fn help_states_the_stdout_closed_status() {
     let help = text(&run(&mut client(&["--help"])).stdout);
     assert!(help.contains("141"), "{help}");
@@ -270,7 +269,6 @@ fn interrupted_is_130_for_sigint_and_sigterm() {
 }
 
 #[test]
-#[ignore = "client ignores a closed stdout and goes on to the end (exit 0): client/src/main.rs"]
 fn stdout_closed_is_141_and_ends_the_run_at_once() {
     let dir = TempDir::new().unwrap();
     let (_servers, endpoint) = start(dir.path(), "echo", &[]);
