@@ -1177,9 +1177,10 @@ impl World {
         }
     }
 
-    /// `Scenario::check_sync_availability`: a synchronous request failed; it must not have while
-    /// a broker its client knows was fit to serve it and reachable from the client since before
-    /// the request was issued, with no fault on the client meanwhile.
+    /// `Scenario::check_sync_availability`: a synchronous request failed; with at least as many
+    /// tries as its client knows brokers, it must not have while one of them was fit to serve it
+    /// and reachable from the client since before the request was issued, with no fault on the
+    /// client meanwhile.
     fn check_sync_failure(&mut self, number: usize, reason: &str) {
         let record = &self.ledger.requests[number];
         let (client, service, issued_at) = (record.client, record.service, record.issued_at);
@@ -1187,10 +1188,14 @@ impl World {
         let client_left_alone = process.last_fault_at.is_none_or(|at| at < issued_at)
             && process.held_until <= issued_at
             && !process.partitioned;
-        if !client_left_alone {
+        let known = self.brokers_of_client(client);
+        // Only with a try for every broker it knows must the client get through: it may have
+        // spent fewer on brokers that could not serve.
+        let tries = self.scenario.sync.retries.max(1) as usize;
+        if !client_left_alone || tries < known.len() {
             return;
         }
-        let fit = self.brokers_of_client(client).into_iter().find(|&broker| {
+        let fit = known.into_iter().find(|&broker| {
             let reachable = !self.is_cut(client, broker)
                 && self
                     .cut_changed
