@@ -13,6 +13,11 @@
 //! file (each check costs one argon2 hash, tens of milliseconds). CURVE and NULL are refused
 //! until the broker has CURVE (see the README).
 //!
+//! Handshakes must not be a way to exhaust the broker: a verdict already reached for the same
+//! name, password and hash is reused without hashing again (a [`Guard`] keeps them, under a keyed
+//! digest, never the password itself), and an address with [`MAX_FAILURES`] failed logins within
+//! [`FAILURE_WINDOW`] is refused without hashing until the window has passed.
+//!
 //! The credentials can be swapped while it runs ([`Zap::set`], on SIGHUP). Refusals and
 //! successes are logged at most once a second each, with a count, since any peer can cause them.
 
@@ -33,6 +38,57 @@ pub const ZAP_ENDPOINT: &str = "inproc://zeromq.zap.01";
 
 /// How often the handler looks at its stop flag while no request comes.
 const POLL: Duration = Duration::from_millis(100);
+
+/// Failed logins from one address that make it wait ([`FAILURE_WINDOW`]).
+pub const MAX_FAILURES: u32 = 5;
+/// How long the failures of one address are remembered.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(10);
+/// Most verdicts or addresses remembered; past it the memory starts again empty.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Verdicts already reached, and failed logins per address; see the [module docs](self).
+#[derive(Debug, Default)]
+pub struct Guard {
+    keys: std::collections::hash_map::RandomState,
+    verdicts: HashMap<u64, bool>,
+    failures: HashMap<Vec<u8>, (u32, Instant)>,
+}
+
+impl Guard {
+    /// True if `password` matches `hash`, from memory when this was checked before.
+    fn verify(&mut self, hash: &str, user: &[u8], password: &[u8]) -> bool {
+        use std::hash::BuildHasher;
+        let key = self.keys.hash_one((hash, user, password));
+        if let Some(&verdict) = self.verdicts.get(&key) {
+            return verdict;
+        }
+        let verdict = auth::verify_password(hash, password);
+        if self.verdicts.len() >= MAX_REMEMBERED {
+            self.verdicts.clear();
+        }
+        self.verdicts.insert(key, verdict);
+        verdict
+    }
+
+    /// True if `address` failed too often lately to be heard now.
+    fn blocked(&mut self, address: &[u8], now: Instant) -> bool {
+        match self.failures.get(address) {
+            Some(&(_, since)) if now >= since + FAILURE_WINDOW => {
+                self.failures.remove(address);
+                false
+            }
+            Some(&(count, _)) => count >= MAX_FAILURES,
+            None => false,
+        }
+    }
+
+    fn failed(&mut self, address: &[u8], now: Instant) {
+        if self.failures.len() >= MAX_REMEMBERED && !self.failures.contains_key(address) {
+            self.failures.clear();
+        }
+        self.failures.entry(address.to_vec()).or_insert((0, now)).0 += 1;
+    }
+}
 
 /// What the handler checks credentials against.
 #[derive(Debug, Clone, Default)]
@@ -58,7 +114,7 @@ pub enum ZapError {
     Thread(std::io::Error),
 }
 
-/// The running handler; dropping it stops the thread (within [`POLL`]).
+/// The running handler; dropping it stops the thread (within a tenth of a second).
 #[derive(Debug)]
 pub struct Zap {
     credentials: Arc<RwLock<Credentials>>,
@@ -115,6 +171,7 @@ impl Drop for Zap {
 }
 
 fn serve(socket: &zmq::Socket, credentials: &RwLock<Credentials>, stop: &AtomicBool) {
+    let mut guard = Guard::default();
     let mut refused_lines = LogLimit::default();
     let mut accepted_lines = LogLimit::default();
     while !stop.load(Ordering::Relaxed) {
@@ -131,7 +188,7 @@ fn serve(socket: &zmq::Socket, credentials: &RwLock<Credentials>, stop: &AtomicB
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         let now = Instant::now();
-        let reply = answer(&request, &held);
+        let reply = answer(&request, &held, &mut guard, now);
         let address = request
             .get(3)
             .map(|frame| String::from_utf8_lossy(frame).into_owned())
@@ -171,7 +228,12 @@ struct Reply {
 }
 
 /// The reply to one ZAP request: pure, apart from the argon2 check.
-fn answer(request: &[Vec<u8>], credentials: &Credentials) -> Reply {
+fn answer(
+    request: &[Vec<u8>],
+    credentials: &Credentials,
+    guard: &mut Guard,
+    now: Instant,
+) -> Reply {
     let id = request.get(1).cloned().unwrap_or_default();
     let reply = |code: &str, text: &str, user: &str, verdict| Reply {
         frames: vec![
@@ -204,14 +266,27 @@ fn answer(request: &[Vec<u8>], credentials: &Credentials) -> Reply {
                 );
             };
             let name = String::from_utf8_lossy(user).into_owned();
+            let address = &request[3];
+            if guard.blocked(address, now) {
+                return reply(
+                    "400",
+                    "too many failed logins",
+                    "",
+                    Verdict::Refused(format!(
+                        "more than {MAX_FAILURES} failed logins within {FAILURE_WINDOW:?}; not checked"
+                    )),
+                );
+            }
             let hash = std::str::from_utf8(user)
                 .ok()
                 .and_then(|user| credentials.password_hashes.get(user));
-            match hash {
-                Some(hash) if auth::verify_password(hash, password) => {
-                    reply("200", "OK", &name, Verdict::Accepted(name.clone()))
-                }
-                Some(_) => reply(
+            let verdict = hash.map(|hash| guard.verify(hash, user, password));
+            if verdict != Some(true) {
+                guard.failed(address, now);
+            }
+            match verdict {
+                Some(true) => reply("200", "OK", &name, Verdict::Accepted(name.clone())),
+                Some(false) => reply(
                     "400",
                     "invalid username or password",
                     "",
@@ -262,7 +337,12 @@ mod tests {
 
     #[test]
     fn plain_accepts_the_right_password_with_the_principal_as_user_id() {
-        let reply = answer(&request("PLAIN", &[b"alice", b"right"]), &credentials());
+        let reply = answer(
+            &request("PLAIN", &[b"alice", b"right"]),
+            &credentials(),
+            &mut Guard::default(),
+            Instant::now(),
+        );
         assert_eq!(reply.verdict, Verdict::Accepted("alice".into()));
         assert_eq!(
             reply.frames,
@@ -280,7 +360,12 @@ mod tests {
             (request("NULL", &[]), "NULL"),
             (request("CURVE", &[&[0u8; 32]]), "CURVE"),
         ] {
-            let reply = answer(&request, &credentials);
+            let reply = answer(
+                &request,
+                &credentials,
+                &mut Guard::default(),
+                Instant::now(),
+            );
             assert!(
                 matches!(&reply.verdict, Verdict::Refused(text) if text.contains(why)),
                 "{:?}",
@@ -289,7 +374,44 @@ mod tests {
             assert_eq!(reply.frames[2], b"400");
             assert_eq!(reply.frames[4], b"", "no user id for a refusal");
         }
-        let malformed = answer(&[b"2.0".to_vec()], &credentials);
+        let malformed = answer(
+            &[b"2.0".to_vec()],
+            &credentials,
+            &mut Guard::default(),
+            Instant::now(),
+        );
         assert_eq!(malformed.frames[2], b"500");
+    }
+
+    #[test]
+    fn an_address_that_fails_too_often_waits_and_good_verdicts_are_remembered() {
+        let credentials = credentials();
+        let mut guard = Guard::default();
+        let t0 = Instant::now();
+        let wrong = request("PLAIN", &[b"alice", b"wrong"]);
+        let right = request("PLAIN", &[b"alice", b"right"]);
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(
+                answer(&wrong, &credentials, &mut guard, t0).frames[2],
+                b"400"
+            );
+        }
+        // Now even the right password waits, unchecked, until the window has passed.
+        let blocked = answer(&right, &credentials, &mut guard, t0);
+        assert!(matches!(&blocked.verdict, Verdict::Refused(why) if why.contains("not checked")));
+        let later = t0 + FAILURE_WINDOW;
+        let reply = answer(&right, &credentials, &mut guard, later);
+        assert_eq!(reply.verdict, Verdict::Accepted("alice".into()));
+        // Each verdict was reached once and is remembered (under a digest, with its hash string,
+        // so a new hash on reload is checked afresh).
+        assert_eq!(guard.verdicts.len(), 2, "one wrong, one right");
+        // Another address is not held back by this one's failures.
+        let mut elsewhere = right.clone();
+        elsewhere[3] = b"10.0.0.9".to_vec();
+        for _ in 0..MAX_FAILURES {
+            answer(&wrong, &credentials, &mut guard, later);
+        }
+        let reply = answer(&elsewhere, &credentials, &mut guard, later);
+        assert_eq!(reply.verdict, Verdict::Accepted("alice".into()));
     }
 }
