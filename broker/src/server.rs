@@ -449,3 +449,30 @@ fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
+
+#[cfg(test)]
+mod tests {
+    use super::is_local_endpoint;
+
+    #[test]
+    fn only_loopback_tcp_ipc_and_inproc_count_as_local() {
+        for local in [
+            "tcp://127.0.0.1:5555",
+            "tcp://127.0.0.2:1",
+            "tcp://[::1]:5555",
+            "tcp://localhost:5555",
+            "ipc:///tmp/mdp.ipc",
+            "inproc://x",
+        ] {
+            assert!(is_local_endpoint(local), "{local}");
+        }
+        for open in [
+            "tcp://0.0.0.0:5555",
+            "tcp://[::]:5555",
+            "tcp://192.168.1.4:5555",
+            "tcp://eth0:5555",
+        ] {
+            assert!(!is_local_endpoint(open), "{open}");
+        }
+    }
+}
