@@ -20,20 +20,45 @@
 //!
 //! Each socket is opened with a socket monitor (`zsocket::monitor`), read only when a try times
 //! out, so that a request to a broker that was never reached fails with
-//! [`Error::NoConnection`] rather than [`Error::NoReply`]. A tcp host name is looked up before
+//! [`Error::NoConnection`] rather than [`Error::NoReply`]. Silence is not evidence: when a try
+//! times out before the monitor has said anything (a timeout shorter than the handshake, on a
+//! loaded machine or a long path), the client waits up to [`LINK_GRACE`] for the monitor to say
+//! "connected" or "refused" before it judges (a refused connect is reported at once, so only an
+//! endpoint that drops packets pays the wait), and a socket the client replaced keeps what was
+//! known of its broker (see [`crate::core::SyncCore`]). A tcp host name is looked up before
 //! connecting ([`crate::check_host`]): one that does not resolve is [`Error::UnknownHost`] at
 //! once. With several brokers ([`Client::connect_all`]) the client keeps using the broker that
 //! last answered and moves to the next one when a try times out (see [`crate::core::SyncCore`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, log_enabled, Level};
 use mdp::{dump, mmi, Frames, ServiceName};
-use zsocket::monitor::Monitored;
+use zsocket::monitor::{EventKind, Events, Monitored};
 
 pub use crate::core::sync_core::ClientConfig;
 use crate::core::{Link, SyncAction, SyncCore};
 use crate::Error;
+
+/// How long a try that timed out with its connection not yet reported waits for the socket
+/// monitor before the client says "no connection": a ZMTP handshake is a few round trips, and a
+/// refused connect is reported at once (see the [module docs](self)).
+pub const LINK_GRACE: Duration = Duration::from_millis(250);
+
+/// The monitor events the client reads: the handshake, a drop, and a connect that failed (libzmq
+/// retries it after its reconnect interval; one such event per interval while nothing listens,
+/// read at each timeout, dropped with the socket).
+fn events() -> Events {
+    Link::events().with(EventKind::ConnectRetried)
+}
+
+/// What an event means for the link: a failed connect is the broker's absence, as a drop is.
+fn link_of(kind: EventKind) -> Option<Link> {
+    match kind {
+        EventKind::ConnectRetried => Some(Link::Down),
+        other => Link::of(other),
+    }
+}
 
 /// A synchronous MDP client: [`Client::send`] returns the reply or an error. See the
 /// [crate docs](crate) and the [module docs](self).
@@ -100,7 +125,7 @@ impl Client {
         for endpoint in &endpoints {
             crate::check_host(endpoint)?;
         }
-        let socket = Monitored::connect(context, zmq::REQ, first, Link::events())?;
+        let socket = Monitored::connect(context, zmq::REQ, first, events())?;
         Ok(Client {
             context: context.clone(),
             core: SyncCore::with_brokers(config, endpoints.clone()),
@@ -165,15 +190,43 @@ impl Client {
                 None => {
                     // Only now is the monitor read: whether the socket was ever connected
                     // matters only to a try that timed out.
-                    for event in self.socket.pending() {
-                        if let Some(link) = Link::of(event.kind) {
-                            self.core.link(now, link);
-                        }
-                    }
+                    self.read_monitor(now);
+                    let timed_out = self
+                        .core
+                        .next_deadline()
+                        .is_some_and(|deadline| now >= deadline);
+                    let now = if timed_out && !self.core.link_known() {
+                        self.await_link(now)?
+                    } else {
+                        now
+                    };
                     self.core.tick(now, &mut self.actions);
                 }
             }
         }
+    }
+
+    /// Hands what the monitor has said since it was last read to the core.
+    fn read_monitor(&mut self, now: Instant) {
+        for event in self.socket.pending() {
+            if let Some(link) = link_of(event.kind) {
+                self.core.link(now, link);
+            }
+        }
+    }
+
+    /// A try timed out before the monitor said anything: waits up to [`LINK_GRACE`] for it to
+    /// say "connected" or "refused", so that "no connection" is said only on evidence or after
+    /// the grace. Returns the time after the wait, for the core.
+    fn await_link(&mut self, now: Instant) -> Result<Instant, Error> {
+        let until = now.checked_add(LINK_GRACE);
+        let mut now = now;
+        while !self.core.link_known() && until.is_none_or(|until| now < until) {
+            zsocket::wait(&[self.socket.monitor().socket()], None, until, now)?;
+            now = Instant::now();
+            self.read_monitor(now);
+        }
+        Ok(now)
     }
 
     /// How many times a request was sent again after a try timed out, over the client's life;
@@ -219,8 +272,7 @@ impl Client {
                         .endpoints
                         .get(self.core.broker())
                         .unwrap_or(&self.endpoints[0]);
-                    self.socket =
-                        Monitored::connect(&self.context, zmq::REQ, endpoint, Link::events())?;
+                    self.socket = Monitored::connect(&self.context, zmq::REQ, endpoint, events())?;
                 }
                 SyncAction::Done(result) => done = Some(result),
             }

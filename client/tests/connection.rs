@@ -80,6 +80,26 @@ fn the_sync_client_says_no_reply_when_the_broker_is_there_but_silent() {
 }
 
 #[test]
+fn a_timeout_shorter_than_the_handshake_is_no_reply_when_the_broker_is_up() {
+    // A try that times out before its socket's handshake is reported (1 µs here: always, as a
+    // slow handshake on a loaded machine did at 1 s) said "no connection" with the broker up.
+    // Every try has a new socket, so before the fix every try of these failed that way.
+    let broker = RawRouter::bind();
+    let config = ClientConfig {
+        timeout: Duration::from_micros(1),
+        retries: 3,
+    };
+    for round in 0..5 {
+        let mut client = Client::connect(broker.endpoint(), config.clone()).unwrap();
+        let error = client.send(&service("echo"), &["hi"]).unwrap_err();
+        assert!(
+            matches!(error, Error::NoReply { attempts: 3, .. }),
+            "round {round}: {error:?}"
+        );
+    }
+}
+
+#[test]
 fn the_async_client_says_which_timeouts_had_no_connection() {
     let config = AsyncClientConfig {
         timeout: SHORT,

@@ -24,6 +24,16 @@
 //! ([`SyncCore::link`]). A request whose every try timed out without its socket ever being
 //! connected fails with [`Error::NoConnection`] (the broker is not there, or the endpoint is
 //! wrong), not [`Error::NoReply`] (the broker is there, the service did not answer).
+//!
+//! What is known of each broker's link outlives the socket: a [`SyncAction::Reopen`] is the
+//! client's own choice and says nothing about the broker, so the new socket is taken to be as
+//! the last one to that broker was (connected, refused, or not known yet) until its own monitor
+//! says otherwise. Before, every new socket started "not connected", so a resend whose fresh
+//! socket had not reported its handshake by the deadline was logged as "no connection to ..."
+//! with the broker up and answering handshakes. A driver whose try timed out while the link is
+//! still not known ([`SyncCore::link_known`]) should give the monitor a moment to say (a
+//! handshake takes a few round trips; a refused connect is reported at once) before calling
+//! [`SyncCore::tick`]: silence at the deadline is not evidence that nothing is there.
 
 use std::time::{Duration, Instant};
 
@@ -88,11 +98,23 @@ pub struct SyncCore {
     /// The broker the current socket is connected to: the one that last answered, or the next
     /// after one that did not.
     broker: usize,
-    /// Whether the current socket's connection is up, as the monitor last said.
-    link_up: bool,
+    /// What the monitors last said of each broker's connection (by index), over all the sockets
+    /// to it: a socket replaced by the client inherits it.
+    links: Vec<LinkState>,
     /// The request being waited for, if any.
     in_flight: Option<InFlight>,
     resends: u64,
+}
+
+/// What is known of the connection to one broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    /// No monitor event yet.
+    Unknown,
+    /// The handshake succeeded, and no drop or refusal was seen since.
+    Up,
+    /// The connection dropped, or a connect was refused, and no handshake since.
+    Down,
 }
 
 #[derive(Debug)]
@@ -124,9 +146,9 @@ impl SyncCore {
         }
         SyncCore {
             config,
+            links: vec![LinkState::Unknown; brokers.len()],
             brokers,
             broker: 0,
-            link_up: false,
             in_flight: None,
             resends: 0,
         }
@@ -147,12 +169,33 @@ impl SyncCore {
     /// [`SyncCore::tick`], so that the core knows, when a try times out, whether there was a
     /// connection at all.
     pub fn link(&mut self, _now: Instant, link: Link) {
-        self.link_up = link == Link::Up;
-        if self.link_up {
+        let state = match link {
+            Link::Up => LinkState::Up,
+            Link::Down => LinkState::Down,
+        };
+        if let Some(known) = self.links.get_mut(self.broker) {
+            *known = state;
+        }
+        if state == LinkState::Up {
             if let Some(request) = &mut self.in_flight {
                 request.saw_connection = true;
             }
         }
+    }
+
+    /// True once a monitor has said anything about the current broker's connection (up, or
+    /// dropped or refused). While it is false, a try that times out cannot tell "no connection"
+    /// from "not yet reported": see the [module docs](self).
+    pub fn link_known(&self) -> bool {
+        self.link_state() != LinkState::Unknown
+    }
+
+    /// What is known of the current broker's connection.
+    fn link_state(&self) -> LinkState {
+        self.links
+            .get(self.broker)
+            .copied()
+            .unwrap_or(LinkState::Unknown)
     }
 
     /// The settings it was made with.
@@ -189,14 +232,18 @@ impl SyncCore {
             tries: 1,
             expires_at: now.checked_add(self.config.timeout),
             resend,
-            saw_connection: self.link_up,
+            // What is known already counts when the try times out, unless the monitor has
+            // said otherwise by then: a request that started on a socket taken to be connected,
+            // whose connect was then refused, saw no connection.
+            saw_connection: false,
             tried: vec![self.broker],
         });
     }
 
-    /// A new socket, to the current broker: its link is down until its monitor says otherwise.
+    /// A new socket, to the current broker. Its link is taken to be what was last known of that
+    /// broker (closing a socket is our choice, not news about the broker) until its own monitor
+    /// speaks.
     fn reopen(&mut self, out: &mut Vec<SyncAction>) {
-        self.link_up = false;
         out.push(SyncAction::Reopen);
     }
 
@@ -248,8 +295,9 @@ impl SyncCore {
         }
         let attempts = self.config.attempts();
         let timeout = self.config.timeout;
-        request.saw_connection |= self.link_up;
-        let what = if self.link_up {
+        let link_up = self.links.get(self.broker) == Some(&LinkState::Up);
+        request.saw_connection |= link_up;
+        let what = if link_up {
             "no reply from"
         } else {
             "no connection to"
@@ -279,7 +327,7 @@ impl SyncCore {
                         "{what} broker {} within {timeout:?} ({service}), resending through {} (try {tries} of {attempts})",
                         self.brokers[failed_broker], self.brokers[broker]
                     );
-                } else if self.link_up {
+                } else if link_up {
                     warn!(
                         target: LOG_TARGET,
                         "no reply from {service} within {timeout:?}, reconnecting and resending (try {tries} of {attempts})"

@@ -338,7 +338,7 @@ fn a_connection_in_any_try_makes_it_no_reply_even_if_it_dropped() {
 }
 
 #[test]
-fn a_link_up_before_the_request_counts_for_it_until_the_socket_is_replaced() {
+fn a_replaced_socket_keeps_what_was_known_of_its_broker_until_its_monitor_speaks() {
     let mut core = core(1);
     let mut out = Vec::new();
     let t0 = Instant::now();
@@ -346,11 +346,34 @@ fn a_link_up_before_the_request_counts_for_it_until_the_socket_is_replaced() {
     core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
     core.tick(t0 + TIMEOUT, &mut out);
     assert!(matches!(done(&mut out), Err(Error::NoReply { .. })));
-    // That timeout replaced the socket: the new one is not connected until its monitor says so.
+    // That timeout replaced the socket, the client's own doing: the broker was there, and the new
+    // socket is taken to reach it too (before, it counted as not connected, and a request whose
+    // fresh socket had not reported its handshake by the deadline failed as NoConnection).
     out.clear();
+    assert!(core.link_known());
     core.start(t0 + TIMEOUT, &service("echo"), frames(&[b"x"]), &mut out);
     core.tick(t0 + TIMEOUT * 2, &mut out);
+    assert!(matches!(done(&mut out), Err(Error::NoReply { .. })));
+    // Until its monitor says the connect was refused: then the broker is gone.
+    out.clear();
+    core.start(
+        t0 + TIMEOUT * 2,
+        &service("echo"),
+        frames(&[b"x"]),
+        &mut out,
+    );
+    core.link(t0 + TIMEOUT * 2, Link::Down);
+    assert!(core.link_known());
+    core.tick(t0 + TIMEOUT * 3, &mut out);
     assert!(matches!(done(&mut out), Err(Error::NoConnection { .. })));
+}
+
+#[test]
+fn nothing_is_known_of_the_link_before_the_monitor_speaks() {
+    let mut core = core(1);
+    assert!(!core.link_known(), "a driver waits for the monitor then");
+    core.link(Instant::now(), Link::Down);
+    assert!(core.link_known());
 }
 
 fn two_brokers(retries: u32) -> SyncCore {
