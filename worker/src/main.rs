@@ -8,6 +8,7 @@
 //! usage error (a bad flag, service name or endpoint), 1 any other failure.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
@@ -35,8 +36,10 @@ struct Args {
     /// at once to this program, per broker.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_slots)]
     slots: usize,
-    /// Requests handled at the same moment (with --exec, processes at once). Default: brokers x
-    /// slots in all mode, slots with --failover, so that no request waits inside the worker.
+    /// Requests handled at the same moment (with --exec, processes at once). Default with --exec:
+    /// brokers x slots in all mode, slots with --failover, so that no request waits inside the
+    /// worker. Default for echo: 1, on the thread that polls, since an echo takes no time and
+    /// more threads only add hand-offs between them.
     #[arg(long, value_name = "N", value_parser = parse_concurrency)]
     concurrency: Option<usize>,
     /// The service to register (not mmi.*, which belongs to the broker).
@@ -57,6 +60,14 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = mdp::DEFAULT_HEARTBEAT_LIVENESS,
           value_parser = cli::at_least_one_u32)]
     liveness: u32,
+    /// Benchmarks only (scripts/bench.sh): echo after sleeping this many milliseconds, a slow
+    /// worker without --exec.
+    #[arg(long, value_name = "MS", hide = true)]
+    bench_delay_ms: Option<u64>,
+    /// Benchmarks only: a request whose body is `sleep-ms=N` is echoed after N ms, so that one
+    /// long request can be sent among short ones (the head-of-line row).
+    #[arg(long, hide = true)]
+    bench_sleep_bodies: bool,
     #[command(flatten)]
     verbosity: cli::Verbosity,
 }
@@ -82,7 +93,8 @@ Slots (--slots N) are a prefetch window: the broker sends each slot a request as
 ready. With --concurrency below brokers x slots, requests wait inside the worker: a long request
 holds up the ones queued behind it (head-of-line) while other workers may sit idle, and a worker
 that dies loses every request it holds, up to N per broker (clients retry; a broker's --redeliver
-sends them on once). The default concurrency runs every request at once.
+sends them on once). With --exec the default concurrency runs every request at once; echo
+serves every slot on one thread, which costs less CPU per request than a thread per slot.
 
 Exit status: 0 after SIGINT or SIGTERM (running commands stopped as at the timeout, DISCONNECT
 sent: the normal end of a server); 1 failed (a socket error); 2 usage error (a bad flag, service
@@ -112,6 +124,13 @@ fn parse_count(text: &str, max: usize) -> Result<usize, String> {
 const MAX_SLOTS: usize = 256;
 /// Each unit of concurrency is a thread.
 const MAX_CONCURRENCY: usize = 1024;
+
+/// The sleep a `sleep-ms=N` body asks for (--bench-sleep-bodies); anything else asks for none.
+fn requested_sleep(body: &worker::Frames) -> Option<Duration> {
+    let text = std::str::from_utf8(body.first()?).ok()?;
+    let millis: u64 = text.strip_prefix("sleep-ms=")?.trim().parse().ok()?;
+    Some(Duration::from_millis(millis))
+}
 
 fn parse_service(name: &str) -> Result<ServiceName, String> {
     let service: ServiceName = name.parse().map_err(|error| format!("{error}"))?;
@@ -153,9 +172,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Mode::All => args.endpoints.len(),
         Mode::Failover => 1,
     };
-    let concurrency = args
-        .concurrency
-        .unwrap_or(brokers_at_once.saturating_mul(args.slots));
+    let concurrency = args.concurrency.unwrap_or(if args.exec.is_some() {
+        brokers_at_once.saturating_mul(args.slots)
+    } else {
+        // Echo needs no thread of its own: served inline, one poll brings the requests of
+        // every slot that has one, and their replies go out before the next poll.
+        1
+    });
     let mut worker = Worker::builder(args.service)
         .endpoints(args.endpoints)
         .slots(args.slots)
@@ -174,12 +197,32 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             stop_commands.stop_all();
         }
     })?;
+    let served = AtomicU64::new(0);
+    let delay = args.bench_delay_ms.map(Duration::from_millis);
+    let sleep_bodies = args.bench_sleep_bodies;
     match &exec {
         // Echo: the request frames go back as they came, without a copy.
-        None => worker.serve_concurrent(concurrency, |body| body)?,
-        Some(exec) => worker.serve_concurrent(concurrency, |body| exec.run(&body))?,
+        None => worker.serve_concurrent(concurrency, |body| {
+            served.fetch_add(1, Ordering::Relaxed);
+            if let Some(delay) = delay {
+                std::thread::sleep(delay);
+            }
+            if sleep_bodies {
+                if let Some(delay) = requested_sleep(&body) {
+                    std::thread::sleep(delay);
+                }
+            }
+            body
+        })?,
+        Some(exec) => worker.serve_concurrent(concurrency, |body| {
+            served.fetch_add(1, Ordering::Relaxed);
+            exec.run(&body)
+        })?,
     }
-    log::info!("stopping: sending DISCONNECT to the broker");
+    log::info!(
+        "stopping after {} requests: sending DISCONNECT to the broker",
+        served.load(Ordering::Relaxed)
+    );
     // Dropping the worker sends DISCONNECT.
     Ok(())
 }
@@ -234,5 +277,18 @@ mod tests {
                 "{bad:?}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn a_sleep_body_asks_for_its_milliseconds_and_nothing_else_does() {
+        let body = |text: &str| vec![zmq::Message::from(text)];
+        assert_eq!(
+            requested_sleep(&body("sleep-ms=250")),
+            Some(Duration::from_millis(250))
+        );
+        for other in ["hello", "sleep-ms=", "sleep-ms=x", "sleep=5"] {
+            assert_eq!(requested_sleep(&body(other)), None, "{other}");
+        }
+        assert_eq!(requested_sleep(&Vec::new()), None);
     }
 }
