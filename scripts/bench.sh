@@ -24,7 +24,13 @@
 #   --net tcp|ipc           only the rows of one transport (and not the scaling sweep)
 #   --slots-only            only the worker-slots rows (issue 15): 4 worker programs at --slots
 #                           1, 4 and 16 against our broker, window 1,000; the workers column
-#                           reads 4x16 for 4 programs of 16 slots each
+#                           reads 4x16 for 4 programs of 16 slots each; last, the ceiling with
+#                           4x16 (no one-request-per-program limit). Then (tcp, 16 B):
+#                           slow   4 x 4 slots, worker 0 sleeping 1 ms per request; `share`
+#                                  says how many requests each worker served (worker 0 first)
+#                           hol    4 x 16 slots --concurrency 1 (and, beside it, 16): one 10 s
+#                                  request, then 1,000 short ones (window 100); p50/p99 are the
+#                                  short ones', which the long one strands behind it
 #   --broker-endpoint E     do not start our broker: measure the MDP/0.1 broker already listening
 #                           at E (tcp) instead, side by side with the ceiling (no CPU/RSS for it)
 # Figures, never assertions: nothing here fails because of a number.
@@ -91,7 +97,10 @@ start_workers() { # endpoint n service-prefix(optional: distinct services)
     for n in $(seq 0 $(( $2 - 1 ))); do
         local service=echo
         [ -n "${3:-}" ] && service="$3$n"
-        "$bin/worker" -c "$1" -s "$service" --slots "$worker_slots" 2>>"$work/worker.log" &
+        local extra=()
+        [ "$n" = 0 ] && extra+=("${first_worker_args[@]}")
+        "$bin/worker" -c "$1" -s "$service" --slots "$worker_slots" "${worker_args[@]}" \
+            "${extra[@]}" 2>"$work/worker$n.log" &
         pids+=("$!")
         worker_pids+=("$!")
     done
@@ -112,12 +121,30 @@ stop_all() {
 worker_pids=()
 # Sockets (MDP workers) per worker program; the slots rows change it.
 worker_slots=1
+# More flags for every worker, and for worker 0 alone (the slow worker of the slow row).
+worker_args=()
+first_worker_args=()
+# How many requests each worker served, from its stop line: "12 3400 3300 3290".
+shares() {
+    local log out=
+    for log in "$work"/worker[0-9]*.log; do
+        out="$out $(sed -n 's/.*stopping after \([0-9]*\) requests.*/\1/p' "$log" | tail -1)"
+    done
+    echo "${out# }"
+}
 # Clients run under bash's `time`, which reports the CPU a finished child used.
 TIMEFORMAT='%U %S'
 timed_client() { # output-file args... : runs the client, its --stats line to the file, CPU to file.cpu
     local out=$1
     shift
-    { time "$bin/client" "$@" >"$out" 2>>"$work/client.log"; } 2>"$out.cpu"
+    local status=0
+    { time "$bin/client" "$@" >"$out" 2>>"$work/client.log"; } 2>"$out.cpu" || status=$?
+    # A client that fails (exit 1) still prints its --stats: say so, and go on with the row.
+    if [ "$status" != 0 ]; then
+        echo "bench.sh: client $* exited $status; its last words:" >&2
+        tail -3 "$work/client.log" >&2
+    fi
+    return 0
 }
 
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
@@ -151,6 +178,20 @@ row() { # kind mode(window|sync|services|clients) transport size workers
             requests=$count
             timed_client "$work/client0.out" -c "$endpoint" --count "$count" --window 1000 --size "$size" --stats
             stats=$(cat "$work/client0.out") ;;
+        slow)
+            requests=$count
+            timed_client "$work/client0.out" -c "$endpoint" --count "$count" --window 1000 --size "$size" -t 30000 --stats
+            stats=$(cat "$work/client0.out") ;;
+        hol)
+            # The long request first, synchronous (its body is read by --bench-sleep-bodies),
+            # then the short ones once it is in a worker's hands.
+            "$bin/client" -c "$endpoint" -t 30000 -r 1 sleep-ms=10000 >/dev/null 2>>"$work/client.log" &
+            local long_pid=$!
+            sleep 0.3
+            requests=1000
+            timed_client "$work/client0.out" -c "$endpoint" --count 1000 --window 100 --size "$size" -t 30000 --stats
+            stats=$(cat "$work/client0.out")
+            wait "$long_pid" || echo "bench.sh: the long request failed" >&2 ;;
         sync)
             requests=$latency_count
             timed_client "$work/client0.out" -c "$endpoint" --count "$latency_count" --size "$size" --stats
@@ -180,7 +221,8 @@ row() { # kind mode(window|sync|services|clients) transport size workers
     local replies rate cpu_us="-" usr_us="-" rss_mb="-" ratio="-"
     replies=$(field replies "$stats")
     rate=$(awk -v n="$replies" -v s="$start" -v e="$end" 'BEGIN { printf "%d", n / (e - s) }')
-    [ "$mode" = window ] || [ "$mode" = sync ] && rate=$(awk -v r="$(field req_per_s "$stats")" 'BEGIN { printf "%d", r }')
+    case "$mode" in window|sync|slow|hol) false ;; esac ||
+        rate=$(awk -v r="$(field req_per_s "$stats")" 'BEGIN { printf "%d", r }')
     if [ "$kind" != external ]; then
         local after
         after=$(cpu_ticks "$broker_pid")
@@ -202,6 +244,9 @@ row() { # kind mode(window|sync|services|clients) transport size workers
         "$rss_mb" "$ratio"
     [ "$(field failed "$stats")" = 0 ] || echo "  ($(field failed "$stats") requests failed)"
     stop_all
+    case "$mode" in slow|hol) echo "  share (requests served by each worker, worker 0 first): $(shares);" \
+        "flags ${worker_args[*]} / worker 0: ${first_worker_args[*]:-same}" ;; esac
+    rm -f "$work"/worker[0-9]*.log
 }
 
 ours=broker
@@ -216,9 +261,19 @@ if [ -n "$slots_only" ]; then
         for size in $sizes; do
             row ceiling window "$net" "$size" 4
             for worker_slots in 1 4 16; do row "$ours" window "$net" "$size" 4; done
+            # The forwarder with no per-program limit: 64 requests in flight to the workers.
+            worker_slots=16
+            row ceiling window "$net" "$size" 4
             worker_slots=1
         done
     done
+    worker_slots=4 first_worker_args=(--bench-delay-ms 1)
+    row "$ours" slow tcp 16 4
+    first_worker_args=()
+    worker_slots=16 worker_args=(--bench-sleep-bodies --concurrency 1)
+    row "$ours" hol tcp 16 4
+    worker_args=(--bench-sleep-bodies --concurrency 16)
+    row "$ours" hol tcp 16 4
     exit 0
 fi
 for net in $nets; do
