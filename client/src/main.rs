@@ -11,6 +11,12 @@
 //! what was lost), and with `--retries N` it is resent up to N sends in all before it fails.
 //! `--stats` counts the requests that were sent more than once as `retried`.
 //!
+//! `--titanic SERVICE` sends each request through Titanic (spec 9, [`client::titanic`]):
+//! stored by `titanic.request`, its reply polled for with `titanic.reply` (backoff from 50 ms
+//! doubling to 2 s while it answers 300 or 500), closed with `titanic.close`, and printed as the
+//! reply of a normal request; a refusal (400, 500 to the submission) or an unknown id (400 to a
+//! poll) fails it.
+//!
 //! A reply in the shape of [`mdp::failure`] (the work failed) prints its output to stdout, the
 //! reason and diagnostics to stderr, and counts as failed (exit 1, `failed=` in `--stats`).
 //!
@@ -100,6 +106,12 @@ struct Args {
     #[arg(long, value_name = "FILE", num_args = 1..,
           conflicts_with_all = ["frames", "size", "window", "tag", "count"])]
     merge_stats: Vec<PathBuf>,
+    /// Send the request through Titanic (rfc.zeromq.org spec 9), durably, to SERVICE: stored by
+    /// titanic.request, its reply collected by polling titanic.reply, then titanic.close (see
+    /// below for each status). -t and -r apply to each of these requests. One -c only.
+    #[arg(long, value_name = "SERVICE", value_parser = parse_service,
+          conflicts_with_all = ["service", "window", "tag", "merge_stats"])]
+    titanic: Option<ServiceName>,
     #[command(flatten)]
     verbosity: cli::Verbosity,
     /// The request body, one frame per argument; when none is given, stdin (one trailing newline
@@ -125,6 +137,15 @@ A request that fails says why: \"no connection to the broker at ENDPOINT\" when 
 accepted a connection there (no broker running, wrong port), \"no reply from service S\" when
 the broker was reached but no reply came. A tcp host name is looked up first: one that does
 not resolve fails at once (exit 1: the name may be right and the resolver down).
+With --titanic SERVICE (through a `titanic` process serving the broker):
+  titanic.request  200 ID: stored on disk; 400 (a service Titanic does not serve) or 500 (its
+                   store full or failing): the request fails (exit 1)
+  titanic.reply    polled after 50 ms, then twice as long each time up to 2 s: 300 (not
+                   answered yet) and 500 (store failing) poll on; 200 prints the reply as for a
+                   normal request (a failure report too); 400 (unknown, closed or expired) fails
+  titanic.close    after the reply; if it fails the reply still counts, with a warning (Titanic
+                   keeps the request until its --request-ttl)
+  Ctrl-C while polling prints the ID: `client -s titanic.reply ID` collects the reply later.
 Exit status: 0 when every request got its reply, 1 when any failed, 2 for usage errors,
 130 when interrupted, 141 when stdout was closed by its reader (`client -n 1000 x | head -1`:
 the run ends at once, quietly);
@@ -158,6 +179,10 @@ fn main() -> ExitCode {
     args.verbosity.init_logging(log::LevelFilter::Warn);
     if !args.merge_stats.is_empty() {
         return merge_stats(&args.merge_stats, args.stats.unwrap_or(StatsFormat::Line));
+    }
+    if args.titanic.is_some() && args.endpoints.len() > 1 {
+        eprintln!("client: --titanic takes one -c ENDPOINT (the broker Titanic serves)");
+        return ExitCode::from(cli::exit::USAGE);
     }
     // Ctrl-C (or SIGTERM) ends the run early but still reports it (issue #16 item 5).
     if let Err(error) = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)) {
@@ -372,9 +397,10 @@ fn run(args: &Args) -> Result<Tally, client::Error> {
     let body = request_body(args);
     let timeout = Duration::from_millis(args.timeout_ms);
     let started = Instant::now();
-    let mut tally = match args.window {
-        None => run_synchronous(args, &body, timeout)?,
-        Some(window) => run_windowed(args, &body, timeout, window)?,
+    let mut tally = match (&args.titanic, args.window) {
+        (Some(target), _) => run_titanic(args, target, &body, timeout)?,
+        (None, None) => run_synchronous(args, &body, timeout)?,
+        (None, Some(window)) => run_windowed(args, &body, timeout, window)?,
     };
     if let Some(format) = args.stats {
         let line = format!(
@@ -431,6 +457,121 @@ fn run_synchronous(
         }
     }
     Ok(tally)
+}
+
+/// `--titanic`: each request stored by Titanic, its reply polled for with backoff, then closed;
+/// one at a time.
+fn run_titanic(
+    args: &Args,
+    target: &ServiceName,
+    body: &[Vec<u8>],
+    timeout: Duration,
+) -> Result<Tally, client::Error> {
+    use client::titanic::{Poll, TitanicClient, TitanicConfig, TitanicError};
+
+    let config = TitanicConfig {
+        client: ClientConfig {
+            timeout,
+            retries: args.retries.unwrap_or(ClientConfig::default().retries),
+        },
+        ..TitanicConfig::default()
+    };
+    let endpoint = args.endpoints.first().map_or("", String::as_str);
+    let mut tally = Tally::for_brokers(1);
+    let mut titanic = match TitanicClient::connect(endpoint, config.clone()) {
+        Ok(titanic) => titanic,
+        // The client's own errors (a bad endpoint, a socket) end the run as for any request.
+        Err(TitanicError::Client(error)) => return Err(error),
+        Err(other) => {
+            tally.requests = 1;
+            tally.failed(1, &cli::error_chain(&other));
+            return Ok(tally);
+        }
+    };
+    'requests: for request in 1..=args.count {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            tally.interrupted = true;
+            break;
+        }
+        tally.requests += 1;
+        let sent_at = Instant::now();
+        let resends_before = titanic.resends();
+        let id = match titanic.submit(target, body) {
+            Ok(id) => id,
+            Err(TitanicError::Client(error @ client::Error::Socket(_))) => return Err(error),
+            Err(error) => {
+                tally.failed(request, &cli::error_chain(&error));
+                continue;
+            }
+        };
+        log::debug!("request {request} stored by Titanic as {id}");
+        let mut delay = None;
+        let reply = loop {
+            match titanic.poll(&id) {
+                Ok(Poll::Done(reply)) => break reply,
+                Ok(Poll::Pending) => {}
+                Ok(Poll::Unknown) => {
+                    let error = TitanicError::Unknown(id.clone());
+                    tally.failed(request, &error);
+                    continue 'requests;
+                }
+                Err(TitanicError::Client(error @ client::Error::Socket(_))) => return Err(error),
+                Err(error) => {
+                    tally.failed(
+                        request,
+                        &format_args!("{} ({})", cli::error_chain(&error), collect_later(&id)),
+                    );
+                    continue 'requests;
+                }
+            }
+            let next = config.next_poll_delay(delay);
+            delay = Some(next);
+            log::debug!("request {request} ({id}) not answered yet; next poll in {next:?}");
+            if !sleep_unless_interrupted(next) {
+                tally.interrupted = true;
+                eprintln!("client: request {request} {}", collect_later(&id));
+                break 'requests;
+            }
+        };
+        if titanic.resends() > resends_before {
+            tally.retried += 1;
+        }
+        if let Err(error) = titanic.close(&id) {
+            log::warn!(
+                "request {request}: titanic.close {id} failed ({}); Titanic keeps it until its \
+                 --request-ttl",
+                cli::error_chain(&error)
+            );
+        }
+        tally.reply(request, &reply, sent_at.elapsed(), 0, args);
+        if tally.output_failed() {
+            break;
+        }
+    }
+    Ok(tally)
+}
+
+/// What to do with a request Titanic has stored when this client stops waiting for it.
+fn collect_later(id: &str) -> String {
+    format!(
+        "is stored by Titanic as {id}: `client -s titanic.reply {id}` collects its reply later, \
+         `client -s titanic.close {id}` lets Titanic forget it"
+    )
+}
+
+/// Sleeps for `duration`, looking at Ctrl-C every [`INTERRUPT_CHECK`]; false if it came.
+fn sleep_unless_interrupted(duration: Duration) -> bool {
+    let until = Instant::now() + duration;
+    loop {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return false;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(INTERRUPT_CHECK));
+    }
 }
 
 /// `window` requests in flight, replies as they come, resends if asked, then timeouts counted
