@@ -51,7 +51,7 @@
 //!   `redeliver` is on or not, and without using up its one redelivery; the queue limits hold for
 //!   it too (past them it is dropped, logged and counted as lost with the worker).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -180,6 +180,10 @@ pub struct Stats {
     pub workers_purged: u64,
     pub workers_disconnected: u64,
     pub malformed_messages: u64,
+    /// Messages handed to the core (every whole message the ROUTER delivered).
+    pub messages_in: u64,
+    /// Messages the core asked to send.
+    pub messages_out: u64,
 }
 
 impl Stats {
@@ -370,6 +374,9 @@ pub struct Broker {
     logs: Logs,
     /// Requests expired since the last line that reported expiries.
     expired_unreported: u64,
+    /// Services whose queue, workers or counters changed since the dashboard last looked
+    /// ([`Broker::take_changed_services`]).
+    dashboard_changed: HashSet<ServiceName>,
 }
 
 impl Broker {
@@ -390,6 +397,7 @@ impl Broker {
             now,
             logs: Logs::default(),
             expired_unreported: 0,
+            dashboard_changed: HashSet::new(),
         }
     }
 
@@ -467,6 +475,50 @@ impl Broker {
         self.held.total
     }
 
+    /// True when a service changed since [`Broker::take_changed_services`] was last called.
+    pub fn has_dashboard_changes(&self) -> bool {
+        !self.dashboard_changed.is_empty()
+    }
+
+    /// The services whose queue, workers or counters changed (or that were forgotten) since the
+    /// last call, for the dashboard to rebuild only those.
+    pub fn take_changed_services(&mut self) -> Vec<ServiceName> {
+        self.dashboard_changed.drain().collect()
+    }
+
+    /// One service as the dashboard shows it: its queue, its idle workers least recently used
+    /// first, its busy ones, its counters and latency; `None` if the broker no longer knows it.
+    /// Costs O(idle workers) plus, while any of its workers is busy, O(all workers).
+    pub fn service_snapshot(&self, name: &ServiceName) -> Option<dashboard::ServiceSnapshot> {
+        let service = self.services.get(name)?;
+        let mut snapshot = dashboard::ServiceSnapshot::named(name.to_string());
+        snapshot.requests_waiting = service.requests.len() as u64;
+        let workers = &self.workers;
+        let live = |entry: &&IdleEntry| is_live_idle_entry(workers, entry);
+        snapshot.set_idle(
+            service.idle_entries().filter(live).count(),
+            service
+                .idle_entries()
+                .filter(live)
+                .map(|entry| dump::Identity(&entry.worker).to_string()),
+        );
+        let mut busy: Vec<String> = if service.busy_count == 0 {
+            Vec::new()
+        } else {
+            workers
+                .iter()
+                .filter(|(_, w)| w.service == *name && matches!(w.state, WorkerState::Busy { .. }))
+                .take(dashboard::MAX_LISTED_WORKERS)
+                .map(|(id, _)| dump::Identity(id).to_string())
+                .collect()
+        };
+        busy.sort_unstable();
+        snapshot.set_busy(service.busy_count, busy);
+        snapshot.counters = service.counters.clone();
+        snapshot.latency = service.latency;
+        Some(snapshot)
+    }
+
     /// When [`Broker::tick`] next has work to do.
     pub fn next_deadline(&self) -> Instant {
         self.next_heartbeat_at.min(self.next_purge_at)
@@ -491,6 +543,8 @@ impl Broker {
         out: &mut Vec<Outgoing>,
     ) {
         self.now = now;
+        self.stats.messages_in += 1;
+        let sent_before = out.len();
         match Inbound::parse(frames) {
             Ok(Inbound::Client(request)) => {
                 self.client_request(now, sender, principal, request, out)
@@ -500,11 +554,18 @@ impl Broker {
             }
             Err(error) => self.malformed(sender, error, out),
         }
+        self.stats.messages_out += out.len().saturating_sub(sent_before) as u64;
     }
 
     /// The timed work: heartbeats to every worker, purging silent workers, expiring old requests.
     /// Call it when [`Broker::next_deadline`] has passed (calling it earlier is harmless).
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        let sent_before = out.len();
+        self.tick_inner(now, out);
+        self.stats.messages_out += out.len().saturating_sub(sent_before) as u64;
+    }
+
+    fn tick_inner(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
         self.now = now;
         for line in Line::ALL {
             if let Some(held) = self.logs.0[line as usize].overdue(now) {
@@ -600,7 +661,8 @@ impl Broker {
             });
         }
         self.workers.clear();
-        self.services.clear();
+        self.dashboard_changed
+            .extend(self.services.drain().map(|(name, _)| name));
         self.held = Held::default();
         self.served_services = 0;
     }
@@ -621,6 +683,15 @@ impl Broker {
         if !allowed {
             // Spec 7 has no error reply: the client's own timeout takes over.
             self.stats.requests_refused_unauthorized += 1;
+            if let Some(service) = self.services.get_mut(&request.service) {
+                service.counters.received += 1;
+                *service
+                    .counters
+                    .refused
+                    .entry("unauthorized".to_owned())
+                    .or_default() += 1;
+                self.dashboard_changed.insert(request.service.clone());
+            }
             peer_log!(
                 self,
                 Line::CallDenied,
@@ -667,10 +738,10 @@ impl Broker {
             share,
         };
         self.held.add(&waiting);
-        self.services
-            .entry(name.clone())
-            .or_default()
-            .enqueue_back(waiting);
+        let service = self.services.entry(name.clone()).or_default();
+        service.counters.received += 1;
+        service.enqueue_back(waiting);
+        self.dashboard_changed.insert(name.clone());
         // Only a request that has to wait counts against the limits: one that an idle worker takes
         // at once is never refused, so a flood of requests for a service nobody serves cannot
         // shut out the services that have workers.
@@ -744,6 +815,16 @@ impl Broker {
             ),
         };
         *counter += 1;
+        let reason = match line {
+            Line::QueueFull => "queue_full",
+            Line::Bytes => "bytes",
+            _ => "fair_share",
+        };
+        *service
+            .counters
+            .refused
+            .entry(reason.to_owned())
+            .or_default() += 1;
         if service.is_unused() {
             self.services.remove(&name);
         }
@@ -807,16 +888,24 @@ impl Broker {
             FromWorker::Reply { client, body } => {
                 let verdict = match &worker.state {
                     WorkerState::Busy {
-                        client: expected, ..
-                    } if *expected == client => Ok(worker.service.clone()),
+                        client: expected,
+                        queued_at,
+                        ..
+                    } if *expected == client => Ok((worker.service.clone(), *queued_at)),
                     WorkerState::Busy { .. } => {
                         Err("sent a REPLY for a client whose request it does not hold")
                     }
                     WorkerState::Idle { .. } => Err("sent a REPLY while holding no request"),
                 };
                 match verdict {
-                    Ok(service) => {
+                    Ok((service, queued_at)) => {
                         self.stats.replies_forwarded += 1;
+                        if let Some(entry) = self.services.get_mut(&service) {
+                            entry.counters.answered += 1;
+                            entry
+                                .latency
+                                .observe(now.saturating_duration_since(queued_at));
+                        }
                         // The worker's next request, if one waits, goes out before this reply:
                         // with one request per worker at a time the worker is what requests
                         // wait for, so it should not also wait for the reply to be sent.
@@ -967,9 +1056,14 @@ impl Broker {
         };
         let token = self.next_idle_token;
         self.next_idle_token += 1;
+        let was_busy = matches!(worker.state, WorkerState::Busy { .. });
         worker.state = WorkerState::Idle { token };
         let name = worker.service.clone();
+        self.dashboard_changed.insert(name.clone());
         if let Some(service) = self.services.get_mut(&name) {
+            if was_busy {
+                service.busy_count = service.busy_count.saturating_sub(1);
+            }
             service.push_idle(IdleEntry {
                 worker: identity.to_vec(),
                 token,
@@ -1010,6 +1104,8 @@ impl Broker {
                 share: request.share,
             };
             self.stats.requests_dispatched += 1;
+            service.counters.dispatched += 1;
+            service.busy_count += 1;
             let command = ToWorker::Request {
                 client: zmq::Message::from(request.client),
                 body: request.body,
@@ -1032,9 +1128,13 @@ impl Broker {
             return;
         };
         let name = worker.service;
+        self.dashboard_changed.insert(name.clone());
         let Some(service) = self.services.get_mut(&name) else {
             return;
         };
+        if matches!(worker.state, WorkerState::Busy { .. }) {
+            service.busy_count = service.busy_count.saturating_sub(1);
+        }
         service.worker_count -= 1;
         if service.worker_count == 0 {
             self.served_services -= 1;
@@ -1066,6 +1166,8 @@ impl Broker {
                             // still add up), and it keeps its one redelivery.
                             self.stats.requests_dispatched =
                                 self.stats.requests_dispatched.saturating_sub(1);
+                            service.counters.dispatched =
+                                service.counters.dispatched.saturating_sub(1);
                             redelivered
                         }
                         Delivery::Unknown => {
@@ -1096,6 +1198,7 @@ impl Broker {
                 }
                 _ => {
                     self.stats.requests_lost_with_worker += 1;
+                    service.counters.lost_with_worker += 1;
                     peer_log!(
                         self,
                         Line::Lost,
@@ -1149,6 +1252,7 @@ impl Broker {
         let ttl = self.config.request_ttl;
         let mut expired_requests = 0;
         for (name, service) in &mut self.services {
+            let expired_before = expired_requests;
             while service
                 .requests
                 .front()
@@ -1162,6 +1266,10 @@ impl Broker {
                         dump::Identity(&request.client)
                     );
                 }
+            }
+            if expired_requests > expired_before {
+                service.counters.expired += (expired_requests - expired_before) as u64;
+                self.dashboard_changed.insert(name.clone());
             }
             service.shrink();
         }

@@ -14,11 +14,15 @@
 //!   refused), read from a ZeroMQ socket monitor: the only trace of a peer that libzmq cut off for
 //!   a frame over `--max-message-size`.
 //!
+//! * [`live`]: with `--http ADDR`, the dashboard ([`dashboard`]): `/metrics`, `/status` and a
+//!   live page, from a snapshot the loop publishes at most every 100 ms.
+//!
 //! The choices made where the specs are silent are listed in [`core`]'s documentation.
 
 pub mod access;
 pub mod auth;
 pub mod core;
+pub mod live;
 pub mod monitor;
 pub mod server;
 mod service;

@@ -82,7 +82,9 @@ struct Args {
 
     /// Largest frame a peer may send, in bytes (ZMQ_MAXMSGSIZE counts each frame of a multipart
     /// message, not their total); libzmq drops the connection of a peer that sends a larger
-    /// one. 0 means no limit.
+    /// one, and the broker is not told why. 0 means no limit. To find such a peer, run with -v:
+    /// it logs each closed connection with its address (a peer cut off this way closes without
+    /// a DISCONNECT, often right after connecting).
     #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
     max_message_size: u64,
@@ -92,6 +94,13 @@ struct Args {
     /// died after doing the work runs twice. Without it, the client's retry recovers instead.
     #[arg(long)]
     redeliver: bool,
+
+    /// Serve a dashboard on ADDR (e.g. 127.0.0.1:8080; port 0 picks one and logs it): a live page
+    /// at / with each service, its queue and its workers in LRU order, /metrics for Prometheus,
+    /// /status as JSON. Off by default. An address that cannot be bound ends the run with
+    /// status 1.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
 
     #[command(flatten)]
     verbosity: cli::Verbosity,
@@ -170,6 +179,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let principals = auth.as_ref().map(|auth| auth.config.access.len());
     let mut server = Server::bind_with_auth(&args.bind, config, &options, auth)?;
+    if let Some(addr) = args.http {
+        server.serve_dashboard(addr)?;
+    }
     if let (Some(file), Some(count)) = (&args.auth, principals) {
         log::info!(
             "authentication on: PLAIN, {count} principal(s) from {}",

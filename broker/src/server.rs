@@ -139,6 +139,8 @@ pub struct Server {
     reload: Arc<AtomicBool>,
     /// Lines about messages that could not be sent (a peer causes them), at most one a second.
     unsent_lines: LogLimit,
+    /// With `--http`: the dashboard's HTTP thread and what the loop publishes to it.
+    live: Option<crate::live::Live>,
 }
 
 impl std::fmt::Debug for Server {
@@ -237,7 +239,22 @@ impl Server {
             auth_file: auth.and_then(|auth| auth.file),
             reload: Arc::new(AtomicBool::new(false)),
             unsent_lines: LogLimit::default(),
+            live: None,
         })
+    }
+
+    /// Serves the dashboard (`/metrics`, `/status`, the page at `/`) on `addr` from a thread of
+    /// its own, fed by the loop at most every 100 ms; returns the address it listens on (the
+    /// port the system picked, for port 0). Call it before [`Server::run`].
+    pub fn serve_dashboard(
+        &mut self,
+        addr: std::net::SocketAddr,
+    ) -> Result<std::net::SocketAddr, dashboard::ServeError> {
+        let live = crate::live::Live::start(addr, Instant::now())?;
+        let local = live.local_addr();
+        info!("dashboard at http://{local}/ (/metrics, /status)");
+        self.live = Some(live);
+        Ok(local)
     }
 
     /// The endpoints the broker listens on, with wildcards resolved (`tcp://127.0.0.1:41235`).
@@ -306,6 +323,9 @@ impl Server {
                     .handle_as(now, &sender, principal.as_deref(), frames, &mut out);
             }
             self.send_all(&mut out);
+            if let Some(live) = &mut self.live {
+                live.publish_if_due(now, &mut self.core, None);
+            }
         }
         info!(
             "stopping: sending DISCONNECT to {} worker(s)",
@@ -345,7 +365,15 @@ impl Server {
         &mut self,
         now: Instant,
     ) -> Result<Option<(zmq::Message, Option<String>, Frames)>, ServerError> {
-        let received = zsocket::recv_until(&self.socket, Some(self.core.next_deadline()), now)?;
+        let deadline = match self
+            .live
+            .as_ref()
+            .and_then(crate::live::Live::next_deadline)
+        {
+            Some(publish_at) => publish_at.min(self.core.next_deadline()),
+            None => self.core.next_deadline(),
+        };
+        let received = zsocket::recv_until(&self.socket, Some(deadline), now)?;
         let Some((identity, mut frames)) = received.and_then(zsocket::split_routed) else {
             return Ok(None);
         };

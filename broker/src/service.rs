@@ -60,6 +60,13 @@ pub struct Service {
     dead_idle_entries: usize,
     /// Registered workers of this service, idle or busy: what `mmi.service` reports on.
     pub worker_count: usize,
+    /// What happened to this service's requests, for the dashboard (`--http`); starts again
+    /// when the service is forgotten.
+    pub counters: dashboard::ServiceCounters,
+    /// Request in to reply out, for the replies this service's workers sent.
+    pub latency: dashboard::LatencyHistogram,
+    /// How many of the registered workers hold a request.
+    pub busy_count: usize,
 }
 
 impl Service {

@@ -1,8 +1,3 @@
-// Patch-ready: the Majordomo broker's side of `--http`, to become `broker/src/live.rs` once the
-// broker's owner takes it in. NOT COMPILED where it stands (dashboard/wiring/ is no module of
-// any crate); `lbbroker/src/live.rs` is the same shape, compiled and tested. The steps, in
-// order, are in dashboard/wiring/README.md.
-
 //! The broker's side of `--http ADDR`: the [`dashboard`]'s HTTP thread, and the snapshot of
 //! every service the loop publishes for it, at most every 100 ms and only when something changed.
 //!
@@ -63,7 +58,7 @@ impl Live {
         for name in core.take_changed_services() {
             match core.service_snapshot(&name) {
                 Some(service) => self.services.update(service),
-                None => self.services.remove(name.as_str()),
+                None => self.services.remove(&name.to_string()),
             }
         }
         let stats = core.stats();
@@ -86,34 +81,3 @@ impl Live {
         );
     }
 }
-
-// ---- In broker/src/core.rs (the core's owner): what `Live` asks of the core. ----------------
-//
-// /// Per service, next to `requests` and `idle_workers` in `service.rs`:
-// pub counters: dashboard::ServiceCounters,   // += 1 where `stats.requests_*` are counted
-// pub latency: dashboard::LatencyHistogram,   // observe(now - queued_at) where a reply goes out
-//
-// /// In `Broker`: the names touched since the last `take_changed_services`.
-// dashboard_changed: HashSet<ServiceName>,    // insert(name) wherever a service's queue,
-//                                             // workers or counters change; when a service is
-//                                             // removed too (it must leave the table)
-//
-// pub fn has_dashboard_changes(&self) -> bool { !self.dashboard_changed.is_empty() }
-// pub fn take_changed_services(&mut self) -> Vec<ServiceName> {
-//     self.dashboard_changed.drain().collect()
-// }
-// pub fn service_snapshot(&self, name: &ServiceName) -> Option<dashboard::ServiceSnapshot> {
-//     let service = self.services.get(name)?;
-//     let mut snapshot = dashboard::ServiceSnapshot::named(name.as_str());
-//     snapshot.requests_waiting = service.requests.len() as u64;
-//     let idle = service.live_idle_entries(|entry| self.is_live_idle(entry)); // LRU first
-//     snapshot.set_idle(idle.clone().count(), idle.map(|entry| printable(&entry.worker)));
-//     let busy = self.workers.iter().filter(|(_, w)| w.service == *name && w.is_busy());
-//     snapshot.set_busy(busy.clone().count(), busy.map(|(id, _)| printable(id)));
-//     snapshot.counters = service.counters.clone();
-//     snapshot.latency = service.latency;
-//     Some(snapshot)
-// }
-// (`Stats` also needs `messages_in` and `messages_out`, counted in `handle_as` and per `Outgoing`.)
-// Counting busy workers by scanning `workers` costs O(workers) per changed service: keep a
-// per-service busy count (or set) in `Service` instead if services have many workers.
