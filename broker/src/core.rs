@@ -959,10 +959,8 @@ impl Broker {
                 self.send_disconnect(sender, out);
             }
             FromWorker::Ready { service } => {
-                peer_log!(
-                    self,
-                    Line::Registered,
-                    info,
+                // Once per worker: at debug (the periodic summary counts them).
+                debug!(
                     "worker {} registered for service {service}",
                     dump::Identity(sender)
                 );

@@ -46,6 +46,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use log::{debug, log, warn, Level};
+use zsocket::limit::LogLimit;
 use zsocket::monitor::{errno_text, protocol_error_text, Event, EventKind, Events, SocketMonitor};
 
 /// How long dropping a [`Monitor`] waits for its thread to end.
@@ -164,9 +165,9 @@ impl Drop for Monitor {
     }
 }
 
-/// Starts a thread that logs the connection events of `socket`: connections accepted (debug),
-/// closed (info, naming `max_message_size` as a possible cause), refused at the handshake or at
-/// accept (warn).
+/// Starts a thread that logs the connection events of `socket`: connections accepted and closed
+/// (debug, a close naming `max_message_size` as a possible cause), refused at the handshake or at
+/// accept (warn, at most one line a second with a count of the rest).
 pub fn spawn(
     context: &zmq::Context,
     socket: &zmq::Socket,
@@ -193,17 +194,32 @@ pub fn spawn_with(
             // Dropped when the thread ends, which is what `Monitor::wait` waits for.
             let _ended = ended_sender;
             let mut reader = EventReader::new(events);
+            // Refusals repeat per peer: at most one line a second each, with a count.
+            let mut refusals = LogLimit::default();
             loop {
                 let event = match reader.next() {
                     Ok(event) => event,
                     Err(error) if error.zmq_error() == zmq::Error::ETERM => return,
+                    // A signal (the stop, at shutdown) cut the wait short: nothing was lost.
+                    Err(error) if error.zmq_error() == zmq::Error::EINTR => continue,
                     Err(error) => {
                         warn!("connection monitor: {error}; no more connection events");
                         return;
                     }
                 };
                 let level = level(&event);
-                log!(level, "{}", describe(&event, max_message_size));
+                if level == Level::Warn {
+                    match refusals.allow(std::time::Instant::now()) {
+                        Some(0) => warn!("{}", describe(&event, max_message_size)),
+                        Some(held) => warn!(
+                            "{} ({held} more refused in the last second)",
+                            describe(&event, max_message_size)
+                        ),
+                        None => debug!("{}", describe(&event, max_message_size)),
+                    }
+                } else {
+                    log!(level, "{}", describe(&event, max_message_size));
+                }
                 on_event(&event);
                 if event == ConnectionEvent::Stopped {
                     return;
@@ -220,9 +236,12 @@ pub fn spawn_with(
 /// The level the monitor logs an event at.
 fn level(event: &ConnectionEvent) -> Level {
     match event {
-        ConnectionEvent::Accepted(_) | ConnectionEvent::Stopped => Level::Debug,
-        ConnectionEvent::Closed(_, CloseReason::Unknown | CloseReason::HandshakeCut(_)) => {
-            Level::Info
+        // Ordinary comings and goings: a broker in normal use logs nothing per connection at the
+        // default level. `-v` shows them (and so the peer cut off for an oversize frame).
+        ConnectionEvent::Accepted(_)
+        | ConnectionEvent::Stopped
+        | ConnectionEvent::Closed(_, CloseReason::Unknown | CloseReason::HandshakeCut(_)) => {
+            Level::Debug
         }
         ConnectionEvent::Closed(_, CloseReason::HandshakeRefused(_))
         | ConnectionEvent::AcceptFailed { .. } => Level::Warn,
@@ -426,7 +445,7 @@ mod tests {
             describe(&closed, None),
             "connection from 10.0.0.2:41234 to tcp://0.0.0.0:5555 closed: the peer left"
         );
-        assert_eq!(level(&closed), Level::Info);
+        assert_eq!(level(&closed), Level::Debug);
     }
 
     #[test]
@@ -457,6 +476,6 @@ mod tests {
             "connection to tcp://0.0.0.0:5555 closed during the ZMTP handshake \
              (Broken pipe (os error 32))"
         );
-        assert_eq!(level(&cut), Level::Info);
+        assert_eq!(level(&cut), Level::Debug);
     }
 }

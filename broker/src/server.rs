@@ -141,6 +141,8 @@ pub struct Server {
     unsent_lines: LogLimit,
     /// With `--http`: the dashboard's HTTP thread and what the loop publishes to it.
     live: Option<crate::live::Live>,
+    /// The periodic one-line summary at info.
+    summary: Summary,
 }
 
 impl std::fmt::Debug for Server {
@@ -240,6 +242,7 @@ impl Server {
             reload: Arc::new(AtomicBool::new(false)),
             unsent_lines: LogLimit::default(),
             live: None,
+            summary: Summary::new(Instant::now()),
         })
     }
 
@@ -325,6 +328,9 @@ impl Server {
             self.send_all(&mut out);
             if let Some(live) = &mut self.live {
                 live.publish_if_due(now, &mut self.core, None);
+            }
+            if let Some(line) = self.summary.due(now, &self.core) {
+                info!("{line}");
             }
         }
         info!(
@@ -462,6 +468,66 @@ impl Server {
     }
 }
 
+/// How often the broker may log its one-line summary (only when something changed).
+pub const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The periodic summary: what the broker did since the last line, at most every
+/// [`SUMMARY_EVERY`], and nothing when nothing but heartbeats happened.
+#[derive(Debug)]
+struct Summary {
+    next_at: Instant,
+    last: Stats,
+}
+
+impl Summary {
+    fn new(now: Instant) -> Summary {
+        Summary {
+            next_at: now + SUMMARY_EVERY,
+            last: Stats::default(),
+        }
+    }
+
+    /// The line to log at `now`, if one is due and something changed since the last one.
+    fn due(&mut self, now: Instant, core: &Broker) -> Option<String> {
+        if now < self.next_at {
+            return None;
+        }
+        self.next_at = now + SUMMARY_EVERY;
+        // Heartbeats move only the message counts: they alone are no news.
+        let quiet = |stats: &Stats| Stats {
+            messages_in: 0,
+            messages_out: 0,
+            ..stats.clone()
+        };
+        let stats = core.stats();
+        if quiet(stats) == quiet(&self.last) {
+            return None;
+        }
+        let last = std::mem::replace(&mut self.last, stats.clone());
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        Some(format!(
+            "in the last {}s: {} request(s) answered, {} refused, {} expired, {} lost with a \
+             worker; {} worker(s) registered, {} purged, {} disconnected, {} malformed \
+             message(s); now {} worker(s), {} service(s), {} request(s) waiting",
+            SUMMARY_EVERY.as_secs(),
+            d(stats.replies_forwarded, last.replies_forwarded),
+            d(stats.requests_refused(), last.requests_refused()),
+            d(stats.requests_expired, last.requests_expired),
+            d(
+                stats.requests_lost_with_worker,
+                last.requests_lost_with_worker
+            ),
+            d(stats.workers_registered, last.workers_registered),
+            d(stats.workers_purged, last.workers_purged),
+            d(stats.workers_disconnected, last.workers_disconnected),
+            d(stats.malformed_messages, last.malformed_messages),
+            core.worker_count(),
+            core.service_count(),
+            core.queued_requests(),
+        ))
+    }
+}
+
 /// How many queued requests and services must have gone before the heap is trimmed.
 const TRIM_AFTER_RELEASING: usize = 10_000;
 
@@ -480,7 +546,52 @@ fn release_free_memory() {}
 
 #[cfg(test)]
 mod tests {
-    use super::is_local_endpoint;
+    use super::{is_local_endpoint, Summary, SUMMARY_EVERY};
+    use crate::core::{Broker, Config};
+    use std::time::{Duration, Instant};
+
+    fn frames(parts: &[&[u8]]) -> mdp::Frames {
+        parts.iter().map(|part| zmq::Message::from(*part)).collect()
+    }
+
+    #[test]
+    fn the_summary_comes_once_a_minute_and_only_when_more_than_heartbeats_happened() {
+        let start = Instant::now();
+        let mut core = Broker::new(Config::default(), start);
+        let mut summary = Summary::new(start);
+        let mut out = Vec::new();
+        assert_eq!(
+            summary.due(start + SUMMARY_EVERY, &core),
+            None,
+            "nothing happened"
+        );
+        let at = start + SUMMARY_EVERY * 2;
+        core.handle(
+            at,
+            b"W",
+            frames(&[b"", b"MDPW01", b"\x01", b"echo"]),
+            &mut out,
+        );
+        let line = summary.due(at, &core).expect("a registration is news");
+        assert!(line.contains("1 worker(s) registered"), "{line}");
+        assert!(line.contains("now 1 worker(s), 1 service(s)"), "{line}");
+        core.handle(at, b"C", frames(&[b"", b"MDPC01", b"echo", b"x"]), &mut out);
+        let soon = at + SUMMARY_EVERY - Duration::from_millis(1);
+        assert_eq!(
+            summary.due(soon, &core),
+            None,
+            "not a minute since the last line"
+        );
+        let at = at + SUMMARY_EVERY;
+        let line = summary.due(at, &core).expect("a request is news");
+        assert!(
+            line.contains("0 worker(s) registered"),
+            "only what is new: {line}"
+        );
+        // Heartbeats only: no line.
+        core.handle(at, b"W", frames(&[b"", b"MDPW01", b"\x04"]), &mut out);
+        assert_eq!(summary.due(at + SUMMARY_EVERY, &core), None);
+    }
 
     #[test]
     fn only_loopback_tcp_ipc_and_inproc_count_as_local() {
