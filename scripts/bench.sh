@@ -267,7 +267,7 @@ if [ -n "$slots_only" ]; then
             worker_slots=1
         done
     done
-    worker_slots=4 first_worker_args=(--bench-delay-ms 1)
+    worker_slots=4 first_worker_args=(--bench-delay-ms 1 --concurrency 1)
     row "$ours" slow tcp 16 4
     first_worker_args=()
     worker_slots=16 worker_args=(--bench-sleep-bodies --concurrency 1)

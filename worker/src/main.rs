@@ -93,8 +93,9 @@ Slots (--slots N) are a prefetch window: the broker sends each slot a request as
 ready. With --concurrency below brokers x slots, requests wait inside the worker: a long request
 holds up the ones queued behind it (head-of-line) while other workers may sit idle, and a worker
 that dies loses every request it holds, up to N per broker (clients retry; a broker's --redeliver
-sends them on once). With --exec the default concurrency runs every request at once; echo
-serves every slot on one thread, which costs less CPU per request than a thread per slot.
+sends them on once). With --exec the default concurrency runs every request at once; plain echo,
+which answers at once and so strands nothing, serves every slot on one thread (less CPU per
+request than a thread per slot).
 
 Exit status: 0 after SIGINT or SIGTERM (running commands stopped as at the timeout, DISCONNECT
 sent: the normal end of a server); 1 failed (a socket error); 2 usage error (a bad flag, service
@@ -172,11 +173,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Mode::All => args.endpoints.len(),
         Mode::Failover => 1,
     };
-    let concurrency = args.concurrency.unwrap_or(if args.exec.is_some() {
+    // A handler that takes time (a command, or the bench's deliberate delays) gets one thread per
+    // conversation, so nothing waits inside the worker unless the user asks (issue 15's default).
+    // Plain echo answers at once, so one thread strands nothing: served inline, one poll brings
+    // the requests of every slot that has one, and their replies go out before the next poll.
+    let takes_time =
+        args.exec.is_some() || args.bench_delay_ms.is_some() || args.bench_sleep_bodies;
+    let concurrency = args.concurrency.unwrap_or(if takes_time {
         brokers_at_once.saturating_mul(args.slots)
     } else {
-        // Echo needs no thread of its own: served inline, one poll brings the requests of
-        // every slot that has one, and their replies go out before the next poll.
         1
     });
     let mut worker = Worker::builder(args.service)
