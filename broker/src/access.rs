@@ -28,11 +28,14 @@ pub enum Pattern {
 /// Why a pattern was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatternError {
+    /// The pattern is empty.
     #[error("an empty pattern matches nothing; use \"*\" for every service")]
     Empty,
     #[error("`*` may only end a pattern (\"db.*\") or stand alone (\"*\")")]
+    /// A `*` stands somewhere other than at the end.
     MisplacedStar,
     #[error("a service name is at most 255 bytes")]
+    /// Longer than a service name may be.
     TooLong,
 }
 

@@ -63,17 +63,30 @@ pub struct AuthConfig {
 /// line.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthFileError {
+    /// The file could not be read.
     #[error("cannot read the auth file {}: {source}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The file is not valid TOML.
     #[error("{}: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A principal or rule in the file is wrong.
     #[error("{}, line {line}: {message}", path.display())]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// The line it starts on.
         line: usize,
+        /// What is wrong.
         message: String,
     },
 }
@@ -166,10 +179,20 @@ impl AuthConfig {
 /// [`AuthConfig::parse`]'s error, before it knows the file's name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
+    /// Not valid TOML.
     #[error("{message}")]
-    Syntax { message: String },
+    Syntax {
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A principal or rule is wrong.
     #[error("line {line}: {message}")]
-    Invalid { line: usize, message: String },
+    Invalid {
+        /// The line it starts on.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl ParseError {

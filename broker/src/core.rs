@@ -145,6 +145,7 @@ impl Config {
 /// One message to send: `frames[0]` is the recipient's identity, for the ROUTER to route on.
 #[derive(Debug)]
 pub struct Outgoing {
+    /// The recipient's identity, then the message.
     pub frames: Frames,
 }
 
@@ -158,10 +159,15 @@ impl Outgoing {
 /// Counters of what the broker did, for logs and benchmarks.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
+    /// Requests from clients, `mmi.*` included.
     pub requests_received: u64,
+    /// Requests sent to a worker.
     pub requests_dispatched: u64,
+    /// Replies from workers sent on to their clients.
     pub replies_forwarded: u64,
+    /// `mmi.*` requests the broker answered itself.
     pub mmi_answered: u64,
+    /// Refused because a queue limit (`max_queue`, `max_queued_total`) was reached.
     pub requests_refused_queue_full: u64,
     /// Refused because `max_queued_bytes` was reached.
     pub requests_refused_bytes: u64,
@@ -173,12 +179,19 @@ pub struct Stats {
     pub requests_refused_unauthorized: u64,
     /// Workers sent DISCONNECT for a READY their principal may not serve (`--auth`).
     pub workers_refused_unauthorized: u64,
+    /// Dropped after waiting longer than `request_ttl`.
     pub requests_expired: u64,
+    /// Lost because the worker holding them died or left.
     pub requests_lost_with_worker: u64,
+    /// Sent to another worker after theirs died (`redeliver`).
     pub requests_redelivered: u64,
+    /// Workers that sent READY and were taken.
     pub workers_registered: u64,
+    /// Workers silent for longer than the expiry.
     pub workers_purged: u64,
+    /// DISCONNECTs sent to workers.
     pub workers_disconnected: u64,
+    /// Messages that did not parse.
     pub malformed_messages: u64,
     /// Messages handed to the core (every whole message the ROUTER delivered).
     pub messages_in: u64,
@@ -447,10 +460,12 @@ impl Broker {
         self.held.bytes
     }
 
+    /// The settings it runs with.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// What it has done so far.
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

@@ -19,6 +19,8 @@
 //!
 //! The choices made where the specs are silent are listed in [`core`]'s documentation.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod auth;
 pub mod core;

@@ -69,8 +69,10 @@ fn events() -> Events {
 /// What can go wrong starting a monitor.
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
+    /// The monitor socket could not be set up.
     #[error(transparent)]
     Socket(#[from] zsocket::Error),
+    /// The thread could not be started.
     #[error("cannot start the monitor thread")]
     Thread(#[source] std::io::Error),
 }
@@ -117,7 +119,12 @@ pub enum ConnectionEvent {
     Closed(Connection, CloseReason),
     /// libzmq could not accept a connection; `error` is the `errno` text (for example "Too many
     /// open files" when the process is out of descriptors).
-    AcceptFailed { endpoint: String, error: String },
+    AcceptFailed {
+        /// The endpoint it was accepting on.
+        endpoint: String,
+        /// The `errno` text.
+        error: String,
+    },
     /// The monitored socket was closed: this is the last event.
     Stopped,
 }

@@ -56,6 +56,7 @@ pub const ZAP_DOMAIN: &str = "majordomo";
 /// `--auth`: the rules and credentials to start with, and the file to read again on reload.
 #[derive(Debug, Clone)]
 pub struct Auth {
+    /// The rules and credentials.
     pub config: AuthConfig,
     /// Read again by [`ReloadHandle::reload`]; `None` if the rules came from elsewhere.
     pub file: Option<PathBuf>,
@@ -91,12 +92,16 @@ pub fn is_local_endpoint(endpoint: &str) -> bool {
 /// What can go wrong running the broker's sockets.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// No endpoint was given.
     #[error("no endpoint to bind")]
     NoEndpoint,
+    /// The connection monitor could not start.
     #[error("cannot start the connection monitor")]
     Monitor(#[from] crate::monitor::MonitorError),
+    /// The ZAP handler could not start.
     #[error("cannot start authentication")]
     Zap(#[from] crate::zap::ZapError),
+    /// A socket call failed (binding, most often).
     #[error(transparent)]
     Socket(#[from] zsocket::Error),
 }

@@ -108,8 +108,10 @@ impl From<&AuthConfig> for Credentials {
 /// Why the handler could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ZapError {
+    /// The handler's socket could not be set up.
     #[error(transparent)]
     Socket(#[from] zsocket::Error),
+    /// The handler's thread could not be started.
     #[error("cannot start the ZAP handler's thread: {0}")]
     Thread(std::io::Error),
 }
