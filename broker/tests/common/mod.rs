@@ -130,6 +130,20 @@ impl Peer {
         }
     }
 
+    /// Sends without waiting, and says whether the message was queued. A peer whose handshake
+    /// has already failed has no pipe left (libzmq ends a connecting session on a protocol or
+    /// authentication error), and a blocking send on a DEALER with no pipe waits for ever.
+    pub fn try_send(&self, frames: &[&[u8]]) -> bool {
+        match self
+            .socket
+            .send_multipart(frames.iter().copied(), zmq::DONTWAIT)
+        {
+            Ok(()) => true,
+            Err(zmq::Error::EAGAIN) => false,
+            Err(error) => panic!("send failed: {error}"),
+        }
+    }
+
     pub fn send(&self, frames: &[&[u8]]) {
         self.socket
             .send_multipart(frames.iter().copied(), 0)
