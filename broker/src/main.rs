@@ -153,6 +153,26 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(_) => Some(hangup::block()?),
         None => None,
     };
+    // The signal handler goes in before anything that takes time or logs (binding, loading the
+    // auth file), so that a SIGINT or SIGTERM during start-up ends the broker cleanly (status 0)
+    // rather than by the signal's default action. Until the server exists there is nothing to
+    // stop: the handler leaves a flag, looked at once the stopper is in its slot.
+    //
+    // The handler lives as long as the process, but the stopper must not: it holds the ZeroMQ
+    // context, and only terminating the context (when its last holder lets go) waits for the
+    // final DISCONNECTs to leave. So the handler borrows the stopper from a slot that is emptied
+    // once the server has stopped.
+    let stopper_slot: Arc<Mutex<Option<zsocket::StopHandle>>> = Arc::new(Mutex::new(None));
+    let stop_asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (handler_slot, handler_asked) = (Arc::clone(&stopper_slot), Arc::clone(&stop_asked));
+    ctrlc::set_handler(move || {
+        handler_asked.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(slot) = handler_slot.lock() {
+            if let Some(stopper) = slot.as_ref() {
+                stopper.stop();
+            }
+        }
+    })?;
     let auth = match &args.auth {
         Some(file) => Some(Auth {
             config: AuthConfig::load(file)?,
@@ -191,19 +211,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(hangups) = hangups {
         hangup::spawn_reloader(hangups, server.reload_handle())?;
     }
-    // The signal handler lives as long as the process, but its stopper must not: the stopper
-    // holds the ZeroMQ context, and only terminating the context (when its last holder lets go)
-    // waits for the final DISCONNECTs to leave. So the handler borrows the stopper from a slot
-    // that is emptied once the server has stopped.
-    let stopper_slot = Arc::new(Mutex::new(Some(server.stop_handle())));
-    let handler_slot = Arc::clone(&stopper_slot);
-    ctrlc::set_handler(move || {
-        if let Ok(slot) = handler_slot.lock() {
-            if let Some(stopper) = slot.as_ref() {
-                stopper.stop();
-            }
+    if let Ok(mut slot) = stopper_slot.lock() {
+        let stopper = server.stop_handle();
+        // A signal that came before the slot was filled (the handler saw it empty).
+        if stop_asked.load(std::sync::atomic::Ordering::SeqCst) {
+            stopper.stop();
         }
-    })?;
+        *slot = Some(stopper);
+    }
     let result = server.run();
     if let Ok(mut slot) = stopper_slot.lock() {
         slot.take();
