@@ -9,29 +9,18 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+mod common;
+use common::{binary, server, text, wait_for_service, Server};
+
 /// How long a program that should end at once may take before the test gives up on it.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-fn binary(name: &str) -> PathBuf {
-    let client = PathBuf::from(env!("CARGO_BIN_EXE_client"));
-    if name == "client" {
-        return client;
-    }
-    let path = client.with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p broker -p worker` first",
-        path.display()
-    );
-    path
-}
 
 fn client(args: &[&str]) -> Command {
     let mut command = Command::new(binary("client"));
@@ -71,33 +60,6 @@ fn finish_within(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// A server in the background, killed when the test ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server(name: &str, args: &[&str]) -> Server {
-    Server(
-        Command::new(binary(name))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 /// A broker on an ipc endpoint in `dir` and a worker for `service` (`worker_args` added), once
 /// the broker says the service has a worker.
 fn start(dir: &Path, service: &str, worker_args: &[&str]) -> (Vec<Server>, String) {
@@ -106,25 +68,7 @@ fn start(dir: &Path, service: &str, worker_args: &[&str]) -> (Vec<Server>, Strin
     let mut args = vec!["--connect", &endpoint, "--service", service];
     args.extend_from_slice(worker_args);
     let worker = server("worker", &args);
-    let started = Instant::now();
-    loop {
-        let asked = run(&mut client(&[
-            "-c",
-            &endpoint,
-            "-s",
-            "mmi.service",
-            "-t",
-            "200",
-            "-r",
-            "1",
-            service,
-        ]));
-        if text(&asked.stdout) == "200\n" {
-            break;
-        }
-        assert!(started.elapsed() < PATIENCE, "{service} did not register");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_service(&endpoint, service, PATIENCE);
     (vec![broker, worker], endpoint)
 }
 

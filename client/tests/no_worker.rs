@@ -6,8 +6,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+
+mod common;
 
 /// The broker program, killed when the test ends.
 struct Broker {
@@ -22,19 +23,9 @@ impl Drop for Broker {
     }
 }
 
-fn broker_binary() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_client")).with_file_name("broker");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p broker` first",
-        path.display()
-    );
-    path
-}
-
 /// A broker on `tcp://127.0.0.1:*`, once its log line says which port it has.
 fn broker() -> Broker {
-    let mut child = Command::new(broker_binary())
+    let mut child = Command::new(common::binary("broker"))
         .args(["--bind", "tcp://127.0.0.1:*"])
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

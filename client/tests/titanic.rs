@@ -6,47 +6,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
+mod common;
+use common::{server, text, wait_for_service, Server};
+
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn binary(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_client")).with_file_name(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p broker -p worker -p titanic` first",
-        path.display()
-    );
-    path
-}
-
-/// A program in the background, killed when the test ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server(name: &str, args: &[&str]) -> Server {
-    Server(
-        Command::new(binary(name))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
 
 fn client(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_client"))
@@ -55,33 +24,6 @@ fn client(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Waits until the broker says `service` has a worker.
-fn wait_for(endpoint: &str, service: &str) {
-    let started = Instant::now();
-    loop {
-        let asked = client(&[
-            "-c",
-            endpoint,
-            "-s",
-            "mmi.service",
-            "-t",
-            "200",
-            "-r",
-            "1",
-            service,
-        ]);
-        if text(&asked.stdout) == "200\n" {
-            return;
-        }
-        assert!(started.elapsed() < PATIENCE, "{service} did not register");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A broker, an echo worker, a worker whose command fails, and Titanic over them.
@@ -111,7 +53,7 @@ fn start(dir: &Path) -> (Vec<Server>, String) {
         "titanic.reply",
         "titanic.close",
     ] {
-        wait_for(&endpoint, service);
+        wait_for_service(&endpoint, service, PATIENCE);
     }
     (servers, endpoint)
 }
