@@ -256,32 +256,7 @@ fn collect(
     Ok(())
 }
 
-/// `[nonce, payload, fnv1a64(nonce, payload) in hex]`.
-fn checked_body(nonce: &str, payload: &[u8]) -> Vec<Vec<u8>> {
-    let sum = fnv1a(&[nonce.as_bytes(), payload]);
-    vec![
-        nonce.as_bytes().to_vec(),
-        payload.to_vec(),
-        format!("{sum:016x}").into_bytes(),
-    ]
-}
-
-fn checksum_holds(frames: &[Vec<u8>]) -> bool {
-    let [nonce, payload, sum] = frames else {
-        return false;
-    };
-    format!("{:016x}", fnv1a(&[nonce, payload])).as_bytes() == &sum[..]
-}
-
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for byte in *part {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash ^= 0xff;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
+// The checksummed bodies, the same as the titanic tests'.
+#[path = "../tests/support/checked_body.rs"]
+mod checked_body;
+use checked_body::{checked_body, checksum_holds, fnv1a};
