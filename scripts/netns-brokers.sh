@@ -48,59 +48,9 @@
 # Namespaces are named mdp-<pid>-*, so runs in parallel do not clash; all are deleted on exit.
 set -euo pipefail
 
-bin_dir=
-if [ -n "${NETNS_BIN_DIR:-}" ]; then
-    bin_dir=$(cd "$NETNS_BIN_DIR" && pwd)
-fi
-debug=
-skip_if_unavailable=
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --debug) debug=1 ;;
-        --skip-if-unavailable) skip_if_unavailable=1 ;;
-        -h|--help) sed -n '2,/^[^#]/ { /^#/p }' "$0"; exit 0 ;;
-        *) echo "netns-brokers.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
-    esac
-    shift
-done
-cd "$(dirname "$0")/.."
-
-unavailable() {
-    if [ -n "$skip_if_unavailable" ]; then
-        echo "skipped: needs root and ip netns ($1)"
-        echo "0 passed, 0 failed"
-        exit 0
-    fi
-    echo "netns-brokers.sh: needs root and ip netns ($1)" >&2
-    exit 2
-}
-[ "$(id -u)" = 0 ] || unavailable "not running as root"
-command -v ip >/dev/null || unavailable "no ip command: install iproute2"
-probe=mdp-$$-probe
-if ! probe_error=$(ip netns add "$probe" 2>&1); then
-    unavailable "ip netns add failed: $probe_error"
-fi
-if ! probe_error=$(ip -n "$probe" link add br0 type bridge 2>&1); then
-    ip netns del "$probe"
-    unavailable "no bridge in a namespace: $probe_error"
-fi
-ip netns del "$probe"
-
-if [ -z "$bin_dir" ]; then
-    if [ -n "$debug" ]; then
-        bin_dir=${CARGO_TARGET_DIR:-target}/debug
-    else
-        cargo build --release -q -p broker -p client -p worker --bins
-        bin_dir=${CARGO_TARGET_DIR:-target}/release
-    fi
-    bin_dir=$(cd "$bin_dir" && pwd)
-fi
-for program in broker client worker; do
-    if [ ! -x "$bin_dir/$program" ]; then
-        echo "netns-brokers.sh: $bin_dir/$program is missing (cargo build --workspace)" >&2
-        exit 2
-    fi
-done
+. "$(dirname "$0")/netns-common.sh"
+NETNS_NEEDS_BRIDGE=1
+netns_setup "$@"
 
 heartbeat_ms=500
 liveness=3
