@@ -69,17 +69,6 @@ ns_f=mdp-$$-failover
 ns_client=mdp-$$-client
 namespaces=()
 name=netns-brokers.sh
-# Whatever still runs in this run's namespaces was started by it too (the workers' --exec
-# children, a client cut off mid-request): a namespace's name does not end its processes.
-# Deleting a namespace deletes the veth ends inside it, and so their peers.
-cleanup_more() {
-    local ns pid
-    for ns in "${namespaces[@]}"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
-    done
-    wait 2>/dev/null || true
-    for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
-}
 source scripts/checks-common.sh
 # Times are read off the answers: ask often.
 poll_seconds=0.05

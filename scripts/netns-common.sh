@@ -1,5 +1,6 @@
 # What the network-namespace tests share (sourced by netns-test.sh and netns-brokers.sh): their
-# flags, the check that this machine can make namespaces, and the programs to run.
+# flags, the check that this machine can make namespaces, the programs to run, and the clean-up
+# of their namespaces.
 #
 # `netns_setup "$@"` parses --debug, --skip-if-unavailable and --help (which prints the sourcing
 # script's header), moves to the repository root, checks for root and `ip netns` (and, with
@@ -67,4 +68,17 @@ netns_unavailable() {
     fi
     echo "$netns_script: needs root and ip netns ($1)" >&2
     exit 2
+}
+
+# checks-common.sh's cleanup calls this. Whatever still runs in this run's namespaces (listed in
+# `namespaces`) was started by it too (the workers' --exec children, a client cut off
+# mid-request): a namespace's name does not end its processes. Deleting a namespace deletes the
+# veth ends inside it, and so their peers.
+cleanup_more() {
+    local ns pid
+    for ns in "${namespaces[@]}"; do
+        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill "$pid" 2>/dev/null || true; done
+    done
+    wait 2>/dev/null || true
+    for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
 }
