@@ -14,7 +14,6 @@ use titanic::dispatch::DispatchConfig;
 use titanic::patterns::ServicePatterns;
 use titanic::service::Conversations;
 use titanic::{Config, Titanic};
-use worker::WorkerConfig;
 
 /// Durable MDP requests (spec 9): store, dispatch, and hand back replies across crashes.
 #[derive(Debug, Parser)]
@@ -51,14 +50,8 @@ struct Args {
     /// The longest wait between two tries of a request, or two mmi.service checks.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     backoff_max: Duration,
-    /// Heartbeat interval in milliseconds; must match the broker's.
-    #[arg(long, value_name = "MS", default_value_t = mdp::DEFAULT_HEARTBEAT_INTERVAL_MS,
-          value_parser = cli::at_least_one_u64)]
-    heartbeat_ms: u64,
-    /// Missed heartbeats after which the broker counts as gone; must match the broker's.
-    #[arg(long, value_name = "N", default_value_t = mdp::DEFAULT_HEARTBEAT_LIVENESS,
-          value_parser = cli::at_least_one_u32)]
-    liveness: u32,
+    #[command(flatten)]
+    heartbeats: worker::HeartbeatFlags,
     #[command(flatten)]
     verbosity: cli::Verbosity,
 }
@@ -103,11 +96,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     args.verbosity.init_logging(log::LevelFilter::Info);
-    let worker_config = WorkerConfig {
-        heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
-        liveness: args.liveness,
-        ..WorkerConfig::default()
-    };
+    let worker_config = args.heartbeats.config();
     let mut config = Config::new(&args.endpoint, &args.db);
     config.request_ttl = args.request_ttl;
     config.max_stored = args.max_stored;

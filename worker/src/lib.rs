@@ -149,6 +149,32 @@ impl Default for WorkerConfig {
     }
 }
 
+/// The heartbeat flags of every program that is an MDP worker (`worker`, `titanic`), flattened
+/// into its command line with `#[command(flatten)]`, so that they read and behave the same in
+/// each.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HeartbeatFlags {
+    /// Heartbeat interval in milliseconds; must match the broker's.
+    #[arg(long, value_name = "MS", default_value_t = mdp::DEFAULT_HEARTBEAT_INTERVAL_MS,
+          value_parser = cli::at_least_one_u64)]
+    pub heartbeat_ms: u64,
+    /// Missed heartbeats after which the broker counts as gone; must match the broker's.
+    #[arg(long, value_name = "N", default_value_t = mdp::DEFAULT_HEARTBEAT_LIVENESS,
+          value_parser = cli::at_least_one_u32)]
+    pub liveness: u32,
+}
+
+impl HeartbeatFlags {
+    /// The worker settings these flags give, the rest at their defaults.
+    pub fn config(&self) -> WorkerConfig {
+        WorkerConfig {
+            heartbeat_interval: Duration::from_millis(self.heartbeat_ms),
+            liveness: self.liveness,
+            ..WorkerConfig::default()
+        }
+    }
+}
+
 /// What can go wrong for a worker. Nothing the broker sends is an error here: malformed
 /// messages are logged and dropped, and a lost broker is reconnected to.
 #[derive(Debug, thiserror::Error)]

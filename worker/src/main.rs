@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use worker::exec::{Exec, Timeout};
-use worker::{Mode, ServiceName, Worker, WorkerConfig};
+use worker::{Mode, ServiceName, Worker};
 
 /// Serve one MDP/0.1 service for a broker: echo each request, or run a command per request.
 #[derive(Debug, Parser)]
@@ -52,14 +52,8 @@ struct Args {
     /// limit): SIGTERM to its process group, SIGKILL 2 s later.
     #[arg(long, value_name = "DURATION", default_value_t = Timeout::default())]
     exec_timeout: Timeout,
-    /// Heartbeat interval in milliseconds; must match the broker's.
-    #[arg(long, value_name = "MS", default_value_t = mdp::DEFAULT_HEARTBEAT_INTERVAL_MS,
-          value_parser = cli::at_least_one_u64)]
-    heartbeat_ms: u64,
-    /// Missed heartbeats after which the broker counts as gone; must match the broker's.
-    #[arg(long, value_name = "N", default_value_t = mdp::DEFAULT_HEARTBEAT_LIVENESS,
-          value_parser = cli::at_least_one_u32)]
-    liveness: u32,
+    #[command(flatten)]
+    heartbeats: worker::HeartbeatFlags,
     /// Benchmarks only (scripts/bench.sh): echo after sleeping this many milliseconds, a slow
     /// worker without --exec.
     #[arg(long, value_name = "MS", hide = true)]
@@ -159,11 +153,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let config = WorkerConfig {
-        heartbeat_interval: Duration::from_millis(args.heartbeat_ms),
-        liveness: args.liveness,
-        ..WorkerConfig::default()
-    };
+    let config = args.heartbeats.config();
     let mode = if args.failover {
         Mode::Failover
     } else {
