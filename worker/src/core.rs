@@ -106,6 +106,8 @@ pub struct Topology {
     pub brokers: usize,
     /// The links to each broker, each its own MDP worker. At least 1.
     pub slots: usize,
+    /// Whether every broker's links are open at once ([`Mode::All`]) or one broker's at a time
+    /// ([`Mode::Failover`]).
     pub mode: Mode,
 }
 
@@ -137,14 +139,25 @@ impl Default for Topology {
 pub enum Action {
     /// Drop the link's old socket, if any, then open a new DEALER and connect it to the link's
     /// broker ([`WorkerCore::broker_of`]). A `Send` of READY follows at once.
-    Open { link: LinkId },
+    Open {
+        /// The link to (re)open.
+        link: LinkId,
+    },
     /// Send these frames on the link's socket: a whole message, from the empty delimiter on, as
     /// `mdp::worker::FromWorker` encodes it.
-    Send { link: LinkId, frames: Frames },
+    Send {
+        /// The link whose socket sends them.
+        link: LinkId,
+        /// The whole message, ready for the socket.
+        frames: Frames,
+    },
     /// Drop the link's socket without a word, discarding whatever is still queued in it (linger
     /// 0). After [`WorkerCore::shutdown`] a driver may give it a moment first, so that the
     /// DISCONNECT just sent can leave.
-    Close { link: LinkId },
+    Close {
+        /// The link whose socket goes.
+        link: LinkId,
+    },
     /// A request for the application; answer it with [`WorkerCore::reply`].
     Deliver(Request),
 }
@@ -153,6 +166,9 @@ pub enum Action {
 /// back, and `reply_to` goes to the reply.
 #[derive(Debug)]
 pub struct Request {
+    /// Where the reply goes: hand it back to `reply` with the reply body. It names the socket
+    /// the request came in on, so a reply after that conversation has ended (the broker went
+    /// silent and the link was reopened) is dropped with a warning, never sent on the new one.
     pub reply_to: ReplyTo,
     /// The request body, one frame or more, as the client sent it.
     pub body: Frames,

@@ -97,6 +97,8 @@
 //! use to make a blocked [`Worker::recv`] return [`Error::Stopped`]. Dropping the worker sends the
 //! broker a DISCONNECT so it forgets the worker at once rather than after its heartbeat timeout.
 
+#![warn(missing_docs)]
+
 pub mod core;
 pub mod exec;
 
@@ -195,7 +197,11 @@ pub enum Error {
     /// The operating system refused something the worker needs (its thread, its stop signal).
     #[error("cannot {action}")]
     Setup {
+        /// What the worker could not do, as "cannot {action}" reads: "start the heartbeat
+        /// thread", "create the stop signal", "create the wake-up socket", "start a handler
+        /// thread".
         action: &'static str,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
