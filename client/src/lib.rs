@@ -39,6 +39,8 @@
 //! # }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod async_client;
 pub mod core;
 pub mod stats;
@@ -64,8 +66,11 @@ pub enum Error {
     /// libzmq would only retry it in the background, for ever).
     #[error("cannot connect to {endpoint}: host {host} does not resolve ({reason})")]
     UnknownHost {
+        /// The endpoint as given, e.g. `tcp://no-such-host:5555`.
         endpoint: String,
+        /// The host part of it, without brackets.
         host: String,
+        /// The resolver's error, or "no address" when it answered with none.
         reason: String,
     },
     /// Every try of a synchronous request timed out without a connection to any broker: nothing
@@ -74,15 +79,20 @@ pub enum Error {
     NoConnection {
         /// The endpoints tried.
         brokers: Vec<String>,
+        /// How many times the request was sent in all ([`ClientConfig::retries`], at least 1).
         attempts: u32,
+        /// How long each try waited ([`ClientConfig::timeout`]).
         timeout: Duration,
     },
     /// Every try of a synchronous request timed out, with the connection to the broker made:
     /// the service did not answer in time.
     #[error("{}", no_reply(service, *attempts, *timeout))]
     NoReply {
+        /// The service asked.
         service: ServiceName,
+        /// How many times the request was sent in all ([`ClientConfig::retries`], at least 1).
         attempts: u32,
+        /// How long each try waited ([`ClientConfig::timeout`]).
         timeout: Duration,
     },
     /// The reply was not a valid MDP/Client REPLY (the broker broke spec 7).
@@ -91,7 +101,9 @@ pub enum Error {
     /// The reply names another service than the request did (the broker broke spec 7).
     #[error("asked service {asked} but the reply is from {replied}")]
     WrongService {
+        /// The service the request was sent to.
         asked: ServiceName,
+        /// The service the reply's header named.
         replied: ServiceName,
     },
     /// `mmi.service` answered something other than 200 or 404.

@@ -379,10 +379,15 @@ fn join(counts: &[u64]) -> String {
 /// The counts of a run, for [`Summary::of_run`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Requests issued ([`Summary::requests`]).
     pub requests: u64,
+    /// Requests answered ([`Summary::replies`]).
     pub replies: u64,
+    /// Requests given up after all their tries ([`Summary::failed`]).
     pub failed: u64,
+    /// Requests sent more than once ([`Summary::retried`]).
     pub retried: u64,
+    /// Replies nothing was waiting for ([`Summary::dropped_replies`]).
     pub dropped_replies: u64,
 }
 
@@ -391,7 +396,12 @@ pub struct Counts {
 pub enum ParseError {
     /// Not JSON, or JSON beyond the subset the client writes (strings as values, `true`, ...).
     #[error("not a client --stats=json object: expected {expected} at byte {at}")]
-    Syntax { at: usize, expected: &'static str },
+    Syntax {
+        /// The byte offset in the text where reading stopped.
+        at: usize,
+        /// What the reader wanted there, e.g. "the end" or "an object, an array or a number".
+        expected: &'static str,
+    },
     /// A field the client always writes is missing.
     #[error("the field {0:?} is missing")]
     Missing(&'static str),

@@ -24,9 +24,14 @@ use mdp::{Frames, ServiceName};
 
 use crate::{Client, ClientConfig};
 
-/// Spec 9's service names.
+/// Spec 9's service for step 1, submit: body frames are the service name, then the request
+/// body; the answer is `200` and the request id (32 hex digits).
 pub const REQUEST: &str = "titanic.request";
+/// Spec 9's service for step 2, wait: the body is the request id; the answer is `200` and the
+/// reply, `300` (pending), `400` (unknown id) or `500` (store failing).
 pub const REPLY: &str = "titanic.reply";
+/// Spec 9's service for step 3, close: the body is the request id; the answer is `200`, also for an
+/// id Titanic does not know.
 pub const CLOSE: &str = "titanic.close";
 
 /// Polling settings.
@@ -71,7 +76,9 @@ pub enum TitanicError {
     /// does not serve) or `500` (its store is full or failing: retry later).
     #[error("{service} answered {status}")]
     Refused {
+        /// The `titanic.*` service that refused ([`REQUEST`] or [`CLOSE`]).
         service: &'static str,
+        /// The status it answered, `400` or `500`.
         status: Printable,
     },
     /// `titanic.reply` answered 400: the id was never stored, or closed, or expired.
@@ -80,7 +87,9 @@ pub enum TitanicError {
     /// Titanic answered something that spec 9 does not allow.
     #[error("{service} answered {reply}, which is not a spec 9 reply")]
     Malformed {
+        /// The `titanic.*` service that answered.
         service: &'static str,
+        /// Its reply's first frame, truncated for printing.
         reply: Printable,
     },
     /// [`TitanicClient::wait_until`]'s deadline passed with the reply still pending.

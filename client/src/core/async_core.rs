@@ -90,10 +90,15 @@ pub enum Outcome {
     /// The reply came: its body, the time from the first try to receiving it, and how many
     /// times the request was sent (1 unless a try timed out and it was resent).
     Reply {
+        /// The request's id, as [`AsyncCore::send`] returned it.
         id: RequestId,
+        /// The service that answered, from the reply's header.
         service: ServiceName,
+        /// The reply body, one frame or more (without the tag frame with [`Matching::ByTag`]).
         body: Frames,
+        /// From the first send of the request to the arrival of this reply, across resends.
         latency: Duration,
+        /// How many times the request was sent, 1 for a first-try answer.
         tries: u32,
         /// The broker that answered (an index into the list the core was made with; 0 with one
         /// broker).
@@ -102,8 +107,11 @@ pub enum Outcome {
     /// No reply came to any of its `tries`, each within the timeout; the request is given up,
     /// and a reply that still comes for it is dropped.
     TimedOut {
+        /// The request's id, as [`AsyncCore::send`] returned it.
         id: RequestId,
+        /// The service the request was sent to.
         service: ServiceName,
+        /// How many times the request was sent, every try timed out.
         tries: u32,
         /// True if the connection of its last try was never up while that try waited (the
         /// broker was not reached at all), as the driver's socket monitor said
@@ -124,7 +132,12 @@ pub enum AsyncAction {
     /// ([`AsyncCore::broker_of`] says which, with several).
     Open(ConnId),
     /// Send these frames (delimiter first) on this connection's socket.
-    Send { conn: ConnId, frames: Frames },
+    Send {
+        /// The connection whose socket sends them.
+        conn: ConnId,
+        /// The whole message, ready for a DEALER socket.
+        frames: Frames,
+    },
     /// Close this connection's socket (linger 0): nothing it carried is still wanted, and
     /// whatever still comes for it is dropped by the broker's ROUTER.
     Close(ConnId),

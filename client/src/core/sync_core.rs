@@ -185,7 +185,8 @@ impl SyncCore {
 
     /// True once a monitor has said anything about the current broker's connection (up, or
     /// dropped or refused). While it is false, a try that times out cannot tell "no connection"
-    /// from "not yet reported": see the [module docs](self).
+    /// from "not yet reported": see the [`crate::sync_client`] docs
+    /// (silence is not evidence).
     pub fn link_known(&self) -> bool {
         self.link_state() != LinkState::Unknown
     }
