@@ -23,6 +23,7 @@
 //! The protocol lives elsewhere: frames are built and parsed by `mdp` (or, for lbbroker, by its
 //! balancer), and decisions are made by the sans-IO cores. Nothing here knows what a frame means.
 
+pub mod credentials;
 pub mod curve;
 mod error;
 pub mod ipc;
