@@ -25,8 +25,12 @@
 //! traffic, and no second socket has to be watched on every pass.
 //!
 //! With `--auth` ([`Auth`]), the ZAP handler ([`crate::zap`]) is started before anything is
-//! bound, every endpoint is bound as a PLAIN server, and each message goes to the core with the
-//! principal libzmq puts on it (the `User-Id` property). A [`ReloadHandle`] (SIGHUP, in the
+//! bound, every endpoint is bound as a PLAIN server, or a CURVE one when it is written
+//! `curve+tcp://...` ([`Mechanism`], [`parse_bind`]), and each message goes to the core with the
+//! principal libzmq puts on it (the `User-Id` property). One ROUTER serves both kinds: libzmq
+//! copies a socket's options into each listener when `bind` is called, so the mechanism options
+//! are set anew before each bind (`broker/tests/mechanisms.rs` checks this over real sockets),
+//! and clients and workers of every endpoint share one set of queues and one LRU order. A [`ReloadHandle`] (SIGHUP, in the
 //! program) asks the loop to read the auth file again; the loop does it when it next wakes (a
 //! message, or at the latest the next heartbeat), and swaps the ZAP handler's credentials and the
 //! core's rules together. A file that does not parse is logged and the rules in force stay.
@@ -49,6 +53,7 @@ use zsocket::{ResultExt, SendError, StopHandle, StopSignal};
 use crate::auth::AuthConfig;
 use crate::core::{Broker, Config, Outgoing, Stats};
 use crate::zap::{Credentials, Zap};
+use zsocket::curve::KeyPair;
 
 /// The ZAP domain the broker's sockets ask about (spec 27 lets a handler tell sockets apart).
 pub const ZAP_DOMAIN: &str = "majordomo";
@@ -60,6 +65,73 @@ pub struct Auth {
     pub config: AuthConfig,
     /// Read again by [`ReloadHandle::reload`]; `None` if the rules came from elsewhere.
     pub file: Option<PathBuf>,
+    /// The broker's own CURVE key pair (`--curve-secret-file`), which `curve+` endpoints need.
+    pub curve: Option<KeyPair>,
+}
+
+/// The security mechanism of one bound endpoint (libzmq fixes it per endpoint, at bind time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mechanism {
+    /// No authentication: the broker without `--auth`.
+    Null,
+    /// ZeroMQ PLAIN (spec 24): a name and a password, in clear; the default with `--auth`.
+    Plain,
+    /// ZeroMQ CURVE (spec 26): key pairs, and every frame encrypted.
+    Curve,
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mechanism::Null => "NULL",
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Curve => "CURVE",
+        })
+    }
+}
+
+/// Splits a `--bind` value into the mechanism it asks for and the ZeroMQ endpoint:
+/// `curve+tcp://*:5556` is CURVE, `plain+tcp://*:5555` PLAIN, and a bare endpoint says nothing
+/// (PLAIN with `--auth`, NULL without).
+pub fn parse_bind(text: &str) -> (Option<Mechanism>, &str) {
+    if let Some(endpoint) = text.strip_prefix("curve+") {
+        (Some(Mechanism::Curve), endpoint)
+    } else if let Some(endpoint) = text.strip_prefix("plain+") {
+        (Some(Mechanism::Plain), endpoint)
+    } else {
+        (None, text)
+    }
+}
+
+/// The mechanism of every `--bind` value, checked against what the broker has: `curve+` and
+/// `plain+` need `--auth`, and `curve+` the broker's key pair and a libzmq with CURVE.
+pub fn mechanisms(
+    endpoints: &[String],
+    auth: Option<&Auth>,
+) -> Result<Vec<Mechanism>, ServerError> {
+    endpoints
+        .iter()
+        .map(|text| match (parse_bind(text).0, auth) {
+            (None, None) => Ok(Mechanism::Null),
+            (None | Some(Mechanism::Plain), Some(_)) => Ok(Mechanism::Plain),
+            (Some(Mechanism::Curve), Some(auth)) => {
+                zsocket::curve::available()?;
+                match auth.curve {
+                    Some(_) => Ok(Mechanism::Curve),
+                    None => Err(ServerError::Mechanism(format!(
+                        "{text}: a CURVE endpoint needs the broker's key pair \
+                         (--curve-secret-file FILE; `broker keygen` writes one)"
+                    ))),
+                }
+            }
+            (Some(mechanism), None) => Err(ServerError::Mechanism(format!(
+                "{text}: a {mechanism} endpoint needs --auth FILE (the principals it admits)"
+            ))),
+            (Some(Mechanism::Null), Some(_)) => Err(ServerError::Mechanism(format!(
+                "{text}: no NULL endpoint with --auth"
+            ))),
+        })
+        .collect()
 }
 
 /// Asks a running [`Server`] to read its auth file again. Cloneable and `Send`.
@@ -101,6 +173,12 @@ pub enum ServerError {
     /// The ZAP handler could not start.
     #[error("cannot start authentication")]
     Zap(#[from] crate::zap::ZapError),
+    /// An endpoint asks for a mechanism the broker cannot give it.
+    #[error("{0}")]
+    Mechanism(String),
+    /// CURVE is not in this build, or the broker's key cannot be set.
+    #[error(transparent)]
+    Curve(#[from] zsocket::curve::Error),
     /// A socket call failed (binding, most often).
     #[error(transparent)]
     Socket(#[from] zsocket::Error),
@@ -133,6 +211,8 @@ pub struct Server {
     stop: StopSignal,
     stop_handle: StopHandle,
     endpoints: Vec<String>,
+    /// The mechanism of each of `endpoints`.
+    mechanisms: Vec<Mechanism>,
     /// Declared after `socket`, so it closes before its ipc files are removed.
     _bindings: Vec<zsocket::Binding>,
     core: Broker,
@@ -170,9 +250,10 @@ impl Server {
     }
 
     /// [`Server::bind`], with authentication and authorization when `auth` is given: every
-    /// endpoint is a PLAIN server checked by the ZAP handler, and the core applies the rules.
-    /// Without it, a tcp endpoint that is not loopback earns a warning that anyone who can reach
-    /// it may serve and call anything.
+    /// endpoint is a PLAIN server, or a CURVE one if written `curve+...` ([`parse_bind`]),
+    /// checked by the ZAP handler, and the core applies the rules. Without it, a tcp endpoint
+    /// that is not loopback earns a warning that anyone who can reach it may serve and call
+    /// anything.
     pub fn bind_with_auth(
         endpoints: &[String],
         config: Config,
@@ -182,6 +263,7 @@ impl Server {
         if endpoints.is_empty() {
             return Err(ServerError::NoEndpoint);
         }
+        let mechanisms = mechanisms(endpoints, auth.as_ref())?;
         let context = zmq::Context::new();
         // The handler first: a PLAIN server with no handler to ask lets everyone in.
         let zap = match &auth {
@@ -195,9 +277,6 @@ impl Server {
             socket
                 .set_zap_domain(ZAP_DOMAIN)
                 .doing("set ZMQ_ZAP_DOMAIN")?;
-            socket
-                .set_plain_server(true)
-                .doing("set ZMQ_PLAIN_SERVER")?;
         }
         socket
             .set_router_mandatory(true)
@@ -207,9 +286,29 @@ impl Server {
             socket.set_maxmsgsize(size).doing("set ZMQ_MAXMSGSIZE")?;
         }
         let mut bindings = Vec::new();
-        for endpoint in endpoints {
-            let binding = zsocket::bind(&socket, endpoint)?;
-            info!("MDP broker/0.1 is active at {}", binding.endpoint());
+        for (text, &mechanism) in endpoints.iter().zip(&mechanisms) {
+            // The listener bind creates takes a copy of the options as they are now.
+            match (
+                mechanism,
+                auth.as_ref().and_then(|auth| auth.curve.as_ref()),
+            ) {
+                (Mechanism::Curve, Some(keys)) => zsocket::curve::set_server(&socket, keys)?,
+                (Mechanism::Plain, _) => socket
+                    .set_plain_server(true)
+                    .doing("set ZMQ_PLAIN_SERVER")?,
+                // NULL (and CURVE without keys, which `mechanisms` refused already).
+                _ => socket
+                    .set_plain_server(false)
+                    .doing("set ZMQ_PLAIN_SERVER")?,
+            }
+            let binding = zsocket::bind(&socket, parse_bind(text).1)?;
+            match mechanism {
+                Mechanism::Null => info!("MDP broker/0.1 is active at {}", binding.endpoint()),
+                _ => info!(
+                    "MDP broker/0.1 is active at {} ({mechanism})",
+                    binding.endpoint()
+                ),
+            }
             bindings.push(binding);
         }
         if zap.is_none() {
@@ -234,6 +333,7 @@ impl Server {
             stop,
             stop_handle,
             endpoints: bindings.iter().map(|b| b.endpoint().to_owned()).collect(),
+            mechanisms,
             _bindings: bindings,
             core: match &auth {
                 Some(auth) => {
@@ -265,9 +365,15 @@ impl Server {
         Ok(local)
     }
 
-    /// The endpoints the broker listens on, with wildcards resolved (`tcp://127.0.0.1:41235`).
+    /// The endpoints the broker listens on, with wildcards resolved (`tcp://127.0.0.1:41235`),
+    /// without the `curve+`/`plain+` of the `--bind` value ([`Server::mechanisms`] has it).
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
+    }
+
+    /// The mechanism of each of [`Server::endpoints`], in the same order.
+    pub fn mechanisms(&self) -> &[Mechanism] {
+        &self.mechanisms
     }
 
     /// The broker's state, for inspection.
