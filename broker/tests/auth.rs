@@ -47,6 +47,7 @@ impl AuthBroker {
         let auth = Auth {
             config: AuthConfig::load(&file).unwrap(),
             file: Some(file.clone()),
+            curve: None,
         };
         let mut server = Server::bind_with_auth(
             &["tcp://127.0.0.1:*".to_string()],
