@@ -14,9 +14,10 @@
 //! SIGHUP: TOML syntax, unknown fields, duplicate names, hashes, keys and patterns
 //! ([`crate::access::Pattern`]). Every error names the file and the line.
 //!
-//! CURVE principals (`curve_public_key`) need a libzmq built with CURVE, which the default build
-//! is not (the `zmq` crate builds libzmq without libsodium); in such a build they are an error
-//! that says so.
+//! CURVE principals (`curve_public_key`, the 40 Z85 characters of the `.pub` file that
+//! `broker keygen` or czmq writes) need a libzmq built with CURVE, which the default build is not
+//! (the `zmq` crate builds libzmq without libsodium); in such a build they are an error that says
+//! how to get one ([`zsocket::curve::HOW_TO_GET_CURVE`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -222,29 +223,16 @@ fn check_hash(text: &str) -> Result<(), String> {
 }
 
 fn check_curve_key(text: &str) -> Result<Vec<u8>, String> {
-    if !curve_available() {
-        return Err(format!("curve_public_key: {NO_CURVE}"));
-    }
-    if text.len() != 40 {
-        return Err(format!(
-            "curve_public_key must be 40 Z85 characters, not {}",
-            text.len()
-        ));
-    }
-    zmq::z85_decode(text)
-        .ok()
-        .filter(|key| key.len() == 32)
-        .ok_or_else(|| "curve_public_key is not valid Z85".to_string())
+    zsocket::curve::available().map_err(|error| format!("curve_public_key: {error}"))?;
+    zsocket::curve::PublicKey::from_z85(text)
+        .map(|key| key.as_bytes().to_vec())
+        .map_err(|error| format!("curve_public_key: {error}"))
 }
 
 /// True if the libzmq this program runs on has CURVE.
 pub fn curve_available() -> bool {
-    zmq::has("curve") == Some(true)
+    zsocket::curve::available().is_ok()
 }
-
-/// What to say where CURVE is asked for and this build has none.
-pub const NO_CURVE: &str = "this build's libzmq has no CURVE (the zmq crate builds it without \
-    libsodium); see the README, \"Running on a real network\", for a build with it";
 
 /// True if `password` is the one `hash` (a PHC string from the auth file) was made from.
 /// Costs one argon2 hash: tens of milliseconds, on purpose.

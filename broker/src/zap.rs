@@ -10,8 +10,10 @@
 //! property), which is how the sans-IO core learns who sent what.
 //!
 //! PLAIN: the credentials are a name and a password, checked against the argon2 hash in the auth
-//! file (each check costs one argon2 hash, tens of milliseconds). CURVE and NULL are refused
-//! until the broker has CURVE (see the README).
+//! file (each check costs one argon2 hash, tens of milliseconds). CURVE: the credential is the
+//! client's public key (32 bytes; libzmq has already checked that the client holds its secret
+//! half), looked up among the auth file's `curve_public_key`s; it costs a map look-up. NULL is
+//! refused: a broker with `--auth` binds no NULL endpoint a peer can reach.
 //!
 //! Handshakes must not be a way to exhaust the broker: a verdict already reached for the same
 //! name, password and hash is reused without hashing again (a [`Guard`] keeps them, under a keyed
@@ -95,12 +97,15 @@ impl Guard {
 pub struct Credentials {
     /// Principal name to argon2 PHC hash.
     pub password_hashes: HashMap<String, String>,
+    /// CURVE public key (32 bytes) to principal name.
+    pub curve_keys: HashMap<Vec<u8>, String>,
 }
 
 impl From<&AuthConfig> for Credentials {
     fn from(config: &AuthConfig) -> Credentials {
         Credentials {
             password_hashes: config.password_hashes.clone(),
+            curve_keys: config.curve_keys.clone(),
         }
     }
 }
@@ -302,6 +307,28 @@ fn answer(
                 ),
             }
         }
+        b"CURVE" => {
+            let Some(key) = request.get(6).filter(|key| key.len() == 32) else {
+                return reply(
+                    "400",
+                    "no client key",
+                    "",
+                    Verdict::Refused("CURVE without a 32-byte client key".into()),
+                );
+            };
+            match credentials.curve_keys.get(key) {
+                Some(name) => reply("200", "OK", name, Verdict::Accepted(name.clone())),
+                None => reply(
+                    "400",
+                    "unknown client key",
+                    "",
+                    Verdict::Refused(format!(
+                        "unknown CURVE key {}",
+                        zmq::z85_encode(key).unwrap_or_default()
+                    )),
+                ),
+            }
+        }
         other => {
             let other = String::from_utf8_lossy(other).into_owned();
             reply(
@@ -334,7 +361,43 @@ mod tests {
     fn credentials() -> Credentials {
         let mut password_hashes = HashMap::new();
         password_hashes.insert("alice".to_string(), auth::weak_hash_for_tests(b"right"));
-        Credentials { password_hashes }
+        let mut curve_keys = HashMap::new();
+        curve_keys.insert(vec![7u8; 32], "billing".to_string());
+        Credentials {
+            password_hashes,
+            curve_keys,
+        }
+    }
+
+    #[test]
+    fn curve_accepts_a_known_key_as_its_principal_and_refuses_others() {
+        let credentials = credentials();
+        let known = answer(
+            &request("CURVE", &[&[7u8; 32]]),
+            &credentials,
+            &mut Guard::default(),
+            Instant::now(),
+        );
+        assert_eq!(known.verdict, Verdict::Accepted("billing".into()));
+        assert_eq!(known.frames[2], b"200");
+        assert_eq!(known.frames[4], b"billing", "the principal is the User-Id");
+        for key in [&[8u8; 32][..], &[7u8; 31][..]] {
+            let reply = answer(
+                &request("CURVE", &[key]),
+                &credentials,
+                &mut Guard::default(),
+                Instant::now(),
+            );
+            assert_eq!(reply.frames[2], b"400", "{:?}", reply.verdict);
+            assert_eq!(reply.frames[4], b"");
+        }
+        let none = answer(
+            &request("CURVE", &[]),
+            &credentials,
+            &mut Guard::default(),
+            Instant::now(),
+        );
+        assert_eq!(none.frames[2], b"400");
     }
 
     #[test]
@@ -360,7 +423,7 @@ mod tests {
             (request("PLAIN", &[b"mallory", b"right"]), "unknown user"),
             (request("PLAIN", &[b"alice"]), "without credentials"),
             (request("NULL", &[]), "NULL"),
-            (request("CURVE", &[&[0u8; 32]]), "CURVE"),
+            (request("CURVE", &[&[0u8; 32]]), "unknown CURVE key"),
         ] {
             let reply = answer(
                 &request,
