@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use broker::auth::AuthConfig;
-use broker::server::{Auth, SocketOptions};
+use broker::server::{Auth, Mechanism, SocketOptions};
 use broker::{Config, Server};
 use clap::{Parser, Subcommand};
 
@@ -21,8 +21,10 @@ use clap::{Parser, Subcommand};
 /// Stop it with Ctrl-C (SIGINT) or SIGTERM: it sends DISCONNECT to every worker, so they
 /// register again as soon as a broker is back, and exits 0 (for a server that is the normal end).
 ///
-/// With --auth FILE, every peer must log in (ZeroMQ PLAIN, checked by a ZAP handler) as a
-/// principal of FILE, which says what each may serve and call; SIGHUP reads FILE again.
+/// With --auth FILE, every peer must log in as a principal of FILE, which says what each may
+/// serve and call: with ZeroMQ PLAIN (a name and a password) on a bare --bind endpoint, with
+/// CURVE (key pairs, every frame encrypted) on one written curve+tcp://...; SIGHUP reads FILE
+/// again. `broker keygen` writes the broker's CURVE key pair for --curve-secret-file.
 #[derive(Debug, Parser)]
 #[command(name = "broker", version, after_help = cli::EXIT_STATUS_HELP)]
 struct Args {
@@ -36,8 +38,17 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     auth: Option<PathBuf>,
 
+    /// The broker's CURVE key pair (a secret key file from `broker keygen`, mode 0600), for the
+    /// curve+ endpoints of --bind. Needs a build with CURVE (see the README, "A build with
+    /// CURVE").
+    #[arg(long, value_name = "FILE")]
+    curve_secret_file: Option<PathBuf>,
+
     /// Endpoint to listen on; repeat to listen on several (tcp and ipc at once).
-    /// `tcp://127.0.0.1:*` picks a free port, and the log line says which.
+    /// `tcp://127.0.0.1:*` picks a free port, and the log line says which. With --auth, each
+    /// endpoint picks its mechanism: `curve+tcp://*:5556` is CURVE (needs --curve-secret-file),
+    /// `plain+tcp://*:5555` or a bare endpoint is PLAIN; both kinds at once on one broker share
+    /// its queues and workers. Without --auth every endpoint is open (NULL).
     #[arg(
         short,
         long = "bind",
@@ -111,20 +122,44 @@ enum Command {
     /// Read a password on stdin (one line) and print its argon2id hash, for a principal's
     /// `password_hash` in the --auth file.
     HashPassword,
+    /// Write a new CURVE key pair: the secret key to PATH (mode 0600; for --curve-secret-file
+    /// or a client's --curve-key-file) and the public key to PATH.pub (for peers'
+    /// --curve-server-key, or a principal's curve_public_key), and print the public key. Never
+    /// replaces a file. Needs a build with CURVE.
+    Keygen {
+        /// Where to write the secret key; the public key goes to PATH.pub.
+        #[arg(long, value_name = "PATH", default_value = "broker.key")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     memory::large_blocks_go_back_at_once();
     let args = Args::parse();
     args.verbosity.init_logging(log::LevelFilter::Info);
-    if let Some(Command::HashPassword) = args.command {
-        return match hash_password() {
-            Ok(hash) => {
-                println!("{hash}");
-                ExitCode::SUCCESS
-            }
-            Err(error) => cli::fail("broker hash-password", &*error, cli::exit::FAILED),
-        };
+    match &args.command {
+        Some(Command::HashPassword) => {
+            return match hash_password() {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => cli::fail("broker hash-password", &*error, cli::exit::FAILED),
+            };
+        }
+        Some(Command::Keygen { out }) => {
+            return match keygen(out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => cli::fail("broker keygen", &error, cli::exit::FAILED),
+            };
+        }
+        None => {}
+    }
+    if let Err(message) = check_mechanisms(&args) {
+        use clap::CommandFactory;
+        Args::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, message)
+            .exit();
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,13 +181,58 @@ fn hash_password() -> Result<String, Box<dyn std::error::Error>> {
     Ok(broker::auth::hash_password(password)?)
 }
 
+/// `broker keygen`: a fresh pair, the secret to `out` (0600), the public to `out`.pub.
+fn keygen(out: &std::path::Path) -> Result<(), zsocket::curve::Error> {
+    let keys = zsocket::curve::KeyPair::generate()?;
+    let public_path = keys.write(out)?;
+    println!("{}", keys.public());
+    eprintln!(
+        "broker keygen: secret key in {} (mode 0600: for --curve-secret-file, never give it \
+         away); public key above and in {} (for peers' --curve-server-key, or a principal's \
+         curve_public_key)",
+        out.display(),
+        public_path.display()
+    );
+    Ok(())
+}
+
+/// The usage mistakes of --bind's mechanisms, --auth and --curve-secret-file, said before
+/// anything starts (exit 2). A build without CURVE is not a usage mistake: `run` says so.
+fn check_mechanisms(args: &Args) -> Result<(), String> {
+    let curve_binds = args
+        .bind
+        .iter()
+        .filter(|bind| broker::server::parse_bind(bind).0 == Some(Mechanism::Curve))
+        .count();
+    let prefixed = args
+        .bind
+        .iter()
+        .find(|bind| broker::server::parse_bind(bind).0.is_some());
+    if let (Some(bind), None) = (prefixed, &args.auth) {
+        return Err(format!(
+            "--bind {bind} names a mechanism, which needs --auth FILE (the principals it admits)"
+        ));
+    }
+    match (curve_binds, &args.curve_secret_file) {
+        (0, Some(_)) => Err(
+            "--curve-secret-file is for CURVE endpoints, and no --bind is one (write it \
+             curve+tcp://...)"
+                .to_string(),
+        ),
+        (1.., None) => Err(
+            "a curve+ endpoint needs the broker's key pair: --curve-secret-file FILE \
+             (`broker keygen --out FILE` writes one)"
+                .to_string(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Before any thread starts, so that every thread inherits the mask and SIGHUP is taken by
-    // the reload thread alone (ctrlc's handler would otherwise treat it as a stop).
-    let hangups = match &args.auth {
-        Some(_) => Some(hangup::block()?),
-        None => None,
-    };
+    // the reload thread alone (ctrlc's handler would otherwise treat it as a stop, and without
+    // a handler SIGHUP's default action ends the process).
+    let hangups = hangup::block()?;
     // The signal handler goes in before anything that takes time or logs (binding, loading the
     // auth file), so that a SIGINT or SIGTERM during start-up ends the broker cleanly (status 0)
     // rather than by the signal's default action. Until the server exists there is nothing to
@@ -173,10 +253,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     })?;
+    let curve = match &args.curve_secret_file {
+        Some(file) => {
+            zsocket::curve::available()?;
+            Some(zsocket::curve::KeyPair::read(file)?)
+        }
+        None => None,
+    };
     let auth = match &args.auth {
         Some(file) => Some(Auth {
             config: AuthConfig::load(file)?,
             file: Some(file.clone()),
+            curve,
         }),
         None => None,
     };
@@ -203,14 +291,15 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         server.serve_dashboard(addr)?;
     }
     if let (Some(file), Some(count)) = (&args.auth, principals) {
+        let mut kinds: Vec<String> = server.mechanisms().iter().map(|m| m.to_string()).collect();
+        kinds.dedup();
         log::info!(
-            "authentication on: PLAIN, {count} principal(s) from {}",
+            "authentication on: {}, {count} principal(s) from {}",
+            kinds.join(" and "),
             file.display()
         );
     }
-    if let Some(hangups) = hangups {
-        hangup::spawn_reloader(hangups, server.reload_handle())?;
-    }
+    hangup::spawn_reloader(hangups, args.auth.is_some().then(|| server.reload_handle()))?;
     if let Ok(mut slot) = stopper_slot.lock() {
         let stopper = server.stop_handle();
         // A signal that came before the slot was filled (the handler saw it empty).
@@ -229,8 +318,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// SIGHUP, for `--auth`: blocked in every thread and waited for by one, which asks the server
-/// to reload. (`sigwait` takes a blocked signal whatever handler is installed.)
+/// SIGHUP: blocked in every thread and waited for by one, which asks the server to reload the
+/// `--auth` file, or, without `--auth`, logs that there is nothing to reload (a broker started
+/// without it must not be stopped by a SIGHUP meant for a reload, nor by a closed terminal).
+/// (`sigwait` takes a blocked signal whatever handler is installed.)
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 mod hangup {
@@ -254,7 +345,7 @@ mod hangup {
         }
     }
 
-    pub fn spawn_reloader(blocked: Blocked, reload: ReloadHandle) -> std::io::Result<()> {
+    pub fn spawn_reloader(blocked: Blocked, reload: Option<ReloadHandle>) -> std::io::Result<()> {
         let set = blocked.0;
         std::thread::Builder::new()
             .name("sighup".into())
@@ -263,8 +354,15 @@ mod hangup {
                 // SAFETY: sigwait reads the set (ours, blocked) and writes the signal number.
                 let rc = unsafe { libc::sigwait(&set, &mut signal) };
                 if rc == 0 && signal == libc::SIGHUP {
-                    log::info!("SIGHUP: reading the auth file again");
-                    reload.reload();
+                    match &reload {
+                        Some(reload) => {
+                            log::info!("SIGHUP: reading the auth file again");
+                            reload.reload();
+                        }
+                        None => log::info!(
+                            "SIGHUP: nothing to reload (no --auth file); the broker goes on"
+                        ),
+                    }
                 }
             })?;
         Ok(())
@@ -281,8 +379,10 @@ mod hangup {
         Ok(Blocked)
     }
 
-    pub fn spawn_reloader(_: Blocked, _: ReloadHandle) -> std::io::Result<()> {
-        log::warn!("SIGHUP does not reload the auth file on this platform");
+    pub fn spawn_reloader(_: Blocked, reload: Option<ReloadHandle>) -> std::io::Result<()> {
+        if reload.is_some() {
+            log::warn!("SIGHUP does not reload the auth file on this platform");
+        }
         Ok(())
     }
 }
