@@ -8,17 +8,46 @@
 //! The caller sees none of that beyond a log line: [`Worker::recv`] just returns the next
 //! request when there is one.
 //!
-//! ```no_run
+//! An echo worker, with a broker and a client around it (the broker on a free port of its own,
+//! the client a bare REQ socket speaking MDP/Client through the `mdp` crate's frames):
+//!
+//! ```
+//! use std::thread;
 //! use worker::{Worker, WorkerConfig};
 //!
-//! # fn main() -> Result<(), worker::Error> {
-//! let service = "echo".parse().expect("a valid service name");
-//! let mut worker = Worker::connect("tcp://localhost:5555", service, WorkerConfig::default())?;
-//! loop {
-//!     let request = worker.recv()?;
-//!     // An echo service: the reply is the request body, sent on as the same zmq::Messages.
-//!     worker.reply(request.reply_to, request.body)?;
-//! }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut broker = broker::Server::bind(
+//!     &["tcp://127.0.0.1:*".to_owned()],
+//!     broker::Config::default(),
+//!     &Default::default(),
+//! )?;
+//! let endpoint = broker.endpoints()[0].clone(); // tcp://127.0.0.1:<the port it got>
+//! let stop_broker = broker.stop_handle();
+//! let broker_thread = thread::spawn(move || broker.run());
+//!
+//! // Returns at once: READY goes out when the connection is up.
+//! let mut worker = Worker::connect(&endpoint, "echo".parse()?, WorkerConfig::default())?;
+//! let stop_worker = worker.stop_handle();
+//! // An echo service: the reply is the request body, sent on as the same zmq::Messages.
+//! let worker_thread = thread::spawn(move || worker.serve(|body| body));
+//!
+//! // The request waits in the broker until the worker has registered.
+//! let context = zmq::Context::new();
+//! let client = context.socket(zmq::REQ)?;
+//! client.set_rcvtimeo(10_000)?; // fail, rather than hang, if no reply comes
+//! client.connect(&endpoint)?;
+//! let echo = "echo".parse()?;
+//! zsocket::send(&client, mdp::client::Request::encode(&echo, vec!["hello".into()]), 0)?;
+//! let frames = zsocket::recv(&client, 0)?.ok_or("no reply within 10 s")?;
+//! let reply = mdp::client::Reply::parse(frames)?;
+//! assert_eq!(&reply.body[0][..], b"hello");
+//!
+//! stop_worker.stop(); // serve returns Ok(()), and the dropped worker says DISCONNECT
+//! worker_thread.join().expect("the worker thread")?;
+//! stop_broker.stop();
+//! let stats = broker_thread.join().expect("the broker thread")?;
+//! assert_eq!(stats.replies_forwarded, 1);
+//! # Ok(())
 //! # }
 //! ```
 //!
@@ -29,6 +58,8 @@
 //! slot are handed out in arrival order, and up to one per slot may be in hand at once:
 //! [`Worker::serve_concurrent`] runs a handler on that many threads (or fewer), and
 //! [`Worker::recv`] may be called again before the previous reply, up to the number of slots.
+//!
+//! (`no_run`: it needs two brokers at `broker-a` and `broker-b`.)
 //!
 //! ```no_run
 //! use worker::{Mode, Worker};
