@@ -30,6 +30,7 @@ mod error;
 pub mod failure;
 pub mod mmi;
 mod service_name;
+pub mod tries;
 pub mod worker;
 
 pub use error::Error;
