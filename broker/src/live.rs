@@ -47,7 +47,10 @@ impl Live {
     }
 
     /// Call after every pass of the loop (after `send_all`). Cheap when nothing is due: one
-    /// comparison. `connections` is what the connection monitor counts, if it does.
+    /// comparison. `connections` is the number of open connections, if the caller counts them;
+    /// the server passes `None` (the ROUTER's connections are seen only by the monitor thread,
+    /// [`crate::monitor`], which logs them and does not count them), and `None` leaves the field
+    /// out of `/status` and `/metrics`.
     pub fn publish_if_due(&mut self, now: Instant, core: &mut Broker, connections: Option<u64>) {
         if core.has_dashboard_changes() {
             self.publisher.changed();

@@ -35,8 +35,8 @@
 //! println!("dashboard at http://{}/", server.local_addr());
 //! ```
 //!
-//! The Majordomo `broker` is wired next: `dashboard/wiring/` holds its `live.rs`, ready to copy,
-//! and the calls its server loop must make.
+//! The Majordomo `broker` is wired the same way, with a table of many services that rebuilds
+//! only the changed ones ([`ServiceTable`]): see its `broker/src/live.rs`, and `broker --http`.
 //!
 //! Modules: [`snapshot`] (the types), [`board`] (publishing), [`render`] (Prometheus text and
 //! JSON, and how far each lists), `server` (the HTTP thread and the page).

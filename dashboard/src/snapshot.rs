@@ -104,8 +104,12 @@ pub struct BrokerCounters {
     /// Workers that left: sent DISCONNECT, were disconnected for a protocol error, or (in
     /// `lbbroker`) were found gone when a request was sent to them.
     pub workers_disconnected: u64,
-    /// Connections open now, where the broker tracks them (`None`: it does not, as `lbbroker`,
-    /// whose ROUTERs do not say when a peer connects).
+    /// Connections open now, where the broker counts them. `None` where it does not: `lbbroker`,
+    /// whose ROUTERs do not say when a peer connects, and for now the Majordomo `broker`, whose
+    /// connections only its monitor thread sees (it logs them, it does not count them). `None`
+    /// is left out of `/status` and `/metrics` rather than shown as `null` or 0, which would
+    /// read as a figure.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<u64>,
     /// Messages received, on every socket.
     pub messages_in: u64,
