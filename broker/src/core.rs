@@ -57,6 +57,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use mdp::dump;
+use mdp::tries::TryIdentity;
 use mdp::worker::{FromWorker, Inbound, ToWorker};
 use mdp::{client, mmi, Error, Frames, ServiceName};
 use zsocket::limit::LogLimit;
@@ -147,9 +148,22 @@ impl Config {
 pub struct Outgoing {
     /// The recipient's identity, then the message.
     pub frames: Frames,
+    /// Send the message only if this peer, a one-request-at-a-time client ([`mdp::tries`]), is
+    /// still connected. The driver first sends it [`mdp::tries::PROBE`] (`[client] [PROBE]`);
+    /// if the ROUTER refuses that because the client is gone, the driver hands this message
+    /// back through [`Broker::client_gone`] instead of sending it. `None` for most messages.
+    pub if_connected: Option<Identity>,
 }
 
 impl Outgoing {
+    /// A message to send as it is.
+    pub fn new(frames: Frames) -> Outgoing {
+        Outgoing {
+            frames,
+            if_connected: None,
+        }
+    }
+
     /// Who the message is for.
     pub fn recipient(&self) -> &[u8] {
         self.frames.first().map_or(&[], |frame| &frame[..])
@@ -185,6 +199,12 @@ pub struct Stats {
     pub requests_lost_with_worker: u64,
     /// Sent to another worker after theirs died (`redeliver`).
     pub requests_redelivered: u64,
+    /// Dropped unsent: their one-request-at-a-time client ([`mdp::tries`]) had sent again from
+    /// a newer socket, so it had given up on them.
+    pub requests_superseded: u64,
+    /// Dropped unsent at dispatch: their one-request-at-a-time client's connection was gone
+    /// ([`Broker::client_gone`]).
+    pub requests_abandoned: u64,
     /// Workers that sent READY and were taken.
     pub workers_registered: u64,
     /// Workers silent for longer than the expiry.
@@ -218,7 +238,7 @@ impl std::fmt::Display for Stats {
             "requests={} dispatched={} replies={} mmi={} refused_queue_full={} \
              refused_bytes={} refused_fair_share={} refused_services={} \
              refused_unauthorized={} expired={} lost_with_worker={} redelivered={} \
-             workers_registered={} workers_refused_unauthorized={} workers_purged={} \
+             superseded={} abandoned={} workers_registered={} workers_refused_unauthorized={} workers_purged={} \
              workers_disconnected={} malformed={}",
             self.requests_received,
             self.requests_dispatched,
@@ -232,6 +252,8 @@ impl std::fmt::Display for Stats {
             self.requests_expired,
             self.requests_lost_with_worker,
             self.requests_redelivered,
+            self.requests_superseded,
+            self.requests_abandoned,
             self.workers_registered,
             self.workers_refused_unauthorized,
             self.workers_purged,
@@ -598,9 +620,7 @@ impl Broker {
         }
         if now >= self.next_heartbeat_at {
             for worker in sorted_identities(&self.workers) {
-                out.push(Outgoing {
-                    frames: ToWorker::Heartbeat.encode_for_router(worker),
-                });
+                out.push(Outgoing::new(ToWorker::Heartbeat.encode_for_router(worker)));
             }
             self.next_heartbeat_at = now + self.config.heartbeat_interval;
         }
@@ -667,13 +687,61 @@ impl Broker {
         returned
     }
 
+    /// The driver did not send `message` (an [`Outgoing`] with [`Outgoing::if_connected`] set:
+    /// a REQUEST for a worker) because the client it came from is gone: nobody is left to read
+    /// the reply, so the request is dropped unsent and counted in
+    /// [`Stats::requests_abandoned`]. The worker never got it: it goes back to the front of its
+    /// service's idle list, still the least recently used, and takes the next waiting request
+    /// if there is one.
+    pub fn client_gone(&mut self, message: Frames, out: &mut Vec<Outgoing>) {
+        let mut frames = message.into_iter();
+        let Some(recipient) = frames.next() else {
+            return;
+        };
+        let Ok(ToWorker::Request { client, .. }) = ToWorker::parse(frames.collect()) else {
+            return;
+        };
+        let Some(worker) = self.workers.get_mut(&recipient[..]) else {
+            return;
+        };
+        let WorkerState::Busy {
+            client: holding, ..
+        } = &worker.state
+        else {
+            return;
+        };
+        if holding[..] != client[..] {
+            return;
+        }
+        let token = self.next_idle_token;
+        self.next_idle_token += 1;
+        worker.state = WorkerState::Idle { token };
+        let name = worker.service.clone();
+        self.stats.requests_dispatched -= 1;
+        self.stats.requests_abandoned += 1;
+        debug!(
+            "dropping request from client {} for service {name}: the client is gone",
+            dump::Identity(&client)
+        );
+        if let Some(service) = self.services.get_mut(&name) {
+            service.counters.dispatched = service.counters.dispatched.saturating_sub(1);
+            service.busy_count = service.busy_count.saturating_sub(1);
+            service.push_idle_front(IdleEntry {
+                worker: recipient.to_vec(),
+                token,
+            });
+        }
+        self.dashboard_changed.insert(name.clone());
+        self.dispatch(&name, out);
+    }
+
     /// Shutting down: DISCONNECT to every worker, so they re-register with the next broker
     /// instead of waiting out the heartbeat expiry.
     pub fn shutdown(&mut self, out: &mut Vec<Outgoing>) {
         for worker in sorted_identities(&self.workers) {
-            out.push(Outgoing {
-                frames: ToWorker::Disconnect.encode_for_router(worker),
-            });
+            out.push(Outgoing::new(
+                ToWorker::Disconnect.encode_for_router(worker),
+            ));
         }
         self.workers.clear();
         self.dashboard_changed
@@ -718,6 +786,7 @@ impl Broker {
             );
             return;
         }
+        self.held.heard_from(client);
         if request.service.is_mmi() {
             return self.mmi_request(client, request, out);
         }
@@ -872,9 +941,11 @@ impl Broker {
         };
         self.stats.mmi_answered += 1;
         let body = vec![zmq::Message::from(status.as_bytes())];
-        out.push(Outgoing {
-            frames: client::Reply::encode_for_router(client, &request.service, body),
-        });
+        out.push(Outgoing::new(client::Reply::encode_for_router(
+            client,
+            &request.service,
+            body,
+        )));
     }
 
     fn worker_command(
@@ -925,9 +996,9 @@ impl Broker {
                         // with one request per worker at a time the worker is what requests
                         // wait for, so it should not also wait for the reply to be sent.
                         self.worker_idle(sender, out);
-                        out.push(Outgoing {
-                            frames: client::Reply::encode_for_router(&client, &service, body),
-                        });
+                        out.push(Outgoing::new(client::Reply::encode_for_router(
+                            &client, &service, body,
+                        )));
                     }
                     Err(what) => self.protocol_violation(sender, what, out),
                 }
@@ -1056,9 +1127,9 @@ impl Broker {
 
     fn send_disconnect(&mut self, worker: &[u8], out: &mut Vec<Outgoing>) {
         self.stats.workers_disconnected += 1;
-        out.push(Outgoing {
-            frames: ToWorker::Disconnect.encode_for_router(worker),
-        });
+        out.push(Outgoing::new(
+            ToWorker::Disconnect.encode_for_router(worker),
+        ));
     }
 
     /// The worker is waiting for work: it goes to the back of its service's idle list, and gets
@@ -1092,6 +1163,26 @@ impl Broker {
         };
         let workers = &mut self.workers;
         while !service.requests.is_empty() {
+            // A try its client has given up on is dropped unsent (see `mdp::tries`); it is
+            // checked only here, at the front, so a resend costs O(1) however long the queue.
+            while let Some(front) = service.requests.front() {
+                if !self.held.is_superseded(front) {
+                    break;
+                }
+                let Some(superseded) = service.dequeue_front() else {
+                    break;
+                };
+                self.held.remove(&superseded);
+                self.stats.requests_superseded += 1;
+                debug!(
+                    "dropping request from client {} for service {name}: the client sent \
+                     again from a newer socket",
+                    dump::Identity(&superseded.client)
+                );
+            }
+            if service.requests.is_empty() {
+                break;
+            }
             let Some(entry) = service.pop_idle(|entry| is_live_idle_entry(workers, entry)) else {
                 break;
             };
@@ -1119,12 +1210,14 @@ impl Broker {
             self.stats.requests_dispatched += 1;
             service.counters.dispatched += 1;
             service.busy_count += 1;
+            let if_connected = TryIdentity::parse(&request.client).map(|_| request.client.clone());
             let command = ToWorker::Request {
                 client: zmq::Message::from(request.client),
                 body: request.body,
             };
             out.push(Outgoing {
                 frames: command.encode_for_router(&entry.worker),
+                if_connected,
             });
         }
     }
@@ -1316,7 +1409,13 @@ impl Broker {
     pub fn check_invariants(&self) {
         let mut idle_seen = std::collections::HashSet::new();
         let mut queued = 0;
+        let mut tries: HashMap<u64, usize> = HashMap::new();
         for (name, service) in &self.services {
+            for request in &service.requests {
+                if let Some(id) = TryIdentity::parse(&request.client) {
+                    *tries.entry(id.client).or_default() += 1;
+                }
+            }
             assert!(!service.is_unused(), "unused service {name} kept");
             assert!(
                 service.requests.len() <= self.config.max_queue,
@@ -1383,6 +1482,16 @@ impl Broker {
                 );
             }
         }
+        let held_tries: HashMap<u64, usize> = self
+            .held
+            .tries
+            .iter()
+            .map(|(client, t)| (*client, t.waiting))
+            .collect();
+        assert_eq!(
+            held_tries, tries,
+            "one-request-at-a-time clients' waiting counts"
+        );
     }
 }
 
@@ -1392,6 +1501,19 @@ struct Held {
     total: usize,
     bytes: usize,
     by_share: HashMap<ShareKey, usize>,
+    /// The one-request-at-a-time clients ([`mdp::tries`]) with requests waiting, by their
+    /// number: an entry lives exactly as long as its client has one waiting, so this holds no
+    /// more entries than there are waiting requests.
+    tries: HashMap<u64, Tries>,
+}
+
+/// What a one-request-at-a-time client has waiting.
+#[derive(Debug, Clone, Copy)]
+struct Tries {
+    /// The newest of its sockets heard from while it had requests waiting.
+    latest: u32,
+    /// How many of its requests wait, in all queues.
+    waiting: usize,
 }
 
 impl Held {
@@ -1399,6 +1521,14 @@ impl Held {
         self.total += 1;
         self.bytes += request.cost;
         *self.by_share.entry(request.share.clone()).or_default() += request.cost;
+        if let Some(id) = TryIdentity::parse(&request.client) {
+            let tries = self.tries.entry(id.client).or_insert(Tries {
+                latest: id.socket,
+                waiting: 0,
+            });
+            tries.latest = tries.latest.max(id.socket);
+            tries.waiting += 1;
+        }
     }
 
     fn remove(&mut self, request: &QueuedRequest) {
@@ -1410,6 +1540,34 @@ impl Held {
                 self.by_share.remove(&request.share);
             }
         }
+        if let Some(id) = TryIdentity::parse(&request.client) {
+            if let Some(tries) = self.tries.get_mut(&id.client) {
+                tries.waiting -= 1;
+                if tries.waiting == 0 {
+                    self.tries.remove(&id.client);
+                }
+            }
+        }
+    }
+
+    /// A request came from `client`: if it is a newer socket of a one-request-at-a-time client
+    /// with requests waiting, those from its older sockets are superseded.
+    fn heard_from(&mut self, client: &[u8]) {
+        if let Some(id) = TryIdentity::parse(client) {
+            if let Some(tries) = self.tries.get_mut(&id.client) {
+                tries.latest = tries.latest.max(id.socket);
+            }
+        }
+    }
+
+    /// True when `request` came from an older socket of a client that has since sent from a
+    /// newer one: the client gave up on it.
+    fn is_superseded(&self, request: &QueuedRequest) -> bool {
+        TryIdentity::parse(&request.client).is_some_and(|id| {
+            self.tries
+                .get(&id.client)
+                .is_some_and(|tries| tries.latest > id.socket)
+        })
     }
 
     fn bytes_of(&self, share: &ShareKey) -> usize {

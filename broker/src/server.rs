@@ -526,12 +526,37 @@ impl Server {
     fn send_all(&mut self, out: &mut Vec<Outgoing>) {
         out.reverse();
         while let Some(message) = out.pop() {
+            if let Some(client) = &message.if_connected {
+                if self.is_gone(client) {
+                    let answered_from = out.len();
+                    self.core.client_gone(message.frames, out);
+                    out[answered_from..].reverse();
+                    continue;
+                }
+            }
             if let Err(error) = self.send(message.frames) {
                 let answered_from = out.len();
                 self.report_unsent(error, out);
                 out[answered_from..].reverse();
             }
         }
+    }
+
+    /// Whether a one-request-at-a-time client's connection is gone ([`mdp::tries`]): the
+    /// ROUTER refuses [`mdp::tries::PROBE`] for it with `EHOSTUNREACH`. A client that is only
+    /// slow to read (`EAGAIN`) is still there.
+    fn is_gone(&self, client: &[u8]) -> bool {
+        let probe = vec![
+            zmq::Message::from(client),
+            zmq::Message::from(mdp::tries::PROBE),
+        ];
+        matches!(
+            zsocket::send(&self.socket, probe, zmq::DONTWAIT),
+            Err(SendError::Refused(zsocket::Refused {
+                error: zmq::Error::EHOSTUNREACH,
+                ..
+            }))
+        )
     }
 
     fn send(&self, frames: Frames) -> Result<(), SendError> {

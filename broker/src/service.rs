@@ -120,6 +120,12 @@ impl Service {
         self.idle_workers.push_back(entry);
     }
 
+    /// Puts a worker back at the front of the idle list: it was taken from there, and got
+    /// nothing after all.
+    pub fn push_idle_front(&mut self, entry: IdleEntry) {
+        self.idle_workers.push_front(entry);
+    }
+
     /// Takes the least recently used idle worker, skipping dead entries; `is_live` says whether an
     /// entry still matches its worker's current idle token.
     pub fn pop_idle(&mut self, mut is_live: impl FnMut(&IdleEntry) -> bool) -> Option<IdleEntry> {

@@ -130,6 +130,42 @@ impl Harness {
         self.finish(out)
     }
 
+    /// The driver found the client of `message` (a REQUEST with `if_connected`) gone.
+    fn client_gone(&mut self, message: &Wire) -> Vec<Wire> {
+        let mut out = Vec::new();
+        let frames = message
+            .iter()
+            .map(|part| zmq::Message::from(&part[..]))
+            .collect();
+        self.broker.client_gone(frames, &mut out);
+        self.finish(out)
+    }
+
+    /// Like [`Harness::request`], but returns whom each message may go to only if still
+    /// connected ([`Outgoing::if_connected`]), beside the message.
+    fn request_checked(
+        &mut self,
+        ms: u64,
+        client: &[u8],
+        service: &[u8],
+        body: &[u8],
+    ) -> Vec<(Wire, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        self.broker.handle(
+            self.at(ms),
+            client,
+            frames(&[b"", b"MDPC01", service, body]),
+            &mut out,
+        );
+        self.broker.check_invariants();
+        out.into_iter()
+            .map(|message| {
+                let wire = message.frames.iter().map(|frame| frame.to_vec()).collect();
+                (wire, message.if_connected)
+            })
+            .collect()
+    }
+
     fn shutdown(&mut self) -> Vec<Wire> {
         let mut out = Vec::new();
         self.broker.shutdown(&mut out);
@@ -166,6 +202,14 @@ impl Harness {
 
     fn stats(&self) -> &Stats {
         self.broker.stats()
+    }
+
+    /// The client whose request `worker` holds.
+    fn busy_client(&self, worker: &[u8]) -> Vec<u8> {
+        match &self.broker.workers[worker].state {
+            WorkerState::Busy { client, .. } => client.clone(),
+            WorkerState::Idle { .. } => panic!("worker is idle"),
+        }
     }
 }
 
@@ -1333,4 +1377,138 @@ fn new_rules_disconnect_the_workers_they_no_longer_allow() {
     let mut out = Vec::new();
     broker.broker.set_access(None, &mut out);
     assert_eq!(broker.ready(1, b"W3", b"anything"), Vec::<Wire>::new());
+}
+
+// One-request-at-a-time clients (`mdp::tries`): resends and clients that are gone.
+
+/// Socket `socket` of the one-request-at-a-time client numbered `client`.
+fn try_socket(client: u64, socket: u32) -> Vec<u8> {
+    mdp::tries::TryIdentity { client, socket }.encode()
+}
+
+#[test]
+fn a_resend_from_a_newer_socket_supersedes_the_try_still_waiting() {
+    let mut h = Harness::new();
+    let (try1, try2, try3) = (try_socket(7, 1), try_socket(7, 2), try_socket(7, 3));
+    assert!(h.request(0, &try1, b"late", b"order #1").is_empty());
+    assert!(h.request(100, b"C", b"late", b"other").is_empty());
+    assert!(h.request(2500, &try2, b"late", b"order #1").is_empty());
+    assert!(h.request(5000, &try3, b"late", b"order #1").is_empty());
+    // The worker comes: try 1 is dropped at the front, the other client's request goes first,
+    // and try 2, at the front now, is dropped too.
+    assert_eq!(
+        h.ready(6000, b"W", b"late"),
+        vec![request_to(b"W", b"C", &[b"other"])]
+    );
+    assert_eq!(h.stats().requests_superseded, 2);
+    // Only the newest try runs.
+    assert_eq!(
+        h.reply(6100, b"W", b"C", b"done"),
+        vec![
+            request_to(b"W", &try3, &[b"order #1"]),
+            reply_to(b"C", b"late", &[b"done"])
+        ]
+    );
+    assert_eq!(h.stats().requests_superseded, 2);
+    assert_eq!(h.stats().requests_dispatched, 2);
+    assert_eq!(h.broker.queued_requests(), 0);
+    assert_eq!(h.broker.queued_bytes(), 0);
+}
+
+#[test]
+fn a_newer_socket_asking_another_service_supersedes_the_waiting_try_too() {
+    let mut h = Harness::new();
+    h.ready(0, b"E", b"echo");
+    assert!(h
+        .request(10, &try_socket(7, 1), b"late", b"order #1")
+        .is_empty());
+    // The client gave up on "late" and asked "echo" from its next socket; it is served at once.
+    assert_eq!(
+        h.request(20, &try_socket(7, 2), b"echo", b"hi"),
+        vec![request_to(b"E", &try_socket(7, 2), &[b"hi"])]
+    );
+    assert!(h.ready(30, b"L", b"late").is_empty());
+    assert_eq!(h.stats().requests_superseded, 1);
+    assert_eq!(h.is_idle(b"L"), Some(true));
+}
+
+#[test]
+fn other_clients_and_ordinary_peers_are_never_superseded() {
+    let mut h = Harness::new();
+    h.request(0, &try_socket(1, 1), b"late", b"a");
+    h.request(1, &try_socket(2, 5), b"late", b"b");
+    h.request(2, b"req:not-a-try", b"late", b"c");
+    h.request(3, b"\0\x01\x02\x03\x04", b"late", b"d");
+    h.request(4, b"\0\x01\x02\x03\x05", b"late", b"e");
+    h.ready(10, b"W", b"late");
+    for (client, body) in [
+        (try_socket(2, 5), &b"b"[..]),
+        (b"req:not-a-try".to_vec(), b"c"),
+        (b"\0\x01\x02\x03\x04".to_vec(), b"d"),
+        (b"\0\x01\x02\x03\x05".to_vec(), b"e"),
+    ] {
+        let previous = h.busy_client(b"W");
+        assert_eq!(
+            h.reply(20, b"W", &previous, b"ok")[0],
+            request_to(b"W", &client, &[body])
+        );
+    }
+    assert_eq!(h.stats().requests_superseded, 0);
+    assert_eq!(h.stats().requests_dispatched, 5);
+}
+
+#[test]
+fn a_request_from_a_try_socket_goes_out_only_if_its_client_is_still_there() {
+    let mut h = Harness::new();
+    h.ready(0, b"W1", b"echo");
+    h.ready(1, b"W2", b"echo");
+    let client = try_socket(9, 1);
+    let out = h.request_checked(10, &client, b"echo", b"x");
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, request_to(b"W1", &client, &[b"x"]));
+    assert_eq!(out[0].1.as_deref(), Some(&client[..]));
+    // An ordinary client's request needs no check.
+    let out = h.request_checked(11, b"C", b"echo", b"y");
+    assert_eq!(out, vec![(request_to(b"W2", b"C", &[b"y"]), None)]);
+}
+
+#[test]
+fn a_request_whose_client_is_gone_is_dropped_and_its_worker_stays_first_in_line() {
+    let mut h = Harness::new();
+    h.ready(0, b"W1", b"echo");
+    h.ready(1, b"W2", b"echo");
+    let gone = try_socket(9, 3);
+    let out = h.request_checked(10, &gone, b"echo", b"x");
+    let (message, check) = &out[0];
+    assert_eq!(check.as_deref(), Some(&gone[..]));
+    // The driver's probe found the client gone: W1 never got the request, and is idle again,
+    // still the least recently used.
+    assert!(h.client_gone(message).is_empty());
+    assert_eq!(h.is_idle(b"W1"), Some(true));
+    assert_eq!(h.stats().requests_abandoned, 1);
+    assert_eq!(h.stats().requests_dispatched, 0);
+    assert_eq!(
+        h.request(20, b"C", b"echo", b"y"),
+        vec![request_to(b"W1", b"C", &[b"y"])]
+    );
+}
+
+#[test]
+fn a_worker_freed_by_a_gone_client_takes_the_next_waiting_request() {
+    let mut h = Harness::new();
+    let gone = try_socket(9, 1);
+    h.request(0, &gone, b"echo", b"x");
+    h.request(1, b"C", b"echo", b"y");
+    let out = h.ready(10, b"W", b"echo");
+    assert_eq!(out, vec![request_to(b"W", &gone, &[b"x"])]);
+    assert_eq!(
+        h.client_gone(&out[0]),
+        vec![request_to(b"W", b"C", &[b"y"])]
+    );
+    assert_eq!(h.stats().requests_abandoned, 1);
+    assert_eq!(h.stats().requests_dispatched, 1);
+    // A stale report (the worker now holds another client's request) changes nothing.
+    assert!(h.client_gone(&out[0]).is_empty());
+    assert_eq!(h.stats().requests_abandoned, 1);
+    assert_eq!(h.is_idle(b"W"), Some(false));
 }
