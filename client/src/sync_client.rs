@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use log::{debug, log_enabled, Level};
 use mdp::{dump, mmi, Frames, ServiceName};
 use zsocket::monitor::{EventKind, Events, Monitored};
+use zsocket::ResultExt;
 
 pub use crate::core::sync_core::ClientConfig;
 use crate::core::{Link, SyncAction, SyncCore};
@@ -58,6 +59,22 @@ fn link_of(kind: EventKind) -> Option<Link> {
         EventKind::ConnectRetried => Some(Link::Down),
         other => Link::of(other),
     }
+}
+
+/// Opens a REQ socket to `endpoint` with the routing identity the core gives it
+/// ([`SyncCore::next_socket_identity`]: a broker can tell a resend from it, see [`mdp::tries`]).
+fn open(context: &zmq::Context, endpoint: &str, core: &mut SyncCore) -> Result<Monitored, Error> {
+    let socket = context.socket(zmq::REQ).doing("create a socket")?;
+    socket.set_linger(0).doing("set ZMQ_LINGER")?;
+    socket
+        .set_identity(&core.next_socket_identity())
+        .doing("set ZMQ_ROUTING_ID")?;
+    Ok(Monitored::connect_socket(
+        context,
+        socket,
+        endpoint,
+        events(),
+    )?)
 }
 
 /// A synchronous MDP client: [`Client::send`] returns the reply or an error. See the
@@ -125,10 +142,11 @@ impl Client {
         for endpoint in &endpoints {
             crate::check_host(endpoint)?;
         }
-        let socket = Monitored::connect(context, zmq::REQ, first, events())?;
+        let mut core = SyncCore::with_brokers(config, endpoints.clone());
+        let socket = open(context, first, &mut core)?;
         Ok(Client {
             context: context.clone(),
-            core: SyncCore::with_brokers(config, endpoints.clone()),
+            core,
             endpoints,
             socket,
             actions: Vec::with_capacity(4),
@@ -272,7 +290,7 @@ impl Client {
                         .endpoints
                         .get(self.core.broker())
                         .unwrap_or(&self.endpoints[0]);
-                    self.socket = Monitored::connect(&self.context, zmq::REQ, endpoint, events())?;
+                    self.socket = open(&self.context, endpoint, &mut self.core)?;
                 }
                 SyncAction::Done(result) => done = Some(result),
             }

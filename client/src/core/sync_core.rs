@@ -104,6 +104,10 @@ pub struct SyncCore {
     /// The request being waited for, if any.
     in_flight: Option<InFlight>,
     resends: u64,
+    /// This client's number in its sockets' routing identities ([`mdp::tries`]).
+    number: u64,
+    /// How many sockets [`SyncCore::next_socket_identity`] has named.
+    sockets: u32,
 }
 
 /// What is known of the connection to one broker.
@@ -151,7 +155,30 @@ impl SyncCore {
             broker: 0,
             in_flight: None,
             resends: 0,
+            number: rand::random(),
+            sockets: 0,
         }
+    }
+
+    /// The same client with `number` in its sockets' identities instead of a random one: for a
+    /// simulation that must replay exactly. Two clients of one broker must not share a number.
+    pub fn with_number(mut self, number: u64) -> SyncCore {
+        self.number = number;
+        self
+    }
+
+    /// The routing identity to give the next REQ socket the driver opens, before it connects:
+    /// `req:NUMBER:N` with N counting the sockets from 1 ([`mdp::tries`]). By it a broker knows
+    /// that a request from socket N replaces whatever this client sent from an older socket and
+    /// still waits in a queue, and can check that the socket is still connected before a worker
+    /// spends time on its request: a try given up on does not run later.
+    pub fn next_socket_identity(&mut self) -> Vec<u8> {
+        self.sockets = self.sockets.saturating_add(1);
+        mdp::tries::TryIdentity {
+            client: self.number,
+            socket: self.sockets,
+        }
+        .encode()
     }
 
     /// The broker (an index into the list given to [`SyncCore::with_brokers`]) that the current
