@@ -39,12 +39,15 @@
 //! only the changed ones ([`ServiceTable`]): see its `broker/src/live.rs`, and `broker --http`.
 //!
 //! Modules: [`snapshot`] (the types), [`board`] (publishing), [`render`] (Prometheus text and
-//! JSON, and how far each lists), `server` (the HTTP thread and the page).
+//! JSON, and how far each lists), `server` (the HTTP thread and the page); with the `testing`
+//! feature, `testing` (the browser tests' Chromium driver).
 
 pub mod board;
 pub mod render;
 mod server;
 pub mod snapshot;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use board::{Board, Publisher, ServiceTable, PUBLISH_INTERVAL};
 pub use server::{ServeError, Server};
