@@ -3,93 +3,28 @@
 //! JavaScript built must show the queue, the processors, and an answered count that changed and
 //! agrees with `/status` read at the same moment. A screenshot is written where the test says.
 //!
-//! The browser is Debian's `chromium` (or `$CHROMIUM`). Without one the test says so and
-//! passes, except under `CI=true`, where a missing browser fails it: CI must install it
-//! (`apt-get install -y chromium`).
+//! The browser and the DOM reading are `dashboard::testing`'s, shared with the Majordomo
+//! broker's browser test: without a browser the test says so and passes, except under
+//! `CI=true`, where a missing browser fails it.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
 
-use common::{
-    run_within, start_broker_with_dashboard, status, wait_for_status, Background, PATIENCE,
+use common::{run_within, start_broker_with_dashboard, wait_for_status, Background, PATIENCE};
+use dashboard::testing::{
+    chromium_or_skip, rendered_dom, shown_count, shown_sequence, shows_worker, status,
 };
 use tempfile::TempDir;
 
-/// The browser to run: `$CHROMIUM`, or `chromium` / `chromium-browser` on the `PATH`.
-fn find_chromium() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("CHROMIUM") {
-        return Some(PathBuf::from(path));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Loads `url` in headless Chromium, lets its scripts run for a while of virtual time, and gives
-/// back the DOM they left; writes a screenshot to `screenshot` if given.
-fn rendered_dom(chromium: &Path, url: &str, profile: &Path, screenshot: Option<&Path>) -> String {
-    let mut command = Command::new(chromium);
-    command
-        .args([
-            "--headless",
-            // CI runs as root, where Chromium's sandbox cannot start.
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--window-size=1000,620",
-            // Time enough for the page to fetch /status and draw it a few times: the budget is
-            // virtual time, so the run is no longer than the work it takes.
-            "--virtual-time-budget=1500",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .stdin(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(path) = screenshot {
-        command.arg(format!("--screenshot={}", path.display()));
-    }
-    let output = command.arg(url).output().unwrap();
-    assert!(
-        output.status.success(),
-        "chromium failed: {:?}",
-        output.status
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// The text of the element with `attribute` inside the section of `service`.
-fn dom_value(dom: &str, service: &str, attribute: &str) -> String {
-    let section = dom
-        .split(&format!("data-service=\"{service}\""))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no service {service} in the page:\n{dom}"));
-    let after = section
-        .split(&format!("{attribute}\">"))
-        .nth(1)
-        .unwrap_or_else(|| panic!("no {attribute} in {service}'s section:\n{section}"));
-    after.split('<').next().unwrap().to_owned()
-}
-
-fn answered_in_status(addr: SocketAddr) -> String {
+fn answered_in_status(addr: std::net::SocketAddr) -> String {
     status(addr)["services"][0]["counters"]["answered"].to_string()
 }
 
 #[test]
 fn the_live_page_shows_the_queue_its_processors_and_the_same_count_as_status() {
-    let Some(chromium) = find_chromium() else {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI=true and no chromium: install Debian's chromium (apt-get install -y chromium) \
-             or set CHROMIUM to a browser"
-        );
-        eprintln!("SKIPPED: no chromium on the PATH (set CHROMIUM, or apt-get install chromium)");
+    let Some(chromium) = chromium_or_skip() else {
         return;
     };
     let dir = TempDir::new().unwrap();
@@ -111,16 +46,11 @@ fn the_live_page_shows_the_queue_its_processors_and_the_same_count_as_status() {
     );
     for processor in ["PROCESSOR-0", "PROCESSOR-1"] {
         assert!(
-            before.contains(&format!(
-                "class=\"worker idle\" data-worker=\"{processor}\""
-            )),
+            shows_worker(&before, "processors", processor, "idle"),
             "{processor} idle in:\n{before}"
         );
     }
-    assert_eq!(
-        dom_value(&before, "processors", "data-count=\"answered"),
-        "0"
-    );
+    assert_eq!(shown_count(&before, "processors", "answered"), "0");
 
     let clients = run_within(dir.path(), &["client", "--clients", "8"], PATIENCE);
     assert_eq!(clients.code(), Some(0), "{}", clients.stderr);
@@ -133,7 +63,7 @@ fn the_live_page_shows_the_queue_its_processors_and_the_same_count_as_status() {
     let status_before = answered_in_status(addr);
     let after = rendered_dom(&chromium, &url, profile.path(), Some(&screenshot));
     let status_after = answered_in_status(addr);
-    let shown = dom_value(&after, "processors", "data-count=\"answered");
+    let shown = shown_count(&after, "processors", "answered");
     assert_eq!(
         status_before, status_after,
         "/status moved while the page was read"
@@ -143,19 +73,10 @@ fn the_live_page_shows_the_queue_its_processors_and_the_same_count_as_status() {
         "the page and /status disagree:\n{after}"
     );
     assert_eq!(shown, "8", "the count changed from 0 with the clients' run");
-    assert_eq!(
-        dom_value(&after, "processors", "data-count=\"workers_idle"),
-        "2"
-    );
+    assert_eq!(shown_count(&after, "processors", "workers_idle"), "2");
     assert!(after.contains("data-worker=\"PROCESSOR-0\""), "{after}");
-    let sequence: u64 = after
-        .split("data-sequence=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .and_then(|number| number.parse().ok())
-        .unwrap();
     assert!(
-        sequence > 1,
+        shown_sequence(&after) > 1,
         "the page shows a published snapshot, not the empty first one"
     );
 
