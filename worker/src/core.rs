@@ -52,6 +52,15 @@
 //!   again from the REPLY, when the worker is ready to listen again.
 //! * **DISCONNECT from the broker** ends the conversation: close the socket without a word (spec
 //!   7: send nothing further), wait the backoff, open a new socket and say READY.
+//! * **A DISCONNECT right after READY** (before the broker said anything else on that socket)
+//!   is a refused registration: DISCONNECT carries no reason, but a broker with `--auth`
+//!   answers this way a READY for a service the principal may not serve. It is handled as any
+//!   DISCONNECT, with a `warn` line that says so, at most one a second; the backoff doubles on
+//!   each (the broker never speaks first, so it never falls back), up to `reconnect_max`.
+//! * **A refused handshake** ([`WorkerCore::handshake_failed`], from the driver's socket
+//!   monitor: wrong credentials, or a mechanism the endpoint does not take) closes the link and
+//!   reopens it after its backoff, as a DISCONNECT does; libzmq alone would retry every 100 ms.
+//!   In failover mode a refusing active broker counts as down.
 //! * **Backoff.** The wait before reopening starts at `reconnect_initial` and doubles on each
 //!   reopening up to `reconnect_max`; it falls back to `reconnect_initial` once the broker speaks
 //!   on the new socket, since a broker that answered accepted the conversation. In failover mode
@@ -288,6 +297,10 @@ pub struct WorkerCore {
     /// At most one line a second about malformed messages.
     malformed_log: LogLimit,
     malformed_messages: u64,
+    /// At most one line a second about READY answered by DISCONNECT.
+    serve_refused_log: LogLimit,
+    serve_refused: u64,
+    handshakes_refused: u64,
     /// The latest `now` the core was given, for [`WorkerCore::next_deadline`] when no link has a
     /// deadline.
     latest_now: Instant,
@@ -321,6 +334,9 @@ impl WorkerCore {
             stopped: true,
             malformed_log: LogLimit::default(),
             malformed_messages: 0,
+            serve_refused_log: LogLimit::default(),
+            serve_refused: 0,
+            handshakes_refused: 0,
             latest_now: now,
         }
     }
@@ -377,7 +393,26 @@ impl WorkerCore {
                 registered
             }
             Ok(ToWorker::Disconnect) => {
-                info!("broker sent DISCONNECT{on}; will register again");
+                let (registered, delay) = (state.registered, state.reconnect_delay);
+                if registered {
+                    info!("broker sent DISCONNECT{on}; will register again");
+                } else {
+                    // DISCONNECT carries no reason, but one before any HEARTBEAT or REQUEST is
+                    // the broker's answer to our READY: a broker with --auth refuses a service
+                    // that this principal may not serve.
+                    self.serve_refused += 1;
+                    let service = &self.service;
+                    match self.serve_refused_log.allow(now) {
+                        Some(held_back) => warn!(
+                            "broker sent DISCONNECT{on} right after READY for {service}: it may \
+                             not allow this worker's principal to serve {service} (check the \
+                             serve list of the broker's --auth file); registering again in \
+                             {delay:?}{}",
+                            held_back_text(held_back)
+                        ),
+                        None => debug!("DISCONNECT right after READY{on}; retrying in {delay:?}"),
+                    }
+                }
                 self.close_and_back_off(link, now, out);
                 false
             }
@@ -489,6 +524,51 @@ impl WorkerCore {
             debug!("the connection to broker {broker} is refused: failing over");
             self.fail_over(now, out);
         }
+    }
+
+    /// What the driver learned from the socket monitor: the broker refused the handshake of
+    /// `link`'s socket (its ZAP handler said no to our credentials, or the mechanisms differ).
+    /// libzmq would try that socket again every reconnect interval, so the link is closed and
+    /// reopened after its backoff, which doubles as for any other failure: in all mode that
+    /// link alone; in failover mode, if its broker is the active one, a refusing broker is as
+    /// good as down, and the worker moves to the next. Returns the wait before the next try,
+    /// for the driver's log line; `None` if the link was not open (nothing changes).
+    pub fn handshake_failed(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        out: &mut Vec<Action>,
+    ) -> Option<Duration> {
+        self.latest_now = now;
+        if self.stopped || !self.is_open(link) {
+            return None;
+        }
+        self.handshakes_refused += 1;
+        match self.topology.mode {
+            Mode::All => {
+                let delay = self.links[link.0].reconnect_delay;
+                self.close_and_back_off(link, now, out);
+                Some(delay)
+            }
+            Mode::Failover => {
+                let delay = self.failover_delay;
+                if self.broker_of(link) == self.active {
+                    self.fail_over(now, out);
+                }
+                Some(delay)
+            }
+        }
+    }
+
+    /// How many handshakes the brokers refused ([`WorkerCore::handshake_failed`]).
+    pub fn handshakes_refused(&self) -> u64 {
+        self.handshakes_refused
+    }
+
+    /// How many times a broker answered READY with DISCONNECT before anything else: refused
+    /// registrations (the broker may not let this principal serve the service).
+    pub fn serve_refused(&self) -> u64 {
+        self.serve_refused
     }
 
     /// When [`WorkerCore::tick`] next has work to do: the earliest heartbeat, broker expiry or
@@ -695,6 +775,15 @@ fn heard_from_broker(state: &mut Link, config: &WorkerConfig, now: Instant) -> b
     state.broker_expires_at = now + config.heartbeat_interval * config.liveness;
     state.reconnect_delay = config.reconnect_initial;
     !std::mem::replace(&mut state.registered, true)
+}
+
+/// " (N more since the last line)" for a rate-limited line that held some back.
+fn held_back_text(held_back: u64) -> String {
+    if held_back == 0 {
+        String::new()
+    } else {
+        format!(" ({held_back} more since the last line)")
+    }
 }
 
 /// Names the broker and slot in a log line, or nothing when the core has only one of each.

@@ -123,6 +123,19 @@
 //! broker has spoken on the new socket, "lost the connection" when it drops. A broker that
 //! cannot be reached is reported once at `warn`; the retries that follow are `debug`.
 //!
+//! # Credentials
+//! For a broker with `--auth`, [`WorkerBuilder::credentials`] (one for every broker) or
+//! [`WorkerBuilder::broker_credentials`] (one per endpoint, e.g. each broker's own CURVE key)
+//! set PLAIN or CURVE ([`Credentials`]) on every socket before it connects; the `worker` program
+//! loads them from its flags ([`CredentialFlags`]). A handshake the broker refuses (its socket
+//! monitor says `HANDSHAKE_FAILED_*`) closes that socket, which libzmq would otherwise retry every
+//! 100 ms, and the link reopens after its backoff, with a `warn` line that names authentication
+//! (at most one a second per broker). A DISCONNECT right after READY, before the broker said
+//! anything else, is taken for a registration refused by the broker's rules: a `warn` line says
+//! the principal may not serve the service, and the link retries with backoff (see
+//! [`core`]). Sends never block: a DEALER whose handshake failed has no pipe, and a blocking
+//! send on it would wait for ever, so a message it will not take is dropped.
+//!
 //! # Stopping
 //! [`Worker::stop_handle`] gives a [`StopHandle`] that another thread (a signal handler, say) can
 //! use to make a blocked [`Worker::recv`] return [`Error::Stopped`]. Dropping the worker sends the
@@ -144,11 +157,13 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, log_enabled, warn, Level};
 use mdp::dump;
+use zsocket::limit::LogLimit;
 use zsocket::monitor::{EventKind, Events, Monitored};
-use zsocket::StopSignal;
+use zsocket::{ResultExt, StopSignal};
 
 pub use crate::core::{Mode, ReplyTo, Request, Topology};
 pub use mdp::{Frames, ServiceName};
+pub use zsocket::credentials::Credentials;
 pub use zsocket::StopHandle;
 
 use crate::core::{Action, LinkId, WorkerCore};
@@ -208,6 +223,43 @@ impl HeartbeatFlags {
     }
 }
 
+/// The credential flags of a program that is an MDP worker, flattened into its command line
+/// with `#[command(flatten)]`: PLAIN (`--user NAME --password-file F`) or CURVE
+/// (`--curve-key-file F --curve-server-key KEY`, the key once for every broker or once per `-c`
+/// in the same order), for a broker with `--auth`. See [`zsocket::credentials`] for the files.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CredentialFlags {
+    /// PLAIN: the principal's name in the broker's --auth file (needs --password-file).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// PLAIN: a file whose first line is the password; others may not read it (chmod 600 or
+    /// 640). PLAIN sends it, and every message, in clear: for trusted networks only.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<std::path::PathBuf>,
+    /// CURVE: our secret key file, as `broker keygen` writes it (mode 600); its public key is
+    /// the principal in the broker's --auth file. Needs the CURVE build (build/curve.toml).
+    #[arg(long, value_name = "FILE")]
+    pub curve_key_file: Option<std::path::PathBuf>,
+    /// CURVE: the broker's public key, 40 Z85 characters or a .pub file. Once for every broker,
+    /// or once per -c, in the same order, when each broker has its own key.
+    #[arg(long, value_name = "KEY")]
+    pub curve_server_key: Vec<String>,
+}
+
+impl CredentialFlags {
+    /// One [`Credentials`] per broker, for `brokers` endpoints: the files read and every
+    /// combination checked (see [`zsocket::credentials::CredentialArgs::load`]).
+    pub fn load(&self, brokers: usize) -> Result<Vec<Credentials>, zsocket::credentials::Error> {
+        zsocket::credentials::CredentialArgs {
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+            curve_key_file: self.curve_key_file.clone(),
+            curve_server_keys: self.curve_server_key.clone(),
+        }
+        .load(brokers)
+    }
+}
+
 /// What can go wrong for a worker. Nothing the broker sends is an error here: malformed
 /// messages are logged and dropped, and a lost broker is reconnected to.
 #[derive(Debug, thiserror::Error)]
@@ -218,9 +270,14 @@ pub enum Error {
     /// The endpoint is not one ZeroMQ can connect to (a typo, an unknown transport).
     #[error(transparent)]
     Connect(zsocket::Error),
-    /// No endpoint, or no slot: a worker with nothing to connect.
+    /// No endpoint, or no slot: a worker with nothing to connect; or credentials given for
+    /// another number of brokers than there are endpoints.
     #[error("{0}")]
     Topology(&'static str),
+    /// Credentials that cannot be used: CURVE in a build without it (the message says how to
+    /// get a build with it), a key libzmq refuses.
+    #[error(transparent)]
+    Credentials(#[from] zsocket::credentials::Error),
     /// A ZeroMQ call failed for a reason other than the broker's absence (which is never an
     /// error: messages wait in the socket until the broker is back).
     #[error(transparent)]
@@ -254,6 +311,8 @@ pub struct WorkerBuilder {
     mode: Mode,
     config: WorkerConfig,
     context: Option<zmq::Context>,
+    /// Empty: none for any broker; one: the same for every broker; else one per endpoint.
+    credentials: Vec<Credentials>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -264,6 +323,7 @@ impl std::fmt::Debug for WorkerBuilder {
             .field("slots", &self.slots)
             .field("mode", &self.mode)
             .field("config", &self.config)
+            .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
 }
@@ -304,6 +364,23 @@ impl WorkerBuilder {
         self
     }
 
+    /// What the worker proves to every broker (PLAIN or CURVE, for a broker with `--auth`).
+    /// Default [`Credentials::None`].
+    #[must_use]
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = vec![credentials];
+        self
+    }
+
+    /// Credentials per broker, in the order of the endpoints (each broker may have its own
+    /// CURVE key, say); [`WorkerBuilder::build`] refuses a list of another length than the
+    /// endpoints' (but one, which is for all).
+    #[must_use]
+    pub fn broker_credentials(mut self, credentials: Vec<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
     /// Sockets made by the caller's ZeroMQ context rather than a new one.
     #[must_use]
     pub fn context(mut self, context: &zmq::Context) -> Self {
@@ -327,6 +404,16 @@ impl WorkerBuilder {
                 "a worker needs at least one slot per broker",
             ));
         }
+        let credentials = match self.credentials.len() {
+            0 => vec![Credentials::None; self.endpoints.len()],
+            1 => vec![self.credentials[0].clone(); self.endpoints.len()],
+            n if n == self.endpoints.len() => self.credentials,
+            _ => {
+                return Err(Error::Topology(
+                    "broker_credentials needs one Credentials per endpoint, in their order",
+                ))
+            }
+        };
         let context = self.context.unwrap_or_default();
         // A typo in the last broker of a failover list must fail now, not when it is needed.
         for endpoint in &self.endpoints {
@@ -340,7 +427,13 @@ impl WorkerBuilder {
         let heartbeat_interval = self.config.heartbeat_interval;
         let setup = |action| move |source| Error::Setup { action, source };
         let inbox = Inbox::new().map_err(setup("create the wake-up socket"))?;
-        let mut driver = Driver::new(context, self.endpoints, self.service, self.config, topology);
+        let mut driver = Driver::new(
+            context,
+            self.endpoints.into_iter().zip(credentials).collect(),
+            self.service,
+            self.config,
+            topology,
+        );
         driver.start()?;
         let shared = Arc::new(Shared {
             driver: Mutex::new(driver),
@@ -426,6 +519,7 @@ impl Worker {
             mode: Mode::All,
             config: WorkerConfig::default(),
             context: None,
+            credentials: Vec::new(),
         }
     }
 
@@ -701,6 +795,8 @@ struct LinkSocket {
     socket: Option<Monitored>,
     /// The monitor has seen this socket's connection made (and not lost since).
     connected: bool,
+    /// The monitor has seen this socket's ZMTP handshake (and security mechanism) succeed.
+    handshaken: bool,
     /// The monitor has seen a connection attempt of this socket fail.
     failed: bool,
     /// The broker has spoken on this socket.
@@ -711,6 +807,15 @@ struct LinkSocket {
 #[derive(Default)]
 struct BrokerState {
     endpoint: String,
+    /// What the worker proves to it.
+    credentials: Credentials,
+    /// At most one line a second about its refused handshakes.
+    refusal_log: LogLimit,
+    /// Its last handshake was refused and none has succeeded since.
+    refused: bool,
+    /// "connected" was logged, and no loss since: a socket reopened by the worker itself (after
+    /// a DISCONNECT or a refused handshake) connecting again is not news.
+    announced: bool,
     /// Links with a connection up, and links registered.
     connected: usize,
     registered: usize,
@@ -773,7 +878,7 @@ fn connect_error(error: zsocket::Error) -> Error {
 impl Driver {
     fn new(
         context: zmq::Context,
-        endpoints: Vec<String>,
+        endpoints: Vec<(String, Credentials)>,
         service: ServiceName,
         config: WorkerConfig,
         topology: Topology,
@@ -786,14 +891,16 @@ impl Driver {
                 .map(|_| LinkSocket {
                     socket: None,
                     connected: false,
+                    handshaken: false,
                     failed: false,
                     registered: false,
                 })
                 .collect(),
             brokers: endpoints
                 .into_iter()
-                .map(|endpoint| BrokerState {
+                .map(|(endpoint, credentials)| BrokerState {
                     endpoint,
+                    credentials,
                     ..BrokerState::default()
                 })
                 .collect(),
@@ -869,10 +976,11 @@ impl Driver {
                 items.push(monitored.socket().as_poll_item(zmq::POLLIN));
                 sources.push(Source::Link(index));
             }
-            // Until the connection is up, or its first failure: the moments worth a log line
-            // (and, in failover mode, a move) without delay. After a failure the retries come
-            // every reconnect interval, read on each pass instead of waking the poll.
-            if !link.connected && !link.failed {
+            // Until the handshake is done, or the first failure to connect: the moments worth
+            // a log line (and, in failover mode, a move) without delay, a refused handshake
+            // among them. After a failure to connect the retries come every reconnect interval,
+            // read on each pass instead of waking the poll.
+            if !link.handshaken && !link.failed {
                 items.push(monitored.monitor().socket().as_poll_item(zmq::POLLIN));
                 sources.push(Source::Monitor(index));
             }
@@ -987,16 +1095,48 @@ impl Driver {
                         socket.failed = false;
                         state.connected += 1;
                         state.unreachable_reported = false;
-                        if state.connected == 1 {
+                        if state.connected == 1 && !state.announced {
+                            state.announced = true;
                             info!("connected to broker at {}", state.endpoint);
+                        } else if state.connected == 1 {
+                            debug!("connected to broker at {} again", state.endpoint);
                         }
                     }
+                }
+                EventKind::HandshakeSucceeded => {
+                    socket.handshaken = true;
+                    if std::mem::take(&mut state.refused) {
+                        info!("broker at {} accepted the handshake", state.endpoint);
+                    }
+                }
+                EventKind::HandshakeFailedAuth
+                | EventKind::HandshakeFailedProtocol
+                | EventKind::HandshakeFailedNoDetail => {
+                    state.refused = true;
+                    let refusal = state.credentials.refusal(&state.endpoint, &event);
+                    let delay = self
+                        .core
+                        .handshake_failed(Instant::now(), link, &mut self.actions);
+                    let state = &mut self.brokers[broker];
+                    if let (Some(refusal), Some(delay)) = (refusal, delay) {
+                        let retry = format!("closed that socket; trying again in {delay:?}");
+                        match state.refusal_log.allow(Instant::now()) {
+                            Some(0) => warn!("{refusal}; {retry}"),
+                            Some(held_back) => warn!(
+                                "{refusal}; {retry} ({held_back} more refusals since the last line)"
+                            ),
+                            None => debug!("{refusal}; {retry}"),
+                        }
+                    }
+                    // The core closes the socket: what else its monitor says is of no interest.
+                    self.execute()?;
                 }
                 EventKind::Disconnected => {
                     if socket.connected {
                         socket.connected = false;
                         state.connected = state.connected.saturating_sub(1);
                         if state.connected == 0 {
+                            state.announced = false;
                             info!("lost the connection to broker at {}", state.endpoint);
                         }
                     }
@@ -1090,8 +1230,20 @@ impl Driver {
                 if log_enabled!(Level::Debug) {
                     debug!("worker -> broker: {}", dump::Message(&frames));
                 }
-                zsocket::send(monitored.socket(), frames, 0).map_err(zsocket::Error::from)?;
-                Ok(())
+                // Never a blocking send: a DEALER whose handshake failed has no pipe to queue
+                // into and would block for ever (its monitor's report closes it soon after).
+                // A message refused here is dropped: a heartbeat is sent again, and the client
+                // of a lost reply resends.
+                match zsocket::send(monitored.socket(), frames, zmq::DONTWAIT) {
+                    Ok(()) => Ok(()),
+                    Err(zsocket::SendError::Refused(refused))
+                        if refused.error == zmq::Error::EAGAIN =>
+                    {
+                        debug!("dropped a message on {link}: its socket takes nothing now");
+                        Ok(())
+                    }
+                    Err(error) => Err(zsocket::Error::from(error).into()),
+                }
             }
             Action::Close { link } => {
                 self.close(link);
@@ -1124,6 +1276,7 @@ impl Driver {
             state.registered = state.registered.saturating_sub(1);
         }
         socket.failed = false;
+        socket.handshaken = false;
     }
 
     /// A new DEALER for `link`, in place of the old one, connected to its broker with a monitor.
@@ -1133,13 +1286,13 @@ impl Driver {
         self.close(link);
         let broker = self.core.broker_of(link);
         let state = &mut self.brokers[broker];
-        let monitored = Monitored::connect(
-            &self.context,
-            zmq::DEALER,
-            &state.endpoint,
-            monitor_events(),
-        )
-        .map_err(connect_error)?;
+        let socket = self.context.socket(zmq::DEALER).doing("create a socket")?;
+        socket.set_linger(0).doing("set ZMQ_LINGER")?;
+        // Before connecting: libzmq fixes a connection's mechanism when it is made.
+        state.credentials.apply(&socket)?;
+        let monitored =
+            Monitored::connect_socket(&self.context, socket, &state.endpoint, monitor_events())
+                .map_err(connect_error)?;
         self.links[link.0].socket = Some(monitored);
         state.opened += 1;
         let slot = self.core.slot_of(link);

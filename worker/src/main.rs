@@ -54,6 +54,8 @@ struct Args {
     exec_timeout: Timeout,
     #[command(flatten)]
     heartbeats: worker::HeartbeatFlags,
+    #[command(flatten)]
+    credentials: worker::CredentialFlags,
     /// Benchmarks only (scripts/bench.sh): echo after sleeping this many milliseconds, a slow
     /// worker without --exec.
     #[arg(long, value_name = "MS", hide = true)]
@@ -91,9 +93,17 @@ sends them on once). With --exec the default concurrency runs every request at o
 which answers at once and so strands nothing, serves every slot on one thread (less CPU per
 request than a thread per slot).
 
+Credentials, for a broker with --auth: PLAIN (--user NAME --password-file FILE) or CURVE
+(--curve-key-file FILE --curve-server-key KEY, in the CURVE build). With several brokers, give
+--curve-server-key once (every broker has that key) or once per -c, in the same order. A broker
+that refuses the handshake is logged (at most once a second, naming authentication) and tried
+again after a backoff that doubles up to 5 s; libzmq alone would retry every 100 ms. A broker that
+answers READY with DISCONNECT may not let this principal serve the service (the serve list of
+its --auth file): logged the same way, and retried with the same backoff.
+
 Exit status: 0 after SIGINT or SIGTERM (running commands stopped as at the timeout, DISCONNECT
 sent: the normal end of a server); 1 failed (a socket error); 2 usage error (a bad flag, service
-name or endpoint).";
+name, endpoint or credential file, or CURVE in a build without it).";
 
 fn parse_slots(text: &str) -> Result<usize, String> {
     parse_count(text, MAX_SLOTS)
@@ -144,7 +154,17 @@ fn main() -> ExitCode {
         Err(error) => {
             let status = match error.downcast_ref::<worker::Error>() {
                 // A malformed endpoint is a typo on the command line: a usage error, as clap's.
-                Some(worker::Error::Connect(_) | worker::Error::Topology(_)) => cli::exit::USAGE,
+                Some(
+                    worker::Error::Connect(_)
+                    | worker::Error::Topology(_)
+                    | worker::Error::Credentials(_),
+                ) => cli::exit::USAGE,
+                _ if error
+                    .downcast_ref::<zsocket::credentials::Error>()
+                    .is_some() =>
+                {
+                    cli::exit::USAGE
+                }
                 _ => cli::exit::FAILED,
             };
             cli::fail("worker", error.as_ref(), status)
@@ -174,7 +194,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         1
     });
+    let credentials = args.credentials.load(args.endpoints.len())?;
     let mut worker = Worker::builder(args.service)
+        .broker_credentials(credentials)
         .endpoints(args.endpoints)
         .slots(args.slots)
         .mode(mode)

@@ -911,3 +911,69 @@ fn the_registered_moment_is_the_first_word_of_the_broker_on_each_new_socket() {
     harness.tick(500);
     assert!(harness.handle_registering(600, 1, heartbeat()).0);
 }
+
+impl Harness {
+    /// The driver reports that the broker refused `link`'s handshake.
+    fn handshake_failed(&mut self, ms: u64, link: usize) -> (Option<Duration>, Vec<Did>) {
+        let mut out = Vec::new();
+        let delay = self
+            .core
+            .handshake_failed(self.at(ms), LinkId(link), &mut out);
+        (delay, self.collect(out))
+    }
+}
+
+#[test]
+fn a_refused_handshake_closes_the_link_and_retries_after_a_doubling_backoff() {
+    let (mut harness, _) = Harness::started(1);
+    let mut waits = Vec::new();
+    let mut now = 10;
+    for _ in 0..8 {
+        let (delay, did) = harness.handshake_failed(now, 0);
+        assert_eq!(did, [Did::Close(0)], "closed without a word");
+        let delay = delay.expect("the link was open");
+        waits.push(u64::try_from(delay.as_millis()).expect("short"));
+        assert_eq!(harness.next_deadline(), now + waits[waits.len() - 1]);
+        // Refused again as soon as it reopens.
+        now = harness.next_deadline();
+        assert_eq!(harness.tick(now), [Did::Open(0), ready(0)]);
+        now += 5;
+    }
+    assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    assert_eq!(harness.core.handshakes_refused(), 8);
+    // A report about a link that is not open (its socket already closed) changes nothing.
+    harness.handshake_failed(now, 0);
+    assert_eq!(harness.handshake_failed(now + 1, 0), (None, vec![]));
+    assert_eq!(harness.core.handshakes_refused(), 9);
+}
+
+#[test]
+fn in_failover_mode_a_refusing_active_broker_counts_as_down() {
+    let (mut harness, _) = Harness::topology(2, 1, Mode::Failover);
+    let (delay, did) = harness.handshake_failed(20, 0);
+    assert_eq!(did, [Did::Close(0)]);
+    assert_eq!(delay, Some(Duration::from_millis(100)));
+    assert_eq!(harness.core.active_broker(), Some(1));
+    assert_eq!(harness.tick(120), [Did::Open(1), ready(1)]);
+}
+
+#[test]
+fn a_disconnect_right_after_ready_is_a_refused_registration_retried_with_backoff() {
+    let (mut harness, _) = Harness::started(1);
+    // The broker answers READY with DISCONNECT each time: the waits double as for silence.
+    let mut now = 5;
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        assert_eq!(harness.handle(now, 0, disconnect()), [Did::Close(0)]);
+        let reopen = harness.next_deadline();
+        waits.push(reopen - now);
+        assert_eq!(harness.tick(reopen), [Did::Open(0), ready(0)]);
+        now = reopen + 5;
+    }
+    assert_eq!(waits, [100, 200, 400, 800]);
+    assert_eq!(harness.core.serve_refused(), 4);
+    // A DISCONNECT after the broker spoke is an ordinary one, not a refusal.
+    harness.handle(now, 0, heartbeat());
+    harness.handle(now + 1, 0, disconnect());
+    assert_eq!(harness.core.serve_refused(), 4);
+}
