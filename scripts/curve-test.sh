@@ -10,6 +10,10 @@
 #      runs zsocket's unit tests and tests/curve.rs with --include-ignored: the CURVE tests that
 #      the default build lists as ignored must pass here (handshake with the right server key,
 #      refusal of a wrong server key and of a client without CURVE, key files written and read);
+#      then the broker's CURVE tests the same way (its unit tests, tests/auth.rs,
+#      tests/mechanisms.rs: one broker with a PLAIN and a CURVE endpoint, a client through each,
+#      unknown keys and the wrong mechanism refused; tests/binary_security.rs: `broker keygen`
+#      and --curve-secret-file in the program);
 #   3. captures the loopback traffic with tshark while curve_capture sends one request and its
 #      reply under CURVE, PLAIN and NULL, each on a tcp port of its own, with a body that names
 #      its run, and checks, port by port:
@@ -65,6 +69,7 @@ fi
 
 export CARGO_TARGET_DIR="${CURVE_TARGET_DIR:-target/curve}"
 config=(--config build/curve.toml)
+broker_tests=(--lib --test auth --test mechanisms --test binary_security)
 
 millis() { echo $(($(date +%s%N) / 1000000)); }
 seconds_since() { # seconds_since START-MILLIS, with one decimal
@@ -90,12 +95,15 @@ echo "== build (system libzmq, $CARGO_TARGET_DIR)"
 start=$(millis)
 cargo build -q -p zsocket --example curve_capture "${config[@]}"
 cargo test -q -p zsocket --lib --tests "${config[@]}" --no-run
+cargo test -q -p broker "${broker_tests[@]}" "${config[@]}" --no-run
 build_seconds=$(seconds_since "$start")
 
 echo "== zsocket tests with CURVE (--include-ignored)"
 start=$(millis)
 check "zsocket's tests, the CURVE ones included, pass against the system libzmq" \
     cargo test -q -p zsocket --lib --tests "${config[@]}" -- --include-ignored
+check "the broker's CURVE tests (a PLAIN and a CURVE endpoint on one broker, keygen) pass" \
+    cargo test -q -p broker "${broker_tests[@]}" "${config[@]}" -- --include-ignored
 test_seconds=$(seconds_since "$start")
 
 echo "== loopback capture (tshark)"
