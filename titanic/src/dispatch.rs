@@ -21,6 +21,13 @@
 //!   to the same service.) Lanes give the parallelism.
 //! * **Expiry.** A request past its time to live is dropped from the queues; the store's sweep
 //!   deletes it.
+//! * **Leases, on a shared store.** When several processes share the store ([`Store::shared`],
+//!   PostgreSQL), a lane claims a request's lease before it reads and sends it, and drops the
+//!   request if another process holds it; a keeper thread renews the leases of the tries out
+//!   every third of the lease, and the lane gives a try up when its lease ends unrenewed (see
+//!   [`crate::lease`]), so two processes never have the same request out at once. The keeper also
+//!   looks for claimable requests every `poll` (stored by another process, or left by one that
+//!   died, once its lease ran out) and queues them here.
 //!
 //! The queue's rules are in [`ServiceQueue`], which is given the time and tested in virtual time;
 //! the lanes are its driver.
@@ -32,9 +39,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use client::{Client, ClientConfig, ServiceName};
 use log::{debug, info, warn};
+use mdp::client::{Reply, Request};
+use mdp::Frames;
 use zsocket::limit::LogLimit;
 
 use crate::id::RequestId;
+use crate::lease::Lease;
 use crate::service::unix_ms;
 use crate::store::{PendingRequest, Store};
 
@@ -51,6 +61,10 @@ pub struct DispatchConfig {
     pub backoff_initial: Duration,
     /// The longest backoff. Default 10 s.
     pub backoff_max: Duration,
+    /// On a shared store: how long a claimed request's lease lasts unrenewed. Default 30 s.
+    pub lease: Duration,
+    /// On a shared store: how often to look for requests no lease holds. Default 1 s.
+    pub poll: Duration,
 }
 
 impl Default for DispatchConfig {
@@ -61,6 +75,8 @@ impl Default for DispatchConfig {
             check_timeout: Duration::from_secs(2),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
+            poll: Duration::from_secs(1),
         }
     }
 }
@@ -120,6 +136,8 @@ pub struct ServiceQueue {
     presence: Presence,
     /// Checks in a row that found no worker: the exponent of the next recheck's backoff.
     absent_checks: u32,
+    /// Requests dropped as expired, until [`ServiceQueue::take_expired`].
+    expired: Vec<RequestId>,
 }
 
 impl ServiceQueue {
@@ -130,6 +148,7 @@ impl ServiceQueue {
             out: 0,
             presence: Presence::Unknown,
             absent_checks: 0,
+            expired: Vec::new(),
         }
     }
 
@@ -159,7 +178,14 @@ impl ServiceQueue {
 
     /// What a free lane should do at `now` (`now_ms` on the store's clock, for expiry).
     pub fn next(&mut self, now: Instant, now_ms: u64) -> Next {
-        self.waiting.retain(|entry| entry.expires_ms > now_ms);
+        let expired = &mut self.expired;
+        self.waiting.retain(|entry| {
+            let live = entry.expires_ms > now_ms;
+            if !live {
+                expired.push(entry.id);
+            }
+            live
+        });
         if self.waiting.is_empty() {
             return Next::Wait(None);
         }
@@ -195,6 +221,11 @@ impl ServiceQueue {
                     .min(),
             ),
         }
+    }
+
+    /// The requests dropped as expired since the last call.
+    pub fn take_expired(&mut self) -> Vec<RequestId> {
+        std::mem::take(&mut self.expired)
     }
 
     /// The answer of `mmi.service`: true for 200.
@@ -238,6 +269,10 @@ pub struct DispatchStats {
     pub unanswered: AtomicU64,
     /// Replies that came for a request that was no longer pending (closed, expired).
     pub late: AtomicU64,
+    /// Claims refused: another process holds the request, or it is no longer pending.
+    pub not_claimed: AtomicU64,
+    /// Tries given up because their lease ended unrenewed.
+    pub lease_lost: AtomicU64,
 }
 
 /// One service's queue with what its lanes wait on.
@@ -261,6 +296,39 @@ pub struct Dispatcher {
     services: Mutex<HashMap<Vec<u8>, Arc<Shared>>>,
     stopping: Arc<AtomicBool>,
     stats: Arc<DispatchStats>,
+    leases: Arc<Leases>,
+}
+
+/// What the lanes and the keeper share about requests in this process.
+#[derive(Debug)]
+struct Leases {
+    /// This process's name in the store's `lease_owner`.
+    owner: String,
+    /// Whether the store is shared (leases are taken).
+    shared: bool,
+    /// Every request queued or out here, with its expiry: a request is queued once.
+    known: Mutex<HashMap<RequestId, u64>>,
+    /// The leases of the tries out now, which the keeper renews.
+    out: Mutex<HashMap<RequestId, Arc<Mutex<Lease>>>>,
+}
+
+impl Leases {
+    fn forget(&self, id: &RequestId) {
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+}
+
+/// A name for this process in the store: host, process id, and a random part (a restarted
+/// process is a new owner).
+fn owner_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default();
+    let random = RequestId::random().to_hex();
+    format!("{host}:{}:{}", std::process::id(), &random[..8])
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -283,6 +351,12 @@ impl Dispatcher {
             context: context.clone(),
             endpoint: endpoint.to_owned(),
             config,
+            leases: Arc::new(Leases {
+                owner: owner_name(),
+                shared: store.shared(),
+                known: Mutex::new(HashMap::new()),
+                out: Mutex::new(HashMap::new()),
+            }),
             store,
             services: Mutex::new(HashMap::new()),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -290,12 +364,117 @@ impl Dispatcher {
         }
     }
 
+    /// This process's name as a lease owner.
+    pub fn owner(&self) -> &str {
+        &self.leases.owner
+    }
+
+    /// On a shared store, starts the thread that renews the leases of the tries out and queues
+    /// the requests no lease holds; nothing on a store of one process.
+    pub fn start_keeper(self: &Arc<Self>) {
+        if !self.leases.shared {
+            return;
+        }
+        let dispatcher = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("titanic-leases".into())
+            .spawn(move || dispatcher.keep());
+        if let Err(error) = spawned {
+            warn!("cannot start the lease keeper: {error}");
+        }
+    }
+
+    fn keep(&self) {
+        let lease = self.config.lease;
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let renew_every = Lease::renew_every(lease);
+        let mut warnings = LogLimit::default();
+        let mut next_renewal = Instant::now();
+        let mut next_poll = Instant::now();
+        while !self.stopping.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next_renewal {
+                next_renewal = now + renew_every;
+                let out: Vec<(RequestId, Arc<Mutex<Lease>>)> = self
+                    .leases
+                    .out
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .iter()
+                    .map(|(id, lease)| (*id, Arc::clone(lease)))
+                    .collect();
+                let ids: Vec<RequestId> = out.iter().map(|(id, _)| *id).collect();
+                let asked_at = Instant::now();
+                match self.store.renew(
+                    &ids,
+                    &self.leases.owner,
+                    unix_ms(SystemTime::now()),
+                    lease_ms,
+                ) {
+                    Ok(renewed) => {
+                        for (id, lease) in &out {
+                            if renewed.contains(id) {
+                                lease
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .renewed(asked_at);
+                            }
+                        }
+                    }
+                    Err(error) => {
+                        if warnings.allow(Instant::now()).is_some() {
+                            warn!("cannot renew {} leases: {error}", ids.len());
+                        }
+                    }
+                }
+            }
+            if now >= next_poll {
+                next_poll = now + self.config.poll;
+                let now_ms = unix_ms(SystemTime::now());
+                self.leases
+                    .known
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|_, expires_ms| *expires_ms > now_ms);
+                match self.store.claimable(now_ms, 1000) {
+                    Ok(requests) => {
+                        for request in requests {
+                            self.add(request);
+                        }
+                    }
+                    Err(error) => {
+                        if warnings.allow(Instant::now()).is_some() {
+                            warn!("cannot look for requests to dispatch: {error}");
+                        }
+                    }
+                }
+            }
+            let until = next_renewal.min(next_poll);
+            std::thread::sleep(
+                until
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100)),
+            );
+        }
+    }
+
     pub fn stats(&self) -> &DispatchStats {
         &self.stats
     }
 
-    /// Queues a stored request for its service, starting the service's lanes if it is new.
+    /// Queues a stored request for its service, starting the service's lanes if it is new. A
+    /// request queued or out here already is not queued again.
     pub fn add(&self, request: PendingRequest) {
+        {
+            let mut known = self
+                .leases
+                .known
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if known.insert(request.id, request.expires_ms).is_some() {
+                return;
+            }
+        }
         let shared = {
             let mut services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
             match services.get(&request.service) {
@@ -340,6 +519,7 @@ impl Dispatcher {
                 store: Arc::clone(&self.store),
                 stopping: Arc::clone(&self.stopping),
                 stats: Arc::clone(&self.stats),
+                leases: Arc::clone(&self.leases),
                 context: self.context.clone(),
                 endpoint: self.endpoint.clone(),
                 config: self.config.clone(),
@@ -362,10 +542,20 @@ struct Lane {
     store: Arc<dyn Store>,
     stopping: Arc<AtomicBool>,
     stats: Arc<DispatchStats>,
+    leases: Arc<Leases>,
     context: zmq::Context,
     endpoint: String,
     config: DispatchConfig,
     warnings: LogLimit,
+}
+
+/// How one try ended.
+enum Tried {
+    Reply(Frames),
+    /// No reply within the try timeout.
+    TimedOut,
+    /// The lease ended unrenewed before the reply came.
+    LeaseLost,
 }
 
 /// The longest a lane sleeps without looking at the stop flag.
@@ -373,30 +563,24 @@ const LANE_NAP: Duration = Duration::from_millis(500);
 
 impl Lane {
     fn run(mut self) {
-        let one_try = |timeout| ClientConfig {
-            timeout,
-            retries: 1,
-        };
-        let clients = Client::with_context(
+        let checker = Client::with_context(
             &self.context,
             &self.endpoint,
-            one_try(self.config.try_timeout),
-        )
-        .and_then(|sender| {
-            Client::with_context(
-                &self.context,
-                &self.endpoint,
-                one_try(self.config.check_timeout),
-            )
-            .map(|checker| (sender, checker))
-        });
-        let (mut sender, mut checker) = match clients {
-            Ok(clients) => clients,
+            ClientConfig {
+                timeout: self.config.check_timeout,
+                retries: 1,
+            },
+        );
+        let mut checker = match checker {
+            Ok(checker) => checker,
             Err(error) => {
                 warn!("a dispatch lane for {} cannot start: {error}", self.service);
                 return;
             }
         };
+        // The lane's REQ socket to the broker, kept while tries are answered, closed after one
+        // that is not (a late reply then goes nowhere).
+        let mut socket = None;
         while let Some(next) = self.next() {
             match next {
                 Next::Check => {
@@ -413,7 +597,7 @@ impl Lane {
                     self.shared.lock().checked(Instant::now(), present);
                     self.shared.changed.notify_all();
                 }
-                Next::Send(entry) => self.send(&mut sender, entry),
+                Next::Send(entry) => self.send(&mut socket, entry),
                 Next::Wait(_) => {}
             }
         }
@@ -427,7 +611,11 @@ impl Lane {
                 return None;
             }
             let now = Instant::now();
-            match queue.next(now, unix_ms(SystemTime::now())) {
+            let next = queue.next(now, unix_ms(SystemTime::now()));
+            for id in queue.take_expired() {
+                self.leases.forget(&id);
+            }
+            match next {
                 Next::Wait(until) => {
                     let nap = until.map_or(LANE_NAP, |at| at.saturating_duration_since(now));
                     queue = self
@@ -442,27 +630,85 @@ impl Lane {
         }
     }
 
-    fn send(&mut self, sender: &mut Client, entry: Entry) {
+    /// The request is done here: answered, gone, or held by another process.
+    fn finished(&self, id: &RequestId) {
+        self.leases.forget(id);
+        self.shared.lock().answered();
+        self.shared.changed.notify_one();
+    }
+
+    fn retry_later(&self, entry: Entry) {
+        self.shared.lock().unanswered(Instant::now(), entry);
+        self.shared.changed.notify_all();
+    }
+
+    fn send(&mut self, socket: &mut Option<zmq::Socket>, entry: Entry) {
+        // The claim: on a shared store the lease, committed; on the embedded one, a try counted.
+        let asked_at = Instant::now();
+        let lease_ms = u64::try_from(self.config.lease.as_millis()).unwrap_or(u64::MAX);
+        let claim = self.store.claim(
+            &entry.id,
+            &self.leases.owner,
+            unix_ms(SystemTime::now()),
+            lease_ms,
+        );
+        match claim {
+            Ok(true) => {}
+            Ok(false) => {
+                self.stats.not_claimed.fetch_add(1, Ordering::Relaxed);
+                debug!("request {} is held elsewhere or done", entry.id);
+                self.finished(&entry.id);
+                return;
+            }
+            Err(error) => {
+                self.warn(&format!("cannot claim request {}: {error}", entry.id));
+                self.retry_later(entry);
+                return;
+            }
+        }
+        let lease = self.leases.shared.then(|| {
+            let lease = Arc::new(Mutex::new(Lease::taken(asked_at, self.config.lease)));
+            self.leases
+                .out
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(entry.id, Arc::clone(&lease));
+            lease
+        });
+        let id = entry.id;
+        self.send_claimed(socket, entry, lease.as_deref());
+        if lease.is_some() {
+            self.leases
+                .out
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        }
+    }
+
+    fn send_claimed(
+        &mut self,
+        socket: &mut Option<zmq::Socket>,
+        entry: Entry,
+        lease: Option<&Mutex<Lease>>,
+    ) {
         let body = match self.store.body(&entry.id) {
             Ok(Some(body)) => body,
             // Closed or expired meanwhile: nothing to send.
             Ok(None) => {
-                self.shared.lock().answered();
-                self.shared.changed.notify_one();
+                self.finished(&entry.id);
                 return;
             }
             Err(error) => {
                 self.warn(&format!("cannot read request {}: {error}", entry.id));
-                self.shared.lock().unanswered(Instant::now(), entry);
+                self.retry_later(entry);
                 return;
             }
         };
-        if let Err(error) = self.store.record_attempt(&entry.id) {
-            self.warn(&format!("cannot count a try of {}: {error}", entry.id));
-        }
         self.stats.sent.fetch_add(1, Ordering::Relaxed);
-        match sender.send(&self.service, &body) {
-            Ok(reply) => {
+        let tried = self.try_once(socket, &body, lease);
+        match tried {
+            Ok(Tried::Reply(reply)) => {
                 let frames: Vec<&[u8]> = reply.iter().map(|frame| &frame[..]).collect();
                 match self.store.complete(&entry.id, &frames) {
                     Ok(true) => {
@@ -473,19 +719,92 @@ impl Lane {
                     }
                     Err(error) => {
                         self.warn(&format!("cannot store the reply to {}: {error}", entry.id));
-                        self.shared.lock().unanswered(Instant::now(), entry);
-                        self.shared.changed.notify_one();
+                        self.retry_later(entry);
                         return;
                     }
                 }
-                self.shared.lock().answered();
-                self.shared.changed.notify_one();
+                self.finished(&entry.id);
+            }
+            Ok(Tried::TimedOut) => {
+                *socket = None;
+                self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
+                debug!("try of {} to {}: no reply in time", entry.id, self.service);
+                self.retry_later(entry);
+            }
+            Ok(Tried::LeaseLost) => {
+                *socket = None;
+                self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
+                self.warn(&format!(
+                    "the lease of {} ended unrenewed: its try is given up",
+                    entry.id
+                ));
+                self.retry_later(entry);
             }
             Err(error) => {
+                *socket = None;
                 self.stats.unanswered.fetch_add(1, Ordering::Relaxed);
-                debug!("try of {} to {}: {error}", entry.id, self.service);
-                self.shared.lock().unanswered(Instant::now(), entry);
-                self.shared.changed.notify_all();
+                self.warn(&format!("try of {} to {}: {error}", entry.id, self.service));
+                self.retry_later(entry);
+            }
+        }
+    }
+
+    /// Sends `body` on the lane's REQ socket (opened if there is none) and waits for the reply
+    /// until the try timeout, or until the lease ends if it does first.
+    fn try_once(
+        &self,
+        socket: &mut Option<zmq::Socket>,
+        body: &[Vec<u8>],
+        lease: Option<&Mutex<Lease>>,
+    ) -> Result<Tried, String> {
+        let socket = match socket {
+            Some(socket) => socket,
+            None => {
+                let opened = self
+                    .context
+                    .socket(zmq::REQ)
+                    .and_then(|new| {
+                        new.set_linger(0)?;
+                        new.connect(&self.endpoint)?;
+                        Ok(new)
+                    })
+                    .map_err(|error| format!("cannot open a socket to the broker: {error}"))?;
+                socket.insert(opened)
+            }
+        };
+        let mut frames: Frames = body
+            .iter()
+            .map(|frame| zmq::Message::from(&frame[..]))
+            .collect();
+        if frames.is_empty() {
+            frames.push(zmq::Message::new());
+        }
+        zsocket::send(socket, Request::encode(&self.service, frames), 0)
+            .map_err(|error| format!("cannot send: {error:?}"))?;
+        let try_deadline = Instant::now() + self.config.try_timeout;
+        loop {
+            let now = Instant::now();
+            let lease_end = lease.map(|lease| {
+                lease
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .held_until()
+            });
+            if lease_end.is_some_and(|end| now >= end) {
+                return Ok(Tried::LeaseLost);
+            }
+            if now >= try_deadline {
+                return Ok(Tried::TimedOut);
+            }
+            let deadline = lease_end.map_or(try_deadline, |end| end.min(try_deadline));
+            let received = zsocket::recv_until(socket, Some(deadline), now)
+                .map_err(|error| format!("cannot receive: {error}"))?;
+            if let Some(frames) = received {
+                return match Reply::parse(frames) {
+                    Ok(reply) if reply.service == self.service => Ok(Tried::Reply(reply.body)),
+                    Ok(reply) => Err(format!("a reply from service {}", reply.service)),
+                    Err(error) => Err(format!("an invalid reply: {error}")),
+                };
             }
         }
     }

@@ -9,7 +9,8 @@
 //! Titanic is an MDP worker (of its three services) and an MDP client (of the services it
 //! dispatches to) of the same broker. Its parts:
 //! * [`store`]: the [`store::Store`] trait, what any store promises; [`sqlite`]: the embedded
-//!   SQLite store (WAL, `synchronous=FULL`, one writer thread with group commit).
+//!   SQLite store (WAL, `synchronous=FULL`, one writer thread with group commit); [`pg`]: the
+//!   PostgreSQL store that several Titanic processes share, with leases ([`lease`]).
 //! * [`service`]: the three services of spec 9, frame by frame, and the workers that serve them.
 //! * [`dispatch`]: per-service queues and lanes that send stored requests and store the replies.
 //! * [`patterns`]: `--services`, the services Titanic may call.
@@ -19,12 +20,14 @@
 
 pub mod dispatch;
 pub mod id;
+pub mod lease;
 pub mod patterns;
+pub mod pg;
 pub mod service;
 pub mod sqlite;
 pub mod store;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -35,6 +38,7 @@ use zsocket::StopHandle;
 
 use crate::dispatch::{DispatchConfig, Dispatcher};
 use crate::patterns::ServicePatterns;
+use crate::pg::PgStore;
 use crate::service::{unix_ms, Conversations, ServiceWorkers, Services};
 use crate::sqlite::SqliteStore;
 use crate::store::{Store, StoreError, StoreStats};
@@ -44,8 +48,8 @@ use crate::store::{Store, StoreError, StoreStats};
 pub struct Config {
     /// The broker's endpoint.
     pub endpoint: String,
-    /// The SQLite database file (created if missing).
-    pub db: PathBuf,
+    /// The store: an SQLite database file (created if missing), or a PostgreSQL database.
+    pub db: Db,
     /// How long a request is kept, answered or not, after it was submitted. Default 24 h.
     pub request_ttl: Duration,
     /// The most requests stored at once; more are refused with 500. Default 1,000,000.
@@ -61,7 +65,7 @@ pub struct Config {
 
 impl Config {
     /// The defaults, for a broker at `endpoint` and a database at `db`.
-    pub fn new(endpoint: &str, db: impl Into<PathBuf>) -> Config {
+    pub fn new(endpoint: &str, db: impl Into<Db>) -> Config {
         Config {
             endpoint: endpoint.to_owned(),
             db: db.into(),
@@ -79,6 +83,74 @@ impl Config {
     }
 }
 
+/// Where the requests are stored.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Db {
+    /// The embedded store: an SQLite database file.
+    Sqlite(PathBuf),
+    /// The shared store: a PostgreSQL connection URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+impl Db {
+    /// `postgres://...` or `postgresql://...` is a PostgreSQL URL; anything else is a file.
+    pub fn parse(text: &str) -> Db {
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            Db::Postgres(text.to_owned())
+        } else {
+            Db::Sqlite(PathBuf::from(text))
+        }
+    }
+
+    /// Opens the store.
+    pub fn open(&self, max_stored: u64) -> Result<Arc<dyn Store>, StoreError> {
+        Ok(match self {
+            Db::Sqlite(path) => Arc::new(SqliteStore::open(path, max_stored)?),
+            Db::Postgres(url) => Arc::new(PgStore::open(url, max_stored)?),
+        })
+    }
+}
+
+/// Printed without a URL's password.
+impl std::fmt::Display for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Db::Sqlite(path) => write!(f, "{}", path.display()),
+            Db::Postgres(url) => f.write_str(&pg::redacted(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Db({self})")
+    }
+}
+
+impl From<PathBuf> for Db {
+    fn from(path: PathBuf) -> Db {
+        Db::Sqlite(path)
+    }
+}
+
+impl From<&Path> for Db {
+    fn from(path: &Path) -> Db {
+        Db::Sqlite(path.to_owned())
+    }
+}
+
+impl From<&PathBuf> for Db {
+    fn from(path: &PathBuf) -> Db {
+        Db::Sqlite(path.clone())
+    }
+}
+
+impl From<&str> for Db {
+    fn from(text: &str) -> Db {
+        Db::parse(text)
+    }
+}
+
 /// What can stop Titanic from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -93,7 +165,7 @@ pub enum Error {
 /// A running Titanic. Dropping it without [`Titanic::stop`] leaves its threads to the process.
 #[derive(Debug)]
 pub struct Titanic {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     dispatcher: Arc<Dispatcher>,
     workers: ServiceWorkers,
     sweeper: (StopHandle, JoinHandle<()>),
@@ -103,13 +175,13 @@ impl Titanic {
     /// Opens the store, queues every pending request it holds for dispatch, then starts serving
     /// the three services and dispatching.
     pub fn start(config: &Config) -> Result<Titanic, Error> {
-        let store = Arc::new(SqliteStore::open(&config.db, config.max_stored)?);
+        let store = config.db.open(config.max_stored)?;
         let context = zmq::Context::new();
         let dispatcher = Arc::new(Dispatcher::new(
             &context,
             &config.endpoint,
             config.dispatch.clone(),
-            Arc::clone(&store) as Arc<dyn Store>,
+            Arc::clone(&store),
         ));
         // Before the services start, so that a request stored from now on is added exactly once.
         let pending = store.pending(unix_ms(SystemTime::now()))?;
@@ -122,13 +194,14 @@ impl Titanic {
         for request in pending {
             dispatcher.add(request);
         }
+        dispatcher.start_keeper();
         let on_stored = {
             let dispatcher = Arc::clone(&dispatcher);
             Box::new(move |request| dispatcher.add(request))
         };
         let ttl_ms = u64::try_from(config.request_ttl.as_millis()).unwrap_or(u64::MAX);
         let services = Arc::new(Services::new(
-            Arc::clone(&store) as Arc<dyn Store>,
+            Arc::clone(&store),
             config.services.clone(),
             ttl_ms,
             on_stored,
@@ -172,7 +245,7 @@ impl Titanic {
 /// Deletes expired requests: at start, then every tenth of the time to live (at least every
 /// second, at most every minute).
 fn spawn_sweeper(
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     ttl: Duration,
 ) -> Result<(StopHandle, JoinHandle<()>), Error> {
     let (stop, signal) =

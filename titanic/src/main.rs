@@ -1,11 +1,11 @@
 //! `titanic`: the Titanic service of spec 9 for an MDP broker. It serves `titanic.request`,
-//! `titanic.reply` and `titanic.close`, keeps every request in an SQLite database until the
-//! client closes it, and sends each stored request to its service.
+//! `titanic.reply` and `titanic.close`, keeps every request in an SQLite database (or a
+//! PostgreSQL database that several titanic processes share) until the client closes it, and
+//! sends each stored request to its service.
 //!
 //! SIGINT or SIGTERM stop it (exit 0: the normal end of a server); whatever was stored stays
 //! stored, and the next start dispatches what is still pending.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use clap::Parser;
 use titanic::dispatch::DispatchConfig;
 use titanic::patterns::ServicePatterns;
 use titanic::service::Conversations;
-use titanic::{Config, Titanic};
+use titanic::{Config, Db, Titanic};
 
 /// Durable MDP requests (spec 9): store, dispatch, and hand back replies across crashes.
 #[derive(Debug, Parser)]
@@ -22,9 +22,10 @@ struct Args {
     /// The broker's endpoint (Titanic is its worker and its client).
     #[arg(short = 'c', long = "connect", value_name = "ENDPOINT")]
     endpoint: String,
-    /// The SQLite database file; created if missing.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    /// The store: an SQLite database file (created if missing), or a PostgreSQL URL
+    /// (postgres://USER:PASSWORD@HOST:PORT/DATABASE) that several titanic processes share.
+    #[arg(long, value_name = "PATH|URL", value_parser = parse_db)]
+    db: Db,
     /// How long a request is kept, answered or not (e.g. 90s, 30m, 24h, 7d). After it,
     /// titanic.reply answers 400, as for an unknown request.
     #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_duration)]
@@ -50,6 +51,11 @@ struct Args {
     /// The longest wait between two tries of a request, or two mmi.service checks.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     backoff_max: Duration,
+    /// With PostgreSQL: how long a request's lease lasts unrenewed. The process that sends a
+    /// request holds its lease and renews it every third of this; another process takes the
+    /// request over only after the lease ran out.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    lease: Duration,
     #[command(flatten)]
     heartbeats: worker::HeartbeatFlags,
     #[command(flatten)]
@@ -65,9 +71,17 @@ Services (rfc.zeromq.org spec 9), each reply starting with a status frame:
   titanic.close ID                 200, also for an unknown ID
 Replies are kept until titanic.close or --request-ttl; titanic.reply never deletes.
 Look into the store with: sqlite3 DB \"select id, cast(service as text), state, attempts from requests\"
+  or: psql URL -c \"select id, state, attempts, lease_owner from titanic_requests\"
 
 Exit status: 0 after SIGINT or SIGTERM (the normal end of a server); 1 failed (the database
 cannot be opened, a socket error); 2 usage error (a bad flag or endpoint).";
+
+fn parse_db(text: &str) -> Result<Db, String> {
+    if text.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(Db::parse(text))
+}
 
 /// `500ms`, `90s`, `30m`, `24h`, `7d`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -97,7 +111,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     args.verbosity.init_logging(log::LevelFilter::Info);
     let worker_config = args.heartbeats.config();
-    let mut config = Config::new(&args.endpoint, &args.db);
+    let mut config = Config::new(&args.endpoint, args.db.clone());
     config.request_ttl = args.request_ttl;
     config.max_stored = args.max_stored;
     config.services = args.services;
@@ -110,6 +124,7 @@ fn main() -> ExitCode {
         lanes: args.lanes as usize,
         try_timeout: args.try_timeout,
         backoff_max: args.backoff_max,
+        lease: args.lease,
         ..DispatchConfig::default()
     };
     config.worker = worker_config;
@@ -133,7 +148,7 @@ fn main() -> ExitCode {
     };
     log::info!(
         "titanic is storing requests in {} for services {}",
-        args.db.display(),
+        args.db,
         config.services
     );
     // Wait for SIGINT or SIGTERM.

@@ -91,15 +91,27 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// The counters behind [`StoreStats`], shared by a store and its writer thread.
 #[derive(Debug, Default)]
-struct Counters {
-    submitted: AtomicU64,
-    commits: AtomicU64,
-    writes: AtomicU64,
-    refused_full: AtomicU64,
-    stored: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) commits: AtomicU64,
+    pub(crate) writes: AtomicU64,
+    pub(crate) refused_full: AtomicU64,
+    pub(crate) stored: AtomicU64,
     /// Writes handed to the writer so far (queued, in its hands, or done).
-    handed_over: AtomicU64,
+    pub(crate) handed_over: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn stats(&self) -> StoreStats {
+        StoreStats {
+            submitted: self.submitted.load(Ordering::Relaxed),
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            refused_full: self.refused_full.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// One write, as the writer thread receives it, with where its outcome goes.
@@ -344,13 +356,7 @@ impl Store for SqliteStore {
     }
 
     fn stats(&self) -> StoreStats {
-        let counters = &self.counters;
-        StoreStats {
-            submitted: counters.submitted.load(Ordering::Relaxed),
-            commits: counters.commits.load(Ordering::Relaxed),
-            writes: counters.writes.load(Ordering::Relaxed),
-            refused_full: counters.refused_full.load(Ordering::Relaxed),
-        }
+        self.counters.stats()
     }
 }
 

@@ -83,7 +83,7 @@ pub enum StoreError {
 ///
 /// Every method may block (on a transaction, on a disk sync); all take `&self` and are called from
 /// many threads at once.
-pub trait Store: Send + Sync {
+pub trait Store: Send + Sync + std::fmt::Debug {
     /// Stores a new request for `service` with this body, created `now_ms`, expiring `ttl_ms`
     /// later. Returns once it is durable.
     fn submit(
@@ -110,6 +110,52 @@ pub trait Store: Send + Sync {
     /// Counts one more try of `id`. Need not be durable when it returns: the count is for
     /// inspection and for reports, and may lag by the last tries before a crash.
     fn record_attempt(&self, id: &RequestId) -> Result<(), StoreError>;
+
+    /// Whether several Titanic processes may share this store: then a request is sent only
+    /// under a lease ([`Store::claim`]), and each process looks for requests it did not store
+    /// itself ([`Store::claimable`]). False for the embedded store (one process).
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Takes the lease of pending request `id` for `owner` until `now_ms + lease_ms`, committed
+    /// before it returns, and counts a try. True if taken: the request is pending, not expired,
+    /// and not leased to another owner whose lease runs past `now_ms` (nor locked by another
+    /// process's transaction at this moment). A store that is not [shared](Store::shared) has
+    /// one process and grants every claim (it only counts the try).
+    fn claim(
+        &self,
+        id: &RequestId,
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let _ = (owner, now_ms, lease_ms);
+        self.record_attempt(id)?;
+        Ok(true)
+    }
+
+    /// Extends to `now_ms + lease_ms` the leases that `owner` still holds among `ids`, in one
+    /// committed transaction; returns the ids renewed (those missing were answered, closed, or
+    /// taken over after the lease ran out).
+    fn renew(
+        &self,
+        ids: &[RequestId],
+        owner: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<RequestId>, StoreError> {
+        let _ = (owner, now_ms, lease_ms);
+        Ok(ids.to_vec())
+    }
+
+    /// Up to `limit` pending, unexpired requests that no lease holds at `now_ms` (never leased,
+    /// or the lease ran out), oldest first: what a process may claim.
+    fn claimable(&self, now_ms: u64, limit: usize) -> Result<Vec<PendingRequest>, StoreError> {
+        let mut pending = self.pending(now_ms)?;
+        pending.truncate(limit);
+        Ok(pending)
+    }
 
     /// Stores the reply of a pending request and marks it done, in one durable transaction.
     /// False if the request was not pending any more (closed, expired, already answered).

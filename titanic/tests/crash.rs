@@ -1,7 +1,8 @@
 //! The short crash drill (the long one is scripts/titanic-crash.sh): clients submit a few hundred
 //! requests while the `titanic` program is killed with SIGKILL at random moments and restarted.
 //! Every request that was answered 200 must end with its own reply, intact (each body carries a
-//! checksum, and the reply must equal the body sent: the service is echo).
+//! checksum, and the reply must equal the body sent: the service is echo). The same again on
+//! PostgreSQL with two titanic processes sharing the store, killed in turn.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -23,9 +24,29 @@ const KILLS: usize = 3;
 fn every_acknowledged_request_is_answered_intact_across_sigkills_of_titanic() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
+    drill(db.as_os_str(), 1, dir.path());
+}
+
+#[test]
+fn the_same_with_two_titanic_processes_sharing_a_postgresql_store() {
+    let Some(database) = pg_server::TestDatabase::new("crash drill on PostgreSQL") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    drill(database.url.as_ref(), 2, dir.path());
+}
+
+/// `processes` titanic programs on `db`, killed in turn at random points of the load.
+fn drill(db: &std::ffi::OsStr, processes: usize, dir: &std::path::Path) {
     let broker = TestBroker::start();
     let echo = EchoWorkers::start(&broker.endpoint, "echo", 3);
-    let mut titanic = TitanicProcess::start(&broker.endpoint, &db, &[]);
+    // A short lease, so that a killed process's tries are taken over soon.
+    let extra = ["--lease", "2s"];
+    let start = |number: usize| {
+        let log = dir.join(format!("titanic-{number}.log"));
+        TitanicProcess::start_on(&broker.endpoint, db, &log, &extra)
+    };
+    let mut titanics: Vec<TitanicProcess> = (0..processes).map(start).collect();
 
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let submitted: Arc<Mutex<HashMap<String, Vec<Vec<u8>>>>> = Arc::default();
@@ -56,13 +77,14 @@ fn every_acknowledged_request_is_answered_intact_across_sigkills_of_titanic() {
         .collect();
     kill_points.sort_unstable();
     let patience = Instant::now() + Duration::from_secs(40);
-    for point in kill_points {
+    for (kill, point) in kill_points.into_iter().enumerate() {
         while acknowledged.load(Ordering::Relaxed) < point {
             assert!(Instant::now() < patience, "the load stalled at {point}");
             std::thread::sleep(Duration::from_millis(1));
         }
-        titanic.kill();
-        titanic = TitanicProcess::start(&broker.endpoint, &db, &[]);
+        let number = kill % processes;
+        titanics[number].kill();
+        titanics[number] = start(number);
     }
     let resends: u64 = clients.into_iter().map(|c| c.join().unwrap()).sum();
 
@@ -80,9 +102,9 @@ fn every_acknowledged_request_is_answered_intact_across_sigkills_of_titanic() {
     }
     let runs: u32 = echo.runs.lock().unwrap().values().sum();
     eprintln!(
-        "{total} acknowledged, {KILLS} kills of titanic, {} bodies run twice by a worker, {runs} runs \
-         in all, {resends} titanic.* requests resent by the clients",
+        "{total} acknowledged, {KILLS} kills of {processes} titanic processes, {} bodies run twice \
+         by a worker, {runs} runs in all, {resends} titanic.* requests resent by the clients",
         echo.ran_twice()
     );
-    drop(titanic);
+    drop(titanics);
 }

@@ -13,6 +13,7 @@ fn config(lanes: usize) -> DispatchConfig {
         check_timeout: Duration::from_secs(1),
         backoff_initial: Duration::from_millis(100),
         backoff_max: Duration::from_millis(1000),
+        ..DispatchConfig::default()
     }
 }
 

@@ -131,6 +131,17 @@ pub struct TitanicProcess {
 impl TitanicProcess {
     pub fn start(endpoint: &str, db: &Path, extra: &[&str]) -> TitanicProcess {
         let log = db.with_extension(format!("{}.log", std::process::id()));
+        TitanicProcess::start_on(endpoint, db.as_os_str(), &log, extra)
+    }
+
+    /// On any `--db` (a PostgreSQL URL too), logging (appending) to `log`.
+    pub fn start_on(
+        endpoint: &str,
+        db: &std::ffi::OsStr,
+        log: &Path,
+        extra: &[&str],
+    ) -> TitanicProcess {
+        let log = log.to_owned();
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -140,7 +151,12 @@ impl TitanicProcess {
             .args(["-c", endpoint, "--db"])
             .arg(db)
             .args(["--heartbeat-ms", &HEARTBEAT_MS.to_string()])
-            .args(["--try-timeout", "2s", "--backoff-max", "500ms"])
+            .args(if extra.contains(&"--try-timeout") {
+                &[][..]
+            } else {
+                &["--try-timeout", "2s"][..]
+            })
+            .args(["--backoff-max", "500ms"])
             .args(extra)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
@@ -194,3 +210,6 @@ mod checked_body;
 // Each test binary uses part of it.
 #[allow(unused_imports)]
 pub use checked_body::{checked_body, checksum_holds};
+
+#[path = "../support/pg_server.rs"]
+pub mod pg_server;
