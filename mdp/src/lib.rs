@@ -5,6 +5,62 @@
 //! the frames a ZeroMQ socket delivers into typed messages (parsing returns a [`Result`], it never
 //! panics on what a peer sent) and typed messages back into frames.
 //!
+//! A request's trip through a real broker (started here on a free port), every message built
+//! and read with this crate: a worker's READY and REPLY, a client's REQUEST and the REPLY it gets.
+//!
+//! ```
+//! use mdp::worker::{FromWorker, ToWorker};
+//! use mdp::{client, dump, ServiceName};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut broker = broker::Server::bind(
+//!     &["tcp://127.0.0.1:*".to_owned()],
+//!     broker::Config::default(),
+//!     &Default::default(),
+//! )?;
+//! let endpoint = broker.endpoints()[0].clone();
+//! let stop = broker.stop_handle();
+//! let broker = std::thread::spawn(move || broker.run());
+//!
+//! let context = zmq::Context::new();
+//! let echo: ServiceName = "echo".parse()?;
+//! let worker = context.socket(zmq::DEALER)?;
+//! let caller = context.socket(zmq::DEALER)?;
+//! for socket in [&worker, &caller] {
+//!     socket.set_rcvtimeo(10_000)?; // fail, rather than hang, if nothing comes
+//!     socket.connect(&endpoint)?;
+//! }
+//! // What a socket delivers, as the Frames the parsers take (an error after 10 s: EAGAIN).
+//! let recv = |socket: &zmq::Socket| -> Result<mdp::Frames, zmq::Error> {
+//!     Ok(socket.recv_multipart(0)?.into_iter().map(zmq::Message::from).collect())
+//! };
+//! // ["", "MDPW01", 0x01, "echo"]
+//! worker.send_multipart(FromWorker::Ready { service: echo.clone() }.encode(), 0)?;
+//! // ["", "MDPC01", "echo", "hello"]: on a DEALER the empty delimiter is ours to send.
+//! caller.send_multipart(client::Request::encode_for_dealer(&echo, vec!["hello".into()]), 0)?;
+//!
+//! let (client_address, body) = loop {
+//!     let frames = recv(&worker)?;
+//!     println!("broker -> worker: {}", dump::Message(&frames));
+//!     // ["", "MDPW01", 0x02, <client address>, "", "hello"]
+//!     match ToWorker::parse(frames)? {
+//!         ToWorker::Request { client, body } => break (client, body),
+//!         _ => continue, // a HEARTBEAT
+//!     }
+//! };
+//! // ["", "MDPW01", 0x03, <client address>, "", "hello"]: the address goes back unchanged.
+//! worker.send_multipart(FromWorker::encode_reply(client_address, body), 0)?;
+//!
+//! // ["", "MDPC01", "echo", "hello"]
+//! let reply = client::Reply::parse(recv(&caller)?)?;
+//! assert_eq!(reply.service, echo);
+//! assert_eq!(&reply.body[0][..], b"hello");
+//! # stop.stop();
+//! # broker.join().expect("the broker thread")?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # The two sub-protocols
 //!
 //! Every MDP message starts with a six-byte protocol header that says which side of the broker it
