@@ -149,8 +149,7 @@ pub struct Outgoing {
     /// The recipient's identity, then the message.
     pub frames: Frames,
     /// Send the message only if this peer, a one-request-at-a-time client ([`mdp::tries`]), is
-    /// still connected. The driver first sends it [`mdp::tries::PROBE`] (`[client] [PROBE]`);
-    /// if the ROUTER refuses that because the client is gone, the driver hands this message
+    /// still connected. The driver first sends it [`mdp::tries::probe`]; if the ROUTER refuses that because the client is gone, the driver hands this message
     /// back through [`Broker::client_gone`] instead of sending it. `None` for most messages.
     pub if_connected: Option<Identity>,
 }

@@ -543,15 +543,11 @@ impl Server {
     }
 
     /// Whether a one-request-at-a-time client's connection is gone ([`mdp::tries`]): the
-    /// ROUTER refuses [`mdp::tries::PROBE`] for it with `EHOSTUNREACH`. A client that is only
+    /// ROUTER refuses [`mdp::tries::probe`] for it with `EHOSTUNREACH`. A client that is only
     /// slow to read (`EAGAIN`) is still there.
     fn is_gone(&self, client: &[u8]) -> bool {
-        let probe = vec![
-            zmq::Message::from(client),
-            zmq::Message::from(mdp::tries::PROBE),
-        ];
         matches!(
-            zsocket::send(&self.socket, probe, zmq::DONTWAIT),
+            zsocket::send(&self.socket, mdp::tries::probe(client), zmq::DONTWAIT),
             Err(SendError::Refused(zsocket::Refused {
                 error: zmq::Error::EHOSTUNREACH,
                 ..

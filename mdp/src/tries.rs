@@ -17,11 +17,19 @@
 //!   given up on what it sent from the old one. The superseded try is dropped when it reaches
 //!   the front of its queue, unsent.
 //! * Before a request from such a client goes to a worker, the broker checks that the socket
-//!   that sent it is still connected, by sending it [`PROBE`]: a ROUTER with
+//!   that sent it is still connected, by sending it a [`probe`]: a ROUTER with
 //!   `ZMQ_ROUTER_MANDATORY` refuses a message for a peer whose connection is gone
-//!   (`EHOSTUNREACH`), and a REQ socket silently drops a message that does not start with the
-//!   empty delimiter frame (libzmq's `req_t::xrecv`), so a connected client never sees it. A
-//!   request whose client is gone is dropped instead of being run for nobody.
+//!   (`EHOSTUNREACH`), and a connected REQ socket drops the probe unread. A request whose client
+//!   is gone is dropped instead of being run for nobody.
+//!
+//! The probe's shape matters, because libzmq checks what reaches a REQ socket twice. Its
+//! session (`req_session_t::push_msg`) takes only `[""] [body...]` or `[4 bytes] [""]
+//! [body...]` (the second for `ZMQ_REQ_CORRELATE`'s request id) and drops the *connection* on
+//! anything else, so a one-frame probe would cut the client off. Then the socket
+//! (`req_t::xrecv`), with `ZMQ_REQ_CORRELATE` off, skips any message whose first frame is not
+//! the empty delimiter. So the probe is `[4 bytes] [""] [text]`: the session lets it through and
+//! the socket skips it. (With `ZMQ_REQ_CORRELATE` on, a REQ takes it as a reply only if its
+//! four bytes happen to be its request id.)
 //!
 //! Only a REQ socket may use this form: a DEALER would receive the probes. A client that opens
 //! several sockets at once must not share one number between them.
@@ -30,8 +38,16 @@
 pub const PREFIX: &[u8] = b"req:";
 
 /// What the broker sends a one-request-at-a-time client to learn whether its socket is still
-/// connected: one frame, not the empty delimiter, so a REQ socket drops it unread.
-pub const PROBE: &[u8] = b"MDP probe";
+/// connected, ROUTER identity first: `[client] ["MDP?"] [""] ["MDP probe ..."]`, which a REQ
+/// socket drops unread (see the [module docs](self) for why this shape).
+pub fn probe(client: &[u8]) -> crate::Frames {
+    vec![
+        zmq::Message::from(client),
+        zmq::Message::from(&b"MDP?"[..]),
+        zmq::Message::new(),
+        zmq::Message::from(&b"MDP probe: is this REQ socket still connected? (mdp::tries)"[..]),
+    ]
+}
 
 /// The routing identity of one REQ socket of a one-request-at-a-time client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -101,6 +117,58 @@ mod tests {
             b"",
         ] {
             assert_eq!(TryIdentity::parse(other), None, "{other:?}");
+        }
+    }
+
+    /// Over real sockets: a connected REQ socket skips probes and takes the reply after them,
+    /// and once it is closed the ROUTER refuses the probe.
+    #[test]
+    fn a_req_socket_drops_probes_and_a_closed_one_refuses_them() {
+        let context = zmq::Context::new();
+        let router = context.socket(zmq::ROUTER).unwrap();
+        router.set_router_mandatory(true).unwrap();
+        router.set_rcvtimeo(5000).unwrap();
+        router.bind("tcp://127.0.0.1:0").unwrap();
+        let endpoint = router.get_last_endpoint().unwrap().unwrap();
+        let id = TryIdentity {
+            client: 42,
+            socket: 1,
+        }
+        .encode();
+        let req = context.socket(zmq::REQ).unwrap();
+        req.set_identity(&id).unwrap();
+        req.set_linger(0).unwrap();
+        req.set_rcvtimeo(5000).unwrap();
+        req.connect(&endpoint).unwrap();
+        req.send("hello", 0).unwrap();
+        let request = router.recv_multipart(0).unwrap();
+        assert_eq!(request[0], id);
+        for _ in 0..3 {
+            router.send_multipart(probe(&id), 0).unwrap();
+        }
+        router.send_multipart([&id[..], b"", b"world"], 0).unwrap();
+        assert_eq!(req.recv_bytes(0).unwrap(), b"world");
+        assert!(!req.get_rcvmore().unwrap());
+        // The connection survived the probes: a second request is answered too.
+        req.send("again", 0).unwrap();
+        assert_eq!(router.recv_multipart(0).unwrap()[0], id);
+        router.send_multipart(probe(&id), 0).unwrap();
+        router.send_multipart([&id[..], b"", b"ok"], 0).unwrap();
+        assert_eq!(req.recv_bytes(0).unwrap(), b"ok");
+        drop(req);
+        // The ROUTER learns of the close when the connection's end reaches it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match router.send_multipart(probe(&id), zmq::DONTWAIT) {
+                Err(zmq::Error::EHOSTUNREACH) => break,
+                Ok(()) => {}
+                Err(other) => panic!("probe: {other}"),
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the probe was never refused"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
 

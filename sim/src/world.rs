@@ -332,6 +332,9 @@ impl World {
             } else {
                 SyncCore::new(config)
             };
+            // Its sockets' identities from its place in the run, not a random number: a seed
+            // replays exactly.
+            let core = core.with_number(index as u64 + 1);
             world.add(Role::Sync(Box::new(SyncRole {
                 core,
                 socket: None,
@@ -985,6 +988,28 @@ impl World {
             let (Some(socket), Some(core)) = (role.socket, role.core.as_mut()) else {
                 return;
             };
+            if let Some(client) = &message.if_connected {
+                // The probe `broker::server` sends first: refused only if the client is gone.
+                let gone = matches!(
+                    self.net.send(socket, mdp::tries::probe(client)),
+                    Err(crate::net::Refused {
+                        error: zmq::Error::EHOSTUNREACH,
+                        ..
+                    })
+                );
+                if gone {
+                    if self.trace {
+                        println!(
+                            "{:>14?} broker {node}: client {} gone, its request not sent",
+                            self.clock.elapsed(),
+                            mdp::dump::Identity(client)
+                        );
+                    }
+                    core.client_gone(message.frames, &mut out);
+                    out[answered_from..].reverse();
+                    continue;
+                }
+            }
             let request_for = is_request(&message.frames).then(|| message.frames[0].to_vec());
             let shown = self.trace.then(|| {
                 format!(
@@ -1423,6 +1448,25 @@ impl World {
         self.reschedule(node);
     }
 
+    /// Opens a synchronous client's REQ socket to `broker`, with the routing identity its core
+    /// names it by (`mdp::tries`), as `client::Client` does, and makes it the client's socket.
+    fn open_sync_socket(&mut self, node: usize, broker: usize) -> SocketId {
+        let routing_id = match &mut self.roles[node] {
+            Role::Sync(role) => Some(role.core.next_socket_identity()),
+            _ => None,
+        };
+        let options = SocketOptions {
+            routing_id,
+            ..SocketOptions::default()
+        };
+        let socket = self.open_socket(node, broker, SocketKind::Req, options);
+        if let Role::Sync(role) = &mut self.roles[node] {
+            role.socket = Some(socket);
+            role.socket_broker = broker;
+        }
+        socket
+    }
+
     fn sync_actions(&mut self, node: usize, out: Vec<SyncAction>) {
         for action in out {
             match action {
@@ -1436,19 +1480,7 @@ impl World {
                     };
                     let socket = match socket {
                         Some(socket) => socket,
-                        None => {
-                            let socket = self.open_socket(
-                                node,
-                                broker,
-                                SocketKind::Req,
-                                SocketOptions::default(),
-                            );
-                            if let Role::Sync(role) = &mut self.roles[node] {
-                                role.socket = Some(socket);
-                                role.socket_broker = broker;
-                            }
-                            socket
-                        }
+                        None => self.open_sync_socket(node, broker),
                     };
                     // Refused only if the REQ has no room: the try then times out.
                     let _ = self.net.send(socket, frames);
@@ -1461,12 +1493,7 @@ impl World {
                     if let Some(old) = role.socket.take() {
                         self.net.close(old);
                     }
-                    let socket =
-                        self.open_socket(node, broker, SocketKind::Req, SocketOptions::default());
-                    if let Role::Sync(role) = &mut self.roles[node] {
-                        role.socket = Some(socket);
-                        role.socket_broker = broker;
-                    }
+                    self.open_sync_socket(node, broker);
                 }
                 SyncAction::Done(result) => {
                     let Role::Sync(role) = &mut self.roles[node] else {
@@ -1936,6 +1963,8 @@ fn add_stats(total: &mut broker::Stats, more: &broker::Stats) {
     total.requests_expired += more.requests_expired;
     total.requests_lost_with_worker += more.requests_lost_with_worker;
     total.requests_redelivered += more.requests_redelivered;
+    total.requests_superseded += more.requests_superseded;
+    total.requests_abandoned += more.requests_abandoned;
     total.workers_registered += more.workers_registered;
     total.workers_purged += more.workers_purged;
     total.workers_disconnected += more.workers_disconnected;
