@@ -39,6 +39,15 @@
 //! * With [`Access`] rules (`--auth`), READY for a service the principal may not serve gets
 //!   DISCONNECT, and a REQUEST (`mmi.*` included) it may not call is dropped; both are counted
 //!   and logged. Every line a peer can cause goes through a per-kind [`LogLimit`].
+//! * A client whose routing identity says it sends one request at a time ([`mdp::tries`]:
+//!   `req:NUMBER:N`, one per REQ socket, as our sync client sets it) has given up on what it sent
+//!   from its older sockets: such a request still waiting is dropped unsent when it reaches the
+//!   front of its queue (counted in [`Stats::requests_superseded`]; checked only there, so a
+//!   resend costs O(1) however long the queue). And a request from such a client goes to a worker
+//!   only if its socket is still connected ([`Outgoing::if_connected`]: the driver probes it,
+//!   and a request whose client is gone comes back through [`Broker::client_gone`]). A request
+//!   already handed to a worker is never taken back. Any other identity is opaque, as spec 7
+//!   says.
 //! * A service is forgotten as soon as it has no worker and no waiting request.
 //! * When a REPLY frees a worker that has a request waiting, that REQUEST comes before the reply
 //!   in `out`: the worker, not the client, is what waiting requests wait for.
