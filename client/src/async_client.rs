@@ -74,6 +74,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, log_enabled, Level};
 use mdp::{dump, Frames, ServiceName};
+use zsocket::credentials::{Credentials, Refusal};
 use zsocket::monitor::Monitored;
 use zsocket::ResultExt;
 
@@ -86,6 +87,8 @@ pub struct AsyncClient {
     context: zmq::Context,
     /// The brokers' endpoints; the core names them by index.
     endpoints: Vec<String>,
+    /// What the client proves to each broker, by index.
+    credentials: Vec<Credentials>,
     core: AsyncCore,
     /// The open sockets, each with the connection the core knows it by and its monitor, oldest
     /// first (so the current connection, the one opened last, is at the end).
@@ -139,6 +142,20 @@ impl AsyncClient {
         endpoints: &[E],
         config: AsyncClientConfig,
     ) -> Result<AsyncClient, Error> {
+        AsyncClient::with_credentials(context, endpoints, config, Vec::new())
+    }
+
+    /// [`AsyncClient::with_brokers`], for brokers with `--auth`: `credentials` holds none (no
+    /// credentials), one (the same for every broker) or one per endpoint, in their order. A
+    /// handshake a broker refuses ends the requests it carried at once, as
+    /// [`Outcome::TimedOut`] with `refused` set (or resends them through another broker); see
+    /// [`AsyncCore::refused`] for the backoff.
+    pub fn with_credentials<E: AsRef<str>>(
+        context: &zmq::Context,
+        endpoints: &[E],
+        config: AsyncClientConfig,
+        credentials: Vec<Credentials>,
+    ) -> Result<AsyncClient, Error> {
         let endpoints: Vec<String> = endpoints
             .iter()
             .map(|endpoint| endpoint.as_ref().to_owned())
@@ -149,10 +166,12 @@ impl AsyncClient {
         for endpoint in &endpoints {
             crate::check_host(endpoint)?;
         }
+        let credentials = crate::per_broker(credentials, endpoints.len())?;
         let mut client = AsyncClient {
             context: context.clone(),
             core: AsyncCore::with_brokers(config, endpoints.len()),
             endpoints,
+            credentials,
             sockets: Vec::with_capacity(2),
             actions: Vec::new(),
         };
@@ -224,10 +243,12 @@ impl AsyncClient {
             }
             let now = Instant::now();
             let several = self.endpoints.len() > 1;
-            // With one broker the monitors are read only when a deadline passed: whether a
-            // connection was ever up matters only to a try that timed out, and the fast path
-            // stays as it was. With several, a connection that drops marks its broker down.
-            if several
+            // With one broker the monitors are read only when a deadline passed, or until the
+            // handshake is seen (a refused one ends the requests at once): whether a connection
+            // was ever up matters only to a try that timed out, and the fast path stays as it
+            // was. With several, a connection that drops marks its broker down.
+            let watch = several || self.core.awaiting_handshake();
+            if watch
                 || self
                     .core
                     .next_deadline()
@@ -256,11 +277,11 @@ impl AsyncClient {
             // With several brokers the monitors are waited on too, so that a connection that
             // drops marks its broker down at once.
             match &self.sockets[..] {
-                [(_, only)] if !several => zsocket::wait(&[only.socket()], None, wake_at, now)?,
+                [(_, only)] if !watch => zsocket::wait(&[only.socket()], None, wake_at, now)?,
                 sockets => {
                     let mut waited: Vec<&zmq::Socket> =
                         sockets.iter().map(|(_, socket)| socket.socket()).collect();
-                    if several {
+                    if watch {
                         waited.extend(sockets.iter().map(|(_, socket)| socket.monitor().socket()));
                     }
                     zsocket::wait(&waited, None, wake_at, now)?
@@ -282,14 +303,28 @@ impl AsyncClient {
         &self.endpoints
     }
 
-    /// Hands what the sockets' monitors said to the core.
+    /// Hands what the sockets' monitors said to the core: links up and down, and refused
+    /// handshakes (the core then closes that socket).
     fn read_links(&mut self, now: Instant) {
+        let mut refusals: Vec<(ConnId, Refusal)> = Vec::new();
         for (conn, socket) in &self.sockets {
+            let broker = self.core.broker_of(*conn).unwrap_or(0);
             for event in socket.pending() {
+                let refusal = self.credentials.get(broker).and_then(|credentials| {
+                    credentials.refusal(self.endpoints.get(broker)?, &event)
+                });
+                if let Some(refusal) = refusal {
+                    refusals.push((*conn, refusal));
+                    break;
+                }
                 if let Some(link) = Link::of(event.kind) {
                     self.core.link(now, *conn, link, &mut self.actions);
                 }
             }
+        }
+        for (conn, refusal) in refusals {
+            debug!("{refusal}: closing that socket");
+            self.core.refused(now, conn, refusal, &mut self.actions);
         }
     }
 
@@ -342,6 +377,11 @@ impl AsyncClient {
                     // queue makes the broker's ROUTER drop replies.
                     socket.set_sndhwm(0).doing("set ZMQ_SNDHWM")?;
                     socket.set_rcvhwm(0).doing("set ZMQ_RCVHWM")?;
+                    let broker = self.core.broker_of(conn).unwrap_or(0);
+                    if let Some(credentials) = self.credentials.get(broker) {
+                        // Before connecting: libzmq fixes the mechanism when it connects.
+                        credentials.apply(&socket)?;
+                    }
                     let endpoint = self.endpoint_of(conn).to_owned();
                     let socket = Monitored::connect_socket(
                         &self.context,
@@ -360,7 +400,18 @@ impl AsyncClient {
                         );
                     }
                     if let Some((_, socket)) = self.sockets.iter().find(|(id, _)| *id == conn) {
-                        zsocket::send(socket.socket(), frames, 0).map_err(zsocket::Error::from)?;
+                        // Never blocking: a DEALER whose handshake failed has no pipe, and would
+                        // wait for ever. A try it refuses waits out its timeout (or its
+                        // broker's refusal, which the monitor reports).
+                        match zsocket::send(socket.socket(), frames, zmq::DONTWAIT) {
+                            Ok(()) => {}
+                            Err(zsocket::SendError::Refused(refused))
+                                if refused.error == zmq::Error::EAGAIN =>
+                            {
+                                debug!("connection {conn:?} took no request: it is refused");
+                            }
+                            Err(error) => return Err(zsocket::Error::from(error).into()),
+                        }
                     }
                 }
                 AsyncAction::Close(conn) => {

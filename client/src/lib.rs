@@ -27,14 +27,39 @@
 //! it; the drivers own the sockets (through the workspace's socket layer, `zsocket`) and the
 //! clock.
 //!
-//! ```no_run
-//! use client::{Client, ClientConfig};
+//! A request and an `mmi.service` query through a broker and an echo worker started here, the
+//! broker on a free port:
 //!
-//! # fn main() -> Result<(), client::Error> {
-//! let mut client = Client::connect("tcp://localhost:5555", ClientConfig::default())?;
-//! let echo = "echo".parse().expect("a valid service name");
-//! let reply = client.send(&echo, &["hello"])?;
+//! ```
+//! use client::{Client, ClientConfig};
+//! use std::thread;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut broker = broker::Server::bind(
+//!     &["tcp://127.0.0.1:*".to_owned()],
+//!     broker::Config::default(),
+//!     &Default::default(),
+//! )?;
+//! let endpoint = broker.endpoints()[0].clone(); // tcp://127.0.0.1:<the port it got>
+//! let stop_broker = broker.stop_handle();
+//! let broker_thread = thread::spawn(move || broker.run());
+//! let mut worker =
+//!     worker::Worker::connect(&endpoint, "echo".parse()?, worker::WorkerConfig::default())?;
+//! let stop_worker = worker.stop_handle();
+//! let worker_thread = thread::spawn(move || worker.serve(|body| body));
+//!
+//! // Each try waits up to 2.5 s (ClientConfig::default(): 3 tries), then Error::NoReply.
+//! let mut client = Client::connect(&endpoint, ClientConfig::default())?;
+//! let echo = "echo".parse()?;
+//! let reply = client.send(&echo, &["hello"])?; // waits in the broker until the worker is READY
 //! assert_eq!(&reply[0][..], b"hello");
+//! assert!(client.has_service(&echo)?); // mmi.service answered 200
+//! assert!(!client.has_service(&"nobody".parse()?)?); // and 404
+//!
+//! stop_worker.stop();
+//! worker_thread.join().expect("the worker thread")?;
+//! stop_broker.stop();
+//! broker_thread.join().expect("the broker thread")?;
 //! # Ok(())
 //! # }
 //! ```
@@ -53,6 +78,7 @@ pub use async_client::{AsyncClient, AsyncClientConfig, Matching, Outcome, Reques
 pub use core::Link;
 pub use mdp::{Frames, ServiceName};
 pub use sync_client::{Client, ClientConfig};
+pub use zsocket::credentials::{Credentials, Refusal};
 
 /// What can go wrong for a client.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +135,19 @@ pub enum Error {
     /// `mmi.service` answered something other than 200 or 404.
     #[error("mmi.service answered {0}, neither 200 nor 404")]
     UnexpectedMmiReply(mdp::dump::Printable),
+    /// The broker refused our handshake (its `--auth` did not accept the credentials, or the
+    /// endpoint wants another mechanism), as the socket monitor said: each refusal the request
+    /// met, with what to check. Not retried on the same broker before a backoff (see
+    /// [`core::SyncCore::refused`]).
+    #[error("{}", refused_text(refusals))]
+    AuthRefused {
+        /// The refusals, one per broker that refused (the endpoint, the mechanism, the reason).
+        refusals: Vec<zsocket::credentials::Refusal>,
+    },
+    /// Credentials that cannot be set on a socket: CURVE in a build without it (the message
+    /// says how to get one), or a key libzmq refuses.
+    #[error(transparent)]
+    Credentials(#[from] zsocket::credentials::Error),
     /// A client was given an empty list of brokers.
     #[error("no broker endpoint given")]
     NoBroker,
@@ -123,6 +162,37 @@ impl Error {
     /// endpoint (the `client` program exits with its usage status), not a failure of the system.
     pub fn is_bad_endpoint(&self) -> bool {
         matches!(self, Error::Socket(error) if error.is_bad_endpoint())
+    }
+}
+
+/// Each refusal's sentence ("authentication refused by the broker at EP (PLAIN): ...; check
+/// --user and --password-file"), joined by "; and " when several brokers refused.
+fn refused_text(refusals: &[zsocket::credentials::Refusal]) -> String {
+    if refusals.is_empty() {
+        return "authentication refused by the broker".to_owned();
+    }
+    refusals
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; and ")
+}
+
+/// Credentials for `brokers` endpoints from what a caller gave: none (no credentials for
+/// any), one (the same for every broker), or one per broker.
+pub(crate) fn per_broker(
+    credentials: Vec<Credentials>,
+    brokers: usize,
+) -> Result<Vec<Credentials>, Error> {
+    match credentials.len() {
+        0 => Ok(vec![Credentials::None; brokers]),
+        1 => Ok(vec![credentials[0].clone(); brokers]),
+        n if n == brokers => Ok(credentials),
+        _ => Err(Error::Credentials(
+            zsocket::credentials::Error::Combination(
+                "give one Credentials for every broker, or one per endpoint in their order",
+            ),
+        )),
     }
 }
 

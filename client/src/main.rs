@@ -113,6 +113,8 @@ struct Args {
           conflicts_with_all = ["service", "window", "tag", "merge_stats"])]
     titanic: Option<ServiceName>,
     #[command(flatten)]
+    credentials: CredentialFlags,
+    #[command(flatten)]
     verbosity: cli::Verbosity,
     /// The request body, one frame per argument; when none is given, stdin (one trailing newline
     /// removed) is the one frame.
@@ -146,10 +148,52 @@ With --titanic SERVICE (through a `titanic` process serving the broker):
   titanic.close    after the reply; if it fails the reply still counts, with a warning (Titanic
                    keeps the request until its --request-ttl)
   Ctrl-C while polling prints the ID: `client -s titanic.reply ID` collects the reply later.
+Credentials, for a broker with --auth: PLAIN (--user NAME --password-file FILE) or CURVE
+(--curve-key-file FILE --curve-server-key KEY, in the CURVE build). With several brokers, give
+--curve-server-key once (every broker has that key) or once per -c, in the same order. A broker
+that refuses the handshake ends the run at once, not after the timeout: \"authentication refused
+by the broker at ENDPOINT (PLAIN): ...; check --user and --password-file\" (exit 1); with
+several brokers a refusing one counts as down and the request goes to the next.
 Exit status: 0 when every request got its reply, 1 when any failed, 2 for usage errors,
 130 when interrupted, 141 when stdout was closed by its reader (`client -n 1000 x | head -1`:
 the run ends at once, quietly);
 with --merge-stats 0 when merged, 1 when a FILE cannot be read or parsed.";
+
+/// The credential flags, for a broker with `--auth` (the same as the worker's).
+#[derive(Debug, Clone, Default, clap::Args)]
+struct CredentialFlags {
+    /// PLAIN: the principal's name in the broker's --auth file (needs --password-file).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// PLAIN: a file whose first line is the password; others may not read it (chmod 600 or
+    /// 640). PLAIN sends it, and every message, in clear: for trusted networks only.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// CURVE: our secret key file, as `broker keygen` writes it (mode 600); its public key is
+    /// the principal in the broker's --auth file. Needs the CURVE build (build/curve.toml).
+    #[arg(long, value_name = "FILE")]
+    curve_key_file: Option<PathBuf>,
+    /// CURVE: the broker's public key, 40 Z85 characters or a .pub file. Once for every broker,
+    /// or once per -c, in the same order, when each broker has its own key.
+    #[arg(long, value_name = "KEY")]
+    curve_server_key: Vec<String>,
+}
+
+impl CredentialFlags {
+    /// One [`client::Credentials`] per broker, the files read.
+    fn load(
+        &self,
+        brokers: usize,
+    ) -> Result<Vec<client::Credentials>, zsocket::credentials::Error> {
+        zsocket::credentials::CredentialArgs {
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+            curve_key_file: self.curve_key_file.clone(),
+            curve_server_keys: self.curve_server_key.clone(),
+        }
+        .load(brokers)
+    }
+}
 
 /// The two forms of `--stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -217,12 +261,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(error) => {
-            // A malformed endpoint is a typo on the command line.
-            let status = if error.is_bad_endpoint() {
-                cli::exit::USAGE
-            } else {
-                cli::exit::FAILED
-            };
+            // A malformed endpoint is a typo on the command line, and so are credential flags
+            // that do not fit (or CURVE in a build without it).
+            let status =
+                if error.is_bad_endpoint() || matches!(error, client::Error::Credentials(_)) {
+                    cli::exit::USAGE
+                } else {
+                    cli::exit::FAILED
+                };
             cli::fail("client", &error, status)
         }
     }
@@ -396,11 +442,12 @@ fn print_summary(summary: &Summary, format: StatsFormat) -> String {
 fn run(args: &Args) -> Result<Tally, client::Error> {
     let body = request_body(args);
     let timeout = Duration::from_millis(args.timeout_ms);
+    let credentials = args.credentials.load(args.endpoints.len())?;
     let started = Instant::now();
     let mut tally = match (&args.titanic, args.window) {
-        (Some(target), _) => run_titanic(args, target, &body, timeout)?,
-        (None, None) => run_synchronous(args, &body, timeout)?,
-        (None, Some(window)) => run_windowed(args, &body, timeout, window)?,
+        (Some(target), _) => run_titanic(args, target, &body, timeout, credentials)?,
+        (None, None) => run_synchronous(args, &body, timeout, credentials)?,
+        (None, Some(window)) => run_windowed(args, &body, timeout, window, credentials)?,
     };
     if let Some(format) = args.stats {
         let line = format!(
@@ -421,12 +468,14 @@ fn run_synchronous(
     args: &Args,
     body: &[Vec<u8>],
     timeout: Duration,
+    credentials: Vec<client::Credentials>,
 ) -> Result<Tally, client::Error> {
     let config = ClientConfig {
         timeout,
         retries: args.retries.unwrap_or(ClientConfig::default().retries),
     };
-    let mut client = Client::connect_all(&args.endpoints, config)?;
+    let mut client =
+        Client::with_credentials(&zmq::Context::new(), &args.endpoints, config, credentials)?;
     let mut tally = Tally::for_brokers(args.endpoints.len());
     for request in 1..=args.count {
         if INTERRUPTED.load(Ordering::SeqCst) {
@@ -451,8 +500,13 @@ fn run_synchronous(
                     break;
                 }
             }
-            // Every answer is worth waiting for; only a broken socket stops the run.
+            // Every answer is worth waiting for; only a broken socket stops the run, and a
+            // broker that refuses our credentials, which the next request would not change.
             Err(error @ client::Error::Socket(_)) => return Err(error),
+            Err(error @ client::Error::AuthRefused { .. }) => {
+                tally.failed(request, &cli::error_chain(&error));
+                break;
+            }
             Err(error) => tally.failed(request, &cli::error_chain(&error)),
         }
     }
@@ -466,6 +520,7 @@ fn run_titanic(
     target: &ServiceName,
     body: &[Vec<u8>],
     timeout: Duration,
+    credentials: Vec<client::Credentials>,
 ) -> Result<Tally, client::Error> {
     use client::titanic::{Poll, TitanicClient, TitanicConfig, TitanicError};
 
@@ -478,16 +533,14 @@ fn run_titanic(
     };
     let endpoint = args.endpoints.first().map_or("", String::as_str);
     let mut tally = Tally::for_brokers(1);
-    let mut titanic = match TitanicClient::connect(endpoint, config.clone()) {
-        Ok(titanic) => titanic,
-        // The client's own errors (a bad endpoint, a socket) end the run as for any request.
-        Err(TitanicError::Client(error)) => return Err(error),
-        Err(other) => {
-            tally.requests = 1;
-            tally.failed(1, &cli::error_chain(&other));
-            return Ok(tally);
-        }
-    };
+    // The client's own errors (a bad endpoint, a socket) end the run as for any request.
+    let client = Client::with_credentials(
+        &zmq::Context::new(),
+        &[endpoint],
+        config.client.clone(),
+        credentials,
+    )?;
+    let mut titanic = TitanicClient::with_client(client, config.clone());
     'requests: for request in 1..=args.count {
         if INTERRUPTED.load(Ordering::SeqCst) {
             tally.interrupted = true;
@@ -581,6 +634,7 @@ fn run_windowed(
     body: &[Vec<u8>],
     timeout: Duration,
     window: u64,
+    credentials: Vec<client::Credentials>,
 ) -> Result<Tally, client::Error> {
     let config = AsyncClientConfig {
         timeout,
@@ -591,21 +645,24 @@ fn run_windowed(
         },
         retries: args.retries.unwrap_or(1),
     };
-    let mut client = AsyncClient::connect_all(&args.endpoints, config)?;
+    let mut client =
+        AsyncClient::with_credentials(&zmq::Context::new(), &args.endpoints, config, credentials)?;
+    // A broker that refused our credentials will refuse the requests not sent yet too.
+    let mut refused = false;
     let window = usize::try_from(window).unwrap_or(usize::MAX);
     // Refill in batches of W/8: libzmq wakes its I/O thread once for a burst of sends but once
     // per send when they trickle, so this saves about a third of the client's CPU per request
     // (measured), while keeping between 7/8 W and W requests in flight.
     let batch = (window / 8).max(1);
     let mut tally = Tally::for_brokers(args.endpoints.len());
-    while tally.requests < args.count || client.outstanding() > 0 {
+    while (tally.requests < args.count && !refused) || client.outstanding() > 0 {
         if INTERRUPTED.load(Ordering::SeqCst) {
             tally.interrupted = true;
             break;
         }
         let room = window.saturating_sub(client.outstanding());
         let refill = room >= batch || tally.requests + (room as u64) >= args.count;
-        while refill && tally.requests < args.count && client.outstanding() < window {
+        while refill && !refused && tally.requests < args.count && client.outstanding() < window {
             // Each request needs its own messages (sending consumes them); this is the one copy.
             let frames: Frames = body
                 .iter()
@@ -648,11 +705,15 @@ fn run_windowed(
                 service,
                 tries,
                 no_connection,
+                refused: refusal,
             } => {
                 if tries > 1 {
                     tally.retried += 1;
                 }
-                let reason = if no_connection {
+                let reason = if let Some(refusal) = refusal {
+                    refused = true;
+                    refusal.to_string()
+                } else if no_connection {
                     client::no_connection(&args.endpoints, tries, timeout)
                 } else if client.untagged_replies() > 0 {
                     // Replies came, but none could be matched: say so, not a bare "no reply".

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, log_enabled, Level};
 use mdp::{dump, mmi, Frames, ServiceName};
+use zsocket::credentials::{Credentials, Refusal};
 use zsocket::monitor::{EventKind, Events, Monitored};
 use zsocket::ResultExt;
 
@@ -63,9 +64,17 @@ fn link_of(kind: EventKind) -> Option<Link> {
 
 /// Opens a REQ socket to `endpoint` with the routing identity the core gives it
 /// ([`SyncCore::next_socket_identity`]: a broker can tell a resend from it, see [`mdp::tries`]).
-fn open(context: &zmq::Context, endpoint: &str, core: &mut SyncCore) -> Result<Monitored, Error> {
+/// The socket gets `credentials` before it connects (libzmq fixes a connection's mechanism when
+/// it is made).
+fn open(
+    context: &zmq::Context,
+    endpoint: &str,
+    credentials: &Credentials,
+    core: &mut SyncCore,
+) -> Result<Monitored, Error> {
     let socket = context.socket(zmq::REQ).doing("create a socket")?;
     socket.set_linger(0).doing("set ZMQ_LINGER")?;
+    credentials.apply(&socket)?;
     socket
         .set_identity(&core.next_socket_identity())
         .doing("set ZMQ_ROUTING_ID")?;
@@ -83,7 +92,10 @@ pub struct Client {
     context: zmq::Context,
     /// The brokers' endpoints, in the order they are tried; the core names them by index.
     endpoints: Vec<String>,
-    socket: Monitored,
+    /// What the client proves to each broker, by index.
+    credentials: Vec<Credentials>,
+    /// `None` after a broker refused its handshake, until the next try needs a socket.
+    socket: Option<Monitored>,
     core: SyncCore,
     /// The core's actions, executed and emptied after each call into the core.
     actions: Vec<SyncAction>,
@@ -132,6 +144,20 @@ impl Client {
         endpoints: &[E],
         config: ClientConfig,
     ) -> Result<Client, Error> {
+        Client::with_credentials(context, endpoints, config, Vec::new())
+    }
+
+    /// [`Client::with_brokers`], for brokers with `--auth`: `credentials` holds none (no
+    /// credentials), one (the same for every broker) or one per endpoint, in their order (each
+    /// broker may have its own CURVE key). A handshake a broker refuses ends the request with
+    /// [`Error::AuthRefused`] as soon as the socket monitor says so (or moves it to another
+    /// broker), not after the timeout; see [`SyncCore::refused`] for the backoff.
+    pub fn with_credentials<E: AsRef<str>>(
+        context: &zmq::Context,
+        endpoints: &[E],
+        config: ClientConfig,
+        credentials: Vec<Credentials>,
+    ) -> Result<Client, Error> {
         let endpoints: Vec<String> = endpoints
             .iter()
             .map(|endpoint| endpoint.as_ref().to_owned())
@@ -142,13 +168,15 @@ impl Client {
         for endpoint in &endpoints {
             crate::check_host(endpoint)?;
         }
+        let credentials = crate::per_broker(credentials, endpoints.len())?;
         let mut core = SyncCore::with_brokers(config, endpoints.clone());
-        let socket = open(context, first, &mut core)?;
+        let socket = open(context, first, &credentials[0], &mut core)?;
         Ok(Client {
             context: context.clone(),
             core,
             endpoints,
-            socket,
+            credentials,
+            socket: Some(socket),
             actions: Vec::with_capacity(4),
         })
     }
@@ -186,11 +214,26 @@ impl Client {
             if let Some(result) = self.execute()? {
                 return result;
             }
-            let received = zsocket::recv_until(
-                self.socket.socket(),
-                self.core.next_deadline(),
-                Instant::now(),
-            )?;
+            self.open_socket()?;
+            let deadline = self.core.next_deadline();
+            let Some(socket) = self.socket.as_ref() else {
+                continue;
+            };
+            let received = if self.core.link_up() {
+                zsocket::recv_until(socket.socket(), deadline, Instant::now())?
+            } else {
+                // Until a handshake is seen, the monitor is waited on too, so that a refused one
+                // ends the wait at once instead of the timeout.
+                let watched = [socket.socket(), socket.monitor().socket()];
+                zsocket::wait(&watched, None, deadline, Instant::now())?;
+                if self.read_monitor(Instant::now()) {
+                    continue;
+                }
+                match self.socket.as_ref() {
+                    Some(socket) => zsocket::recv(socket.socket(), zmq::DONTWAIT)?,
+                    None => continue,
+                }
+            };
             // Read after the wait: it is what the core compares with the deadline.
             let now = Instant::now();
             match received {
@@ -208,7 +251,9 @@ impl Client {
                 None => {
                     // Only now is the monitor read: whether the socket was ever connected
                     // matters only to a try that timed out.
-                    self.read_monitor(now);
+                    if self.read_monitor(now) {
+                        continue;
+                    }
                     let timed_out = self
                         .core
                         .next_deadline()
@@ -224,13 +269,46 @@ impl Client {
         }
     }
 
-    /// Hands what the monitor has said since it was last read to the core.
-    fn read_monitor(&mut self, now: Instant) {
-        for event in self.socket.pending() {
+    /// Opens the socket if a refusal closed it.
+    fn open_socket(&mut self) -> Result<(), Error> {
+        if self.socket.is_none() {
+            let broker = self.core.broker();
+            let endpoint = &self.endpoints[broker.min(self.endpoints.len() - 1)];
+            let credentials = &self.credentials[broker.min(self.credentials.len() - 1)];
+            self.socket = Some(open(&self.context, endpoint, credentials, &mut self.core)?);
+        }
+        Ok(())
+    }
+
+    /// Hands what the monitor has said since it was last read to the core. A refused handshake
+    /// closes the socket (libzmq would retry it every 100 ms) and is handed over too; true then,
+    /// and the core's actions say what comes next.
+    fn read_monitor(&mut self, now: Instant) -> bool {
+        let Some(socket) = self.socket.as_ref() else {
+            return false;
+        };
+        let broker = self.core.broker();
+        let mut refusal: Option<Refusal> = None;
+        for event in socket.pending() {
+            if let Some(found) = self
+                .credentials
+                .get(broker)
+                .and_then(|credentials| credentials.refusal(self.endpoints.get(broker)?, &event))
+            {
+                refusal = Some(found);
+                break;
+            }
             if let Some(link) = link_of(event.kind) {
                 self.core.link(now, link);
             }
         }
+        let Some(refusal) = refusal else {
+            return false;
+        };
+        debug!("{refusal}: closing the socket");
+        self.socket = None;
+        self.core.refused(now, refusal, &mut self.actions);
+        true
     }
 
     /// A try timed out before the monitor said anything: waits up to [`LINK_GRACE`] for it to
@@ -240,9 +318,14 @@ impl Client {
         let until = now.checked_add(LINK_GRACE);
         let mut now = now;
         while !self.core.link_known() && until.is_none_or(|until| now < until) {
-            zsocket::wait(&[self.socket.monitor().socket()], None, until, now)?;
+            let Some(socket) = self.socket.as_ref() else {
+                break;
+            };
+            zsocket::wait(&[socket.monitor().socket()], None, until, now)?;
             now = Instant::now();
-            self.read_monitor(now);
+            if self.read_monitor(now) {
+                break;
+            }
         }
         Ok(now)
     }
@@ -282,7 +365,21 @@ impl Client {
                             dump::Message(&frames)
                         );
                     }
-                    zsocket::send(self.socket.socket(), frames, 0).map_err(zsocket::Error::from)?;
+                    // Never blocking: a REQ whose handshake failed has no pipe to queue into.
+                    // Refused, the request waits out its try; the monitor says why.
+                    self.open_socket()?;
+                    let Some(socket) = self.socket.as_ref() else {
+                        continue;
+                    };
+                    match zsocket::send(socket.socket(), frames, zmq::DONTWAIT) {
+                        Ok(()) => {}
+                        Err(zsocket::SendError::Refused(refused))
+                            if refused.error == zmq::Error::EAGAIN =>
+                        {
+                            debug!("the socket took no request: its connection is refused");
+                        }
+                        Err(error) => return Err(zsocket::Error::from(error).into()),
+                    }
                 }
                 // The old socket is dropped, and so closed (linger 0), as it is replaced.
                 SyncAction::Reopen => {
@@ -290,7 +387,10 @@ impl Client {
                         .endpoints
                         .get(self.core.broker())
                         .unwrap_or(&self.endpoints[0]);
-                    self.socket = open(&self.context, endpoint, &mut self.core)?;
+                    let broker = self.core.broker();
+                    let credentials = &self.credentials[broker.min(self.credentials.len() - 1)];
+                    self.socket = None;
+                    self.socket = Some(open(&self.context, endpoint, credentials, &mut self.core)?);
                 }
                 SyncAction::Done(result) => done = Some(result),
             }

@@ -146,6 +146,16 @@ impl TitanicClient {
         })
     }
 
+    /// Titanic's requests through a [`Client`] made by the caller (with credentials, say:
+    /// [`Client::with_credentials`]).
+    pub fn with_client(client: Client, config: TitanicConfig) -> TitanicClient {
+        TitanicClient {
+            client,
+            config,
+            polls: 0,
+        }
+    }
+
     /// How many times `titanic.reply` was asked, over the client's life.
     pub fn polls(&self) -> u64 {
         self.polls

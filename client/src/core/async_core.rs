@@ -34,7 +34,9 @@ use log::{debug, info, warn};
 use mdp::client::{Reply, Request};
 use mdp::{mmi, Frames, ServiceName};
 
+use super::sync_core::{REFUSAL_BACKOFF_INITIAL, REFUSAL_BACKOFF_MAX};
 use super::{at_least_one_frame, copy_frames, Link};
+use zsocket::credentials::Refusal;
 use zsocket::limit::LogLimit;
 
 /// The target of this core's log lines: that of the driver they came from before the rules
@@ -117,6 +119,9 @@ pub enum Outcome {
         /// broker was not reached at all), as the driver's socket monitor said
         /// ([`AsyncCore::link`]).
         no_connection: bool,
+        /// Set when the request was given up, before its timeout, because the broker refused
+        /// our handshake ([`AsyncCore::refused`]): what it said and what to check.
+        refused: Option<Refusal>,
     },
 }
 
@@ -185,6 +190,13 @@ struct Broker {
     probe_sent_at: Option<Instant>,
     /// While down with no probe in flight: when the next probe goes.
     next_probe_at: Option<Instant>,
+    /// Its refusal of our handshake, while in force: the current connection's socket is closed
+    /// until `reopen_at`, and tries for it fail at once.
+    refusal: Option<Refusal>,
+    /// When a refused broker's connection is opened again.
+    reopen_at: Option<Instant>,
+    /// The wait after its next refusal.
+    refusal_delay: Duration,
 }
 
 /// Which of the client's connections: a broker's current one or a retired one.
@@ -293,6 +305,9 @@ impl AsyncCore {
                     last_service: None,
                     probe_sent_at: None,
                     next_probe_at: None,
+                    refusal: None,
+                    reopen_at: None,
+                    refusal_delay: REFUSAL_BACKOFF_INITIAL,
                 })
                 .collect(),
             retired: Vec::new(),
@@ -408,6 +423,19 @@ impl AsyncCore {
         out: &mut Vec<AsyncAction>,
     ) {
         let broker = self.pick(avoid);
+        if let Some(refusal) = &self.brokers[broker].refusal {
+            if self.brokers[broker].reopen_at.is_some() {
+                // Its socket is closed until its backoff passes: nothing would carry the try.
+                self.outcomes.push_back(Outcome::TimedOut {
+                    id: pending.request,
+                    service: pending.service,
+                    tries: pending.tries,
+                    no_connection: false,
+                    refused: Some(refusal.clone()),
+                });
+                return;
+            }
+        }
         let number = self.next_try;
         self.next_try += 1;
         let body = match self.config.matching {
@@ -568,6 +596,16 @@ impl AsyncCore {
         let Some(which) = self.find(conn) else {
             return;
         };
+        if let (Link::Up, Which::Current(broker)) = (link, which) {
+            let target = &mut self.brokers[broker];
+            if target.refusal.take().is_some() {
+                info!(
+                    target: LOG_TARGET,
+                    "broker {broker} accepted the handshake"
+                );
+            }
+            target.refusal_delay = REFUSAL_BACKOFF_INITIAL;
+        }
         let connection = self.connection(which);
         match link {
             Link::Up => connection.up = true,
@@ -697,6 +735,88 @@ impl AsyncCore {
         });
     }
 
+    /// What connection `conn`'s socket monitor said: the broker refused its handshake (wrong
+    /// credentials, or a mechanism its endpoint does not take). Its socket is closed at once
+    /// ([`AsyncAction::Close`]; libzmq would retry it every 100 ms) and a new one opened only
+    /// after a backoff (100 ms, doubling on each refusal up to 5 s, back to 100 ms once a
+    /// handshake succeeds). A broker that refuses counts as down: the tries it carried are
+    /// resent through another broker if there is one and they have tries left, and end at once
+    /// otherwise, as [`Outcome::TimedOut`] with `refused` set; while its socket is closed, a try
+    /// that has no other broker to go to ends the same way.
+    pub fn refused(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        refusal: Refusal,
+        out: &mut Vec<AsyncAction>,
+    ) {
+        let Some(which) = self.find(conn) else {
+            return;
+        };
+        let retries = self.config.retries.max(1);
+        let several = self.brokers.len() > 1;
+        let broker = self.connection(which).broker;
+        // Every try the connection carried: resent elsewhere, or ended now.
+        let mut taken = Vec::new();
+        {
+            let connection = self.connection(which);
+            connection.up = false;
+            for slot in connection.in_flight.drain(..) {
+                taken.extend(slot.pending);
+            }
+            connection.outstanding = 0;
+        }
+        match which {
+            Which::Retired(index) => {
+                let closed = self.retired.remove(index);
+                out.push(AsyncAction::Close(closed.id));
+            }
+            Which::Current(_) => {
+                let target = &mut self.brokers[broker];
+                let delay = target.refusal_delay;
+                target.refusal_delay = (delay * 2).min(REFUSAL_BACKOFF_MAX);
+                target.refusal = Some(refusal.clone());
+                target.reopen_at = Some(now.checked_add(delay).unwrap_or(now));
+                if several {
+                    target.down = true;
+                    target.probe_sent_at = None;
+                    target.next_probe_at = None;
+                }
+                out.push(AsyncAction::Close(target.current.id));
+            }
+        }
+        for mut pending in taken {
+            let resend = if several && pending.tries < retries {
+                pending.resend.take()
+            } else {
+                None
+            };
+            let Some(body) = resend else {
+                self.outcomes.push_back(Outcome::TimedOut {
+                    id: pending.request,
+                    service: pending.service,
+                    tries: pending.tries,
+                    no_connection: false,
+                    refused: Some(refusal.clone()),
+                });
+                continue;
+            };
+            pending.tries += 1;
+            if pending.tries < retries {
+                pending.resend = Some(copy_frames(&body));
+            }
+            pending.sent_at = now;
+            info!(
+                target: LOG_TARGET,
+                "broker {broker} refused the handshake: resending request {} through another \
+                 broker (try {} of {retries})",
+                pending.request, pending.tries
+            );
+            self.transmit(pending, body, Some(broker), out);
+            self.resends += 1;
+        }
+    }
+
     /// The timed work: every try that has waited its timeout (at the deadline exactly, or later),
     /// oldest first, is resent if its request has tries left, and otherwise becomes an
     /// [`Outcome::TimedOut`]. With `ByService` a timeout on a current connection retires it
@@ -707,6 +827,18 @@ impl AsyncCore {
         let timeout = self.config.timeout;
         let retries = self.config.retries.max(1);
         let several = self.brokers.len() > 1;
+        for broker in 0..self.brokers.len() {
+            let target = &mut self.brokers[broker];
+            if target.reopen_at.is_some_and(|reopen_at| now >= reopen_at) {
+                // A new socket after a refusal's backoff; its handshake says whether the
+                // refusal still stands (and with several brokers, its probe whether it serves).
+                target.reopen_at = None;
+                let fresh = Connection::new(ConnId(self.next_conn), broker);
+                self.next_conn += 1;
+                out.push(AsyncAction::Open(fresh.id));
+                self.brokers[broker].current = fresh;
+            }
+        }
         while let Some((which, expires_at)) = self.oldest_expiry() {
             if now < expires_at {
                 break;
@@ -759,6 +891,7 @@ impl AsyncCore {
                 service: pending.service,
                 tries: pending.tries,
                 no_connection,
+                refused: None,
             });
         }
         if several {
@@ -784,6 +917,15 @@ impl AsyncCore {
     /// timeout is too large to reach).
     pub fn next_deadline(&self) -> Option<Instant> {
         let expiry = self.oldest_expiry().map(|(_, expires_at)| expires_at);
+        let reopen = self
+            .brokers
+            .iter()
+            .filter_map(|broker| broker.reopen_at)
+            .min();
+        let expiry = match (expiry, reopen) {
+            (Some(expiry), Some(reopen)) => Some(expiry.min(reopen)),
+            (expiry, reopen) => expiry.or(reopen),
+        };
         if self.brokers.len() == 1 {
             return expiry;
         }
@@ -799,6 +941,15 @@ impl AsyncCore {
             })
             .chain(expiry)
             .min()
+    }
+
+    /// True while a broker's current connection is open and has not been seen up: a driver
+    /// should then watch the monitors, so that a refused handshake is known at once
+    /// ([`AsyncCore::refused`]), not at the next timeout.
+    pub fn awaiting_handshake(&self) -> bool {
+        self.brokers
+            .iter()
+            .any(|broker| broker.reopen_at.is_none() && !broker.current.up)
     }
 
     /// The next outcome decided by [`AsyncCore::handle`] or [`AsyncCore::tick`], oldest first.

@@ -50,11 +50,18 @@ impl Link {
         }
     }
 
-    /// The events a driver's monitor asks for: those [`Link::of`] reads, and nothing that comes
-    /// every reconnect interval.
+    /// The events a driver's monitor asks for: those [`Link::of`] reads, the failed handshakes
+    /// (a broker refusing our credentials: see [`zsocket::credentials::Refusal`]), and nothing
+    /// that comes every reconnect interval.
     pub fn events() -> zsocket::monitor::Events {
         use zsocket::monitor::{EventKind, Events};
-        Events::of(&[EventKind::HandshakeSucceeded, EventKind::Disconnected])
+        Events::of(&[
+            EventKind::HandshakeSucceeded,
+            EventKind::Disconnected,
+            EventKind::HandshakeFailedAuth,
+            EventKind::HandshakeFailedProtocol,
+            EventKind::HandshakeFailedNoDetail,
+        ])
     }
 }
 

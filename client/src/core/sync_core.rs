@@ -41,12 +41,20 @@ use log::{debug, warn};
 use mdp::client::{Reply, Request};
 use mdp::{Frames, ServiceName};
 
+use zsocket::credentials::Refusal;
+
 use super::{at_least_one_frame, copy_frames, Link};
 use crate::Error;
 
 /// The target of this core's log lines: that of the driver they came from before the rules
 /// moved here, so that `RUST_LOG` filters and the README's examples stay right.
 const LOG_TARGET: &str = "client::sync_client";
+
+/// The first wait before a broker that refused our handshake is tried again; it doubles on each
+/// refusal up to [`REFUSAL_BACKOFF_MAX`], and falls back once a handshake succeeds.
+pub const REFUSAL_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+/// The longest wait before a broker that refused our handshake is tried again.
+pub const REFUSAL_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Timeout and retries of the synchronous client.
 #[derive(Debug, Clone)]
@@ -108,6 +116,14 @@ pub struct SyncCore {
     number: u64,
     /// How many sockets [`SyncCore::next_socket_identity`] has named.
     sockets: u32,
+    /// Per broker: its last refusal of our handshake, while it is in force (until a handshake
+    /// succeeds), and when it may be tried again.
+    refused: Vec<Option<(Refusal, Instant)>>,
+    /// Per broker: the wait after its next refusal.
+    refusal_delay: Vec<Duration>,
+    /// The driver closed the socket (after a refusal): the next send needs a
+    /// [`SyncAction::Reopen`] first.
+    socket_closed: bool,
 }
 
 /// What is known of the connection to one broker.
@@ -134,6 +150,8 @@ struct InFlight {
     saw_connection: bool,
     /// The brokers its tries went to, by index, in order, without repeats.
     tried: Vec<usize>,
+    /// The refusals its tries met, in order.
+    refusals: Vec<Refusal>,
 }
 
 impl SyncCore {
@@ -148,6 +166,7 @@ impl SyncCore {
         if brokers.is_empty() {
             brokers.push("the broker".to_owned());
         }
+        let brokers_len = brokers.len();
         SyncCore {
             config,
             links: vec![LinkState::Unknown; brokers.len()],
@@ -157,6 +176,9 @@ impl SyncCore {
             resends: 0,
             number: rand::random(),
             sockets: 0,
+            refused: vec![None; brokers_len],
+            refusal_delay: vec![REFUSAL_BACKOFF_INITIAL; brokers_len],
+            socket_closed: false,
         }
     }
 
@@ -202,6 +224,15 @@ impl SyncCore {
         };
         if let Some(known) = self.links.get_mut(self.broker) {
             *known = state;
+        }
+        if state == LinkState::Up {
+            // A handshake succeeded: whatever it refused before, the broker takes us now.
+            if let Some(refused) = self.refused.get_mut(self.broker) {
+                *refused = None;
+            }
+            if let Some(delay) = self.refusal_delay.get_mut(self.broker) {
+                *delay = REFUSAL_BACKOFF_INITIAL;
+            }
         }
         if state == LinkState::Up {
             if let Some(request) = &mut self.in_flight {
@@ -252,6 +283,28 @@ impl SyncCore {
             );
             self.reopen(out);
         }
+        // A broker that refused our handshake is not asked again before its backoff: another
+        // one is, or, if every broker is backing off, the request fails at once with what
+        // they said.
+        if let Some(broker) = self.available_broker(now) {
+            if broker != self.broker {
+                self.broker = broker;
+                self.socket_closed = true;
+            }
+        } else {
+            let refusals = self
+                .refused
+                .iter()
+                .flatten()
+                .map(|(refusal, _)| refusal.clone());
+            out.push(SyncAction::Done(Err(Error::AuthRefused {
+                refusals: refusals.collect(),
+            })));
+            return;
+        }
+        if std::mem::take(&mut self.socket_closed) {
+            self.reopen(out);
+        }
         let body = at_least_one_frame(body);
         let resend = (self.config.attempts() > 1).then(|| copy_frames(&body));
         out.push(SyncAction::Send(Request::encode(service, body)));
@@ -265,13 +318,113 @@ impl SyncCore {
             // whose connect was then refused, saw no connection.
             saw_connection: false,
             tried: vec![self.broker],
+            refusals: Vec::new(),
         });
+    }
+
+    /// The broker to use at `now`: the current one unless it refused us and its backoff has
+    /// not passed, else the next in the list that may be tried; `None` if none may.
+    fn available_broker(&self, now: Instant) -> Option<usize> {
+        let count = self.brokers.len();
+        (0..count)
+            .map(|offset| (self.broker + offset) % count)
+            .find(|&broker| {
+                self.refused
+                    .get(broker)
+                    .and_then(Option::as_ref)
+                    .is_none_or(|(_, retry_at)| now >= *retry_at)
+            })
+    }
+
+    /// What the current socket's monitor said: the broker refused its handshake (wrong
+    /// credentials, or a mechanism its endpoint does not take). The driver has closed that
+    /// socket, which libzmq would otherwise retry every 100 ms; the core asks for a new one
+    /// ([`SyncAction::Reopen`]) when it next sends. The broker is not tried again before a
+    /// backoff (100 ms, doubling on each refusal up to 5 s, back to 100 ms after a handshake
+    /// succeeds): a request started before then goes to another broker, or fails at once.
+    ///
+    /// A request in flight is not waited for any longer: a broker that refuses counts as down
+    /// for it. With tries left and another broker that may be tried, it is resent there;
+    /// otherwise it ends with [`Error::AuthRefused`], naming each refusal it met.
+    pub fn refused(&mut self, now: Instant, refusal: Refusal, out: &mut Vec<SyncAction>) {
+        let broker = self.broker;
+        let delay = self
+            .refusal_delay
+            .get(broker)
+            .copied()
+            .unwrap_or(REFUSAL_BACKOFF_INITIAL);
+        if let Some(next) = self.refusal_delay.get_mut(broker) {
+            *next = (delay * 2).min(REFUSAL_BACKOFF_MAX);
+        }
+        let retry_at = now.checked_add(delay).unwrap_or(now);
+        if let Some(slot) = self.refused.get_mut(broker) {
+            *slot = Some((refusal.clone(), retry_at));
+        }
+        if let Some(known) = self.links.get_mut(broker) {
+            *known = LinkState::Down;
+        }
+        self.socket_closed = true;
+        let Some(request) = &mut self.in_flight else {
+            debug!(target: LOG_TARGET, "{refusal} (no request in flight)");
+            return;
+        };
+        request.refusals.push(refusal);
+        let attempts = self.config.attempts();
+        let next = if request.tries < attempts {
+            self.available_broker(now)
+        } else {
+            None
+        };
+        let resend = next.and_then(|next| {
+            let request = self.in_flight.as_mut()?;
+            let body = request.resend.take()?;
+            Some((next, body))
+        });
+        let Some((next, body)) = resend else {
+            let Some(request) = self.in_flight.take() else {
+                return;
+            };
+            out.push(SyncAction::Done(Err(Error::AuthRefused {
+                refusals: request.refusals,
+            })));
+            return;
+        };
+        let timeout = self.config.timeout;
+        let Some(request) = &mut self.in_flight else {
+            return;
+        };
+        request.tries += 1;
+        if request.tries < attempts {
+            request.resend = Some(copy_frames(&body));
+        }
+        request.expires_at = now.checked_add(timeout);
+        if !request.tried.contains(&next) {
+            request.tried.push(next);
+        }
+        let (tries, frames) = (request.tries, Request::encode(&request.service, body));
+        warn!(
+            target: LOG_TARGET,
+            "broker {} refused the handshake: resending through {} (try {tries} of {attempts})",
+            self.brokers[broker], self.brokers[next]
+        );
+        self.resends += 1;
+        self.broker = next;
+        self.socket_closed = false;
+        self.reopen(out);
+        out.push(SyncAction::Send(frames));
+    }
+
+    /// True when the current broker's connection was last seen up: a driver may then wait for
+    /// the reply alone, and read the monitor only when the try times out.
+    pub fn link_up(&self) -> bool {
+        self.link_state() == LinkState::Up
     }
 
     /// A new socket, to the current broker. Its link is taken to be what was last known of that
     /// broker (closing a socket is our choice, not news about the broker) until its own monitor
     /// speaks.
     fn reopen(&mut self, out: &mut Vec<SyncAction>) {
+        self.socket_closed = false;
         out.push(SyncAction::Reopen);
     }
 

@@ -467,3 +467,129 @@ fn several_brokers_every_one_silent_fails_naming_those_tried() {
         "3 timeouts from broker 0: 0 -> 1 -> 0 -> 1"
     );
 }
+
+/// A refusal of our PLAIN handshake by `endpoint`, as the driver makes it from the monitor.
+fn refusal(endpoint: &str) -> zsocket::credentials::Refusal {
+    let event = zsocket::monitor::Event::new(
+        zsocket::monitor::EventKind::HandshakeFailedAuth,
+        400,
+        endpoint,
+    );
+    zsocket::credentials::Credentials::plain("alice", "wrong")
+        .expect("valid")
+        .refusal(endpoint, &event)
+        .expect("a refusal")
+}
+
+#[test]
+fn a_refused_handshake_fails_the_request_at_once_and_backs_off_before_the_next_try() {
+    let mut core = core(3);
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    out.clear();
+    core.refused(t0 + millis(2), refusal("tcp://b:1"), &mut out);
+    let result = done(&mut out);
+    assert!(
+        out.is_empty(),
+        "no resend to a broker that refused: {out:?}"
+    );
+    let text = result.expect_err("refused").to_string();
+    assert!(
+        text.starts_with("authentication refused by the broker at tcp://b:1 (PLAIN)"),
+        "{text}"
+    );
+    assert!(!core.in_flight());
+
+    // Within the backoff (100 ms), the next request fails at once without a socket.
+    core.start(t0 + millis(50), &service("echo"), frames(&[b"y"]), &mut out);
+    assert!(matches!(done(&mut out), Err(Error::AuthRefused { .. })));
+    assert!(out.is_empty(), "{out:?}");
+    // After it, a new socket (the refused one was closed) and the request.
+    core.start(
+        t0 + millis(102),
+        &service("echo"),
+        frames(&[b"z"]),
+        &mut out,
+    );
+    assert_eq!(
+        describe(&mut out),
+        ["reopen", r#"send ["MDPC01", "echo", "z"]"#]
+    );
+    // Refused again: the backoff doubles; a handshake that succeeds resets it.
+    core.refused(t0 + millis(110), refusal("tcp://b:1"), &mut out);
+    out.clear();
+    core.start(
+        t0 + millis(305),
+        &service("echo"),
+        frames(&[b"w"]),
+        &mut out,
+    );
+    assert!(matches!(done(&mut out), Err(Error::AuthRefused { .. })));
+    core.start(
+        t0 + millis(311),
+        &service("echo"),
+        frames(&[b"v"]),
+        &mut out,
+    );
+    assert_eq!(describe(&mut out).len(), 2, "reopen and send");
+    core.link(t0 + millis(312), Link::Up);
+    core.handle(t0 + millis(313), req_reply(b"echo", &[b"v"]), &mut out);
+    out.clear();
+    core.start(
+        t0 + millis(320),
+        &service("echo"),
+        frames(&[b"u"]),
+        &mut out,
+    );
+    out.clear();
+    core.refused(t0 + millis(321), refusal("tcp://b:1"), &mut out);
+    out.clear();
+    core.start(
+        t0 + millis(422),
+        &service("echo"),
+        frames(&[b"t"]),
+        &mut out,
+    );
+    assert_eq!(describe(&mut out).len(), 2, "100 ms again after a success");
+}
+
+#[test]
+fn with_several_brokers_a_refusing_one_counts_as_down_and_the_request_goes_on() {
+    let mut core = SyncCore::with_brokers(
+        ClientConfig {
+            timeout: TIMEOUT,
+            retries: 3,
+        },
+        vec!["tcp://a:1".into(), "tcp://b:2".into()],
+    );
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    out.clear();
+    core.refused(t0 + millis(1), refusal("tcp://a:1"), &mut out);
+    assert_eq!(
+        describe(&mut out),
+        ["reopen", r#"send ["MDPC01", "echo", "x"]"#],
+        "resent at once, through the other broker"
+    );
+    assert_eq!(core.broker(), 1);
+    assert_eq!(core.resends(), 1);
+    core.handle(t0 + millis(3), req_reply(b"echo", &[b"x"]), &mut out);
+    assert!(done(&mut out).is_ok());
+    // Both refuse: the error names both.
+    core.start(t0 + millis(4), &service("echo"), frames(&[b"y"]), &mut out);
+    out.clear();
+    core.refused(t0 + millis(5), refusal("tcp://b:2"), &mut out);
+    let text = done(&mut out).expect_err("both refused").to_string();
+    assert!(
+        text.contains("tcp://b:2") && !text.contains("tcp://a:1"),
+        "the request met one refusal: {text}"
+    );
+    core.start(t0 + millis(6), &service("echo"), frames(&[b"z"]), &mut out);
+    let text = done(&mut out).expect_err("both backing off").to_string();
+    assert!(
+        text.contains("tcp://a:1") && text.contains("tcp://b:2"),
+        "{text}"
+    );
+}
