@@ -6,7 +6,8 @@
 # Usage: scripts/titanic-pg.sh start DIR   prints the URL to put in TITANIC_PG_URL
 #        scripts/titanic-pg.sh stop DIR    stops the server and deletes DIR
 # DIR must not exist before start. As root the cluster is owned by the postgres user (PostgreSQL
-# refuses to run as root); otherwise by the caller. The port is the first free one from 54320.
+# refuses to run as root), and DIR's parent is made passable for it (o+x) if it is not; otherwise
+# the cluster is the caller's. The port is the first free one from 54320.
 # fsync and synchronous_commit stay on: the tests and the benchmark are about durable commits.
 set -euo pipefail
 name=titanic-pg.sh
@@ -55,7 +56,13 @@ start() {
         bin=$(bin_dir)
     fi
     mkdir "$dir"
-    [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres: "$dir"
+        # A parent made by mktemp -d is 0700: the postgres user must be able to pass through it.
+        local parent
+        parent=$(dirname "$dir")
+        runuser -u postgres -- test -x "$parent" || chmod o+x "$parent"
+    fi
     local password port
     password=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
     port=$(free_port)
