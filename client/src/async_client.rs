@@ -56,7 +56,16 @@
 //! (its socket monitor says so), is marked down: the tries it held are resent through the others
 //! (within `retries`), and it gets no new request until it answers an `mmi.service` probe for
 //! the service last asked of it with `200`. [`Outcome::Reply`] says which broker answered. With
-//! one broker none of this runs: the monitors are read only when a deadline passes.
+//! one broker none of this runs: the monitors are read only when a deadline passes, and until
+//! the first handshake is seen.
+//!
+//! # Credentials
+//!
+//! [`AsyncClient::with_credentials`] logs in to brokers with `--auth` (PLAIN or CURVE). A
+//! handshake a broker refuses closes that socket at once and ends the requests it carried, as
+//! [`Outcome::TimedOut`] with `refused` set (with several brokers, those with tries left go to
+//! another broker); the broker gets a new socket only after a backoff (see
+//! [`AsyncCore::refused`]).
 //!
 //! # Resending
 //!

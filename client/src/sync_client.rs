@@ -18,9 +18,12 @@
 //! broker, so a late reply to the abandoned try is dropped by the broker's ROUTER instead of
 //! arriving as the answer to the next request.
 //!
-//! Each socket is opened with a socket monitor (`zsocket::monitor`), read only when a try times
-//! out, so that a request to a broker that was never reached fails with
-//! [`Error::NoConnection`] rather than [`Error::NoReply`]. Silence is not evidence: when a try
+//! Each socket is opened with a socket monitor (`zsocket::monitor`), read when a try times out,
+//! so that a request to a broker that was never reached fails with [`Error::NoConnection`]
+//! rather than [`Error::NoReply`], and waited on beside the socket until a handshake has been
+//! seen, so that a broker that refuses our credentials ([`Client::with_credentials`]) fails the
+//! request at once with [`Error::AuthRefused`]; once the link is up the client waits on its
+//! socket alone, the cheaper wait. Silence is not evidence: when a try
 //! times out before the monitor has said anything (a timeout shorter than the handshake, on a
 //! loaded machine or a long path), the client waits up to [`LINK_GRACE`] for the monitor to say
 //! "connected" or "refused" before it judges (a refused connect is reported at once, so only an
