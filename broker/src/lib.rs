@@ -74,6 +74,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod backlog;
 pub mod core;
 pub mod live;
 pub mod monitor;

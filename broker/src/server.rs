@@ -16,8 +16,9 @@
 //!
 //! The ROUTER is set to `ZMQ_ROUTER_MANDATORY`: a message to a peer that has gone fails with
 //! `EHOSTUNREACH` instead of vanishing, and sends use `ZMQ_DONTWAIT`, so a peer that stopped
-//! reading (its queue is at the high-water mark) costs a log line and a dropped message, never a
-//! blocked broker.
+//! reading (its queue is at the high-water mark) never blocks the broker: a client's messages
+//! then wait in the [`crate::backlog`], in order and within `--max-queued-bytes`, and go out as
+//! its pipe drains; past that limit, or for a worker, the message is dropped with a log line.
 //!
 //! Stopping: a [`StopHandle`] from [`zsocket::stop_router`] raises a shared flag, then wakes the
 //! loop by sending one empty message to the ROUTER itself over a private `inproc://` endpoint. The
@@ -224,6 +225,8 @@ pub struct Server {
     reload: Arc<AtomicBool>,
     /// Lines about messages that could not be sent (a peer causes them), at most one a second.
     unsent_lines: LogLimit,
+    /// Messages for clients whose pipe was full, waiting to be sent in order.
+    backlog: crate::backlog::Backlog,
     /// With `--http`: the dashboard's HTTP thread and what the loop publishes to it.
     live: Option<crate::live::Live>,
     /// The periodic one-line summary at info.
@@ -327,6 +330,7 @@ impl Server {
         let (stop_handle, stop) = zsocket::stop_router(&context, &socket)?;
         // Last, after every step that can fail: a monitor must not outlive an open socket.
         let monitor = crate::monitor::spawn(&context, &socket, options.max_message_size)?;
+        let config_bytes = config.max_queued_bytes;
         Ok(Server {
             socket,
             _monitor: monitor,
@@ -342,6 +346,7 @@ impl Server {
                 None => Broker::new(config, Instant::now()),
             },
             held_since_trim: 0,
+            backlog: crate::backlog::Backlog::new(config_bytes),
             zap,
             auth_file: auth.and_then(|auth| auth.file),
             reload: Arc::new(AtomicBool::new(false)),
@@ -426,6 +431,7 @@ impl Server {
                 self.send_all(&mut out);
                 self.hand_back_memory();
             }
+            self.flush_backlog();
             let received = self.receive(now)?;
             if self.stop.is_raised() {
                 break;
@@ -490,6 +496,13 @@ impl Server {
             Some(publish_at) => publish_at.min(self.core.next_deadline()),
             None => self.core.next_deadline(),
         };
+        // A ROUTER never says when a full pipe has room again: while messages wait, look again
+        // soon.
+        let deadline = if self.backlog.is_empty() {
+            deadline
+        } else {
+            deadline.min(now + crate::backlog::RETRY)
+        };
         let received = zsocket::recv_until(&self.socket, Some(deadline), now)?;
         let Some((identity, mut frames)) = received.and_then(zsocket::split_routed) else {
             return Ok(None);
@@ -534,11 +547,58 @@ impl Server {
                     continue;
                 }
             }
-            if let Err(error) = self.send(message.frames) {
-                let answered_from = out.len();
-                self.report_unsent(error, out);
-                out[answered_from..].reverse();
+            if self.backlog.holds(message.recipient()) {
+                self.hold(message.frames);
+                continue;
             }
+            match self.send(message.frames) {
+                Ok(()) => {}
+                // A client that reads slower than its replies come: they wait, in order.
+                Err(SendError::Refused(refused))
+                    if refused.error == zmq::Error::EAGAIN
+                        && !refused
+                            .frames
+                            .first()
+                            .is_some_and(|peer| self.core.has_worker(peer)) =>
+                {
+                    self.hold(refused.frames);
+                }
+                Err(error) => {
+                    let answered_from = out.len();
+                    self.report_unsent(error, out);
+                    out[answered_from..].reverse();
+                }
+            }
+        }
+    }
+
+    /// Holds a message for a peer whose pipe is full ([`crate::backlog`]); past the backlog's
+    /// byte limit it is dropped with a (rate-limited) line.
+    fn hold(&mut self, frames: Frames) {
+        let Err(frames) = self.backlog.push(frames) else {
+            return;
+        };
+        let why = format!(
+            "peer is not reading, and {} bytes already wait for slow readers (--max-queued-bytes)",
+            self.backlog.bytes()
+        );
+        self.log_dropped(dump::Identity(frames.first().map_or(&[], |f| &f[..])), &why);
+    }
+
+    /// Sends what waits in the backlog, as far as the peers' pipes take it.
+    fn flush_backlog(&mut self) {
+        if self.backlog.is_empty() {
+            return;
+        }
+        let socket = &self.socket;
+        let flushed = self
+            .backlog
+            .flush(|frames| zsocket::send(socket, frames, zmq::DONTWAIT));
+        for peer in &flushed.gone {
+            debug!(
+                "peer {} is gone: dropping the messages that waited for it",
+                dump::Identity(peer)
+            );
         }
     }
 
@@ -590,6 +650,11 @@ impl Server {
             zmq::Error::EAGAIN => "peer is not reading".to_string(),
             other => other.to_string(),
         };
+        self.log_dropped(peer, &why);
+    }
+
+    /// One line for a dropped message, at most one a second (a peer causes them).
+    fn log_dropped(&mut self, peer: dump::Identity<'_>, why: &str) {
         match self.unsent_lines.allow(Instant::now()) {
             Some(0) => warn!("dropping message for {peer}: {why}"),
             Some(held) => {
