@@ -58,7 +58,7 @@ pub struct Flushed {
 }
 
 impl Backlog {
-    /// An empty backlog that holds at most `limit` bytes (as [`cost`] counts them).
+    /// An empty backlog that holds at most `limit` bytes (as `cost` counts them).
     pub fn new(limit: usize) -> Backlog {
         Backlog {
             waiting: HashMap::new(),
