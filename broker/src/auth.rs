@@ -371,6 +371,33 @@ mod tests {
     }
 
     #[test]
+    fn a_curve_principal_is_named_by_its_key_and_a_key_names_one_principal() {
+        if !curve_available() {
+            return;
+        }
+        let key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+        let one = format!("[[principal]]\nname = \"billing\"\ncurve_public_key = \"{key}\"\n");
+        let config = AuthConfig::parse(&one).expect("parses");
+        let bytes = zsocket::curve::PublicKey::from_z85(key).expect("a key");
+        assert_eq!(
+            config.curve_keys.get(bytes.as_bytes().as_slice()),
+            Some(&"billing".to_string())
+        );
+        let twice =
+            format!("{one}\n[[principal]]\nname = \"other\"\ncurve_public_key = \"{key}\"\n");
+        assert!(matches!(
+            error_of(&twice),
+            ParseError::Invalid { line: 7, ref message } if message.contains("billing")
+        ));
+        // Not Z85: '~' is outside the alphabet (libzmq's own decoder would let it through).
+        let bad = one.replace("rq:", "rq~");
+        assert!(matches!(
+            error_of(&bad),
+            ParseError::Invalid { line: 3, ref message } if message.contains("Z85")
+        ));
+    }
+
+    #[test]
     fn an_empty_file_names_nobody() {
         let config = AuthConfig::parse("").expect("parses");
         assert!(config.access.is_empty());
