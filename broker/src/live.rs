@@ -21,6 +21,8 @@ pub struct Live {
     server: Server,
     publisher: Publisher,
     services: ServiceTable,
+    /// The connection count last handed in, so that a change of it alone is published.
+    connections: Option<u64>,
 }
 
 impl Live {
@@ -33,6 +35,7 @@ impl Live {
             server,
             publisher: Publisher::new(board, now),
             services: ServiceTable::new(),
+            connections: None,
         })
     }
 
@@ -47,12 +50,13 @@ impl Live {
     }
 
     /// Call after every pass of the loop (after `send_all`). Cheap when nothing is due: one
-    /// comparison. `connections` is the number of open connections, if the caller counts them;
-    /// the server passes `None` (the ROUTER's connections are seen only by the monitor thread,
-    /// [`crate::monitor`], which logs them and does not count them), and `None` leaves the field
-    /// out of `/status` and `/metrics`.
+    /// comparison. `connections` is the number of open connections, if the caller counts them
+    /// (the server does, from its monitor thread's events, [`crate::monitor::spawn_with`]);
+    /// `None` leaves the field out of `/status` and `/metrics`. A change of it alone is
+    /// published too, at the loop's next pass (a message, or at the latest the next heartbeat).
     pub fn publish_if_due(&mut self, now: Instant, core: &mut Broker, connections: Option<u64>) {
-        if core.has_dashboard_changes() {
+        if core.has_dashboard_changes() || connections != self.connections {
+            self.connections = connections;
             self.publisher.changed();
         }
         if !self.publisher.due(now) {

@@ -42,7 +42,7 @@
 //! back.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -227,6 +227,9 @@ pub struct Server {
     unsent_lines: LogLimit,
     /// Messages for clients whose pipe was full, waiting to be sent in order.
     backlog: crate::backlog::Backlog,
+    /// Connections open now, as the monitor thread counts them (accepted minus closed; one
+    /// closed before the monitor started could take it below 0 for a moment, read as 0).
+    connections: Arc<AtomicI64>,
     /// With `--http`: the dashboard's HTTP thread and what the loop publishes to it.
     live: Option<crate::live::Live>,
     /// The periodic one-line summary at info.
@@ -329,7 +332,23 @@ impl Server {
             .doing("set ZMQ_PLAIN_SERVER")?;
         let (stop_handle, stop) = zsocket::stop_router(&context, &socket)?;
         // Last, after every step that can fail: a monitor must not outlive an open socket.
-        let monitor = crate::monitor::spawn(&context, &socket, options.max_message_size)?;
+        // The monitor thread is what sees connections come and go: it counts them for /status.
+        let connections = Arc::new(AtomicI64::new(0));
+        let counted = Arc::clone(&connections);
+        let monitor = crate::monitor::spawn_with(
+            &context,
+            &socket,
+            options.max_message_size,
+            move |event| match event {
+                crate::monitor::ConnectionEvent::Accepted(_) => {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                crate::monitor::ConnectionEvent::Closed(..) => {
+                    counted.fetch_sub(1, Ordering::Relaxed);
+                }
+                _ => {}
+            },
+        )?;
         let config_bytes = config.max_queued_bytes;
         Ok(Server {
             socket,
@@ -347,6 +366,7 @@ impl Server {
             },
             held_since_trim: 0,
             backlog: crate::backlog::Backlog::new(config_bytes),
+            connections,
             zap,
             auth_file: auth.and_then(|auth| auth.file),
             reload: Arc::new(AtomicBool::new(false)),
@@ -444,7 +464,8 @@ impl Server {
             }
             self.send_all(&mut out);
             if let Some(live) = &mut self.live {
-                live.publish_if_due(now, &mut self.core, None);
+                let connections = self.connections.load(Ordering::Relaxed).max(0) as u64;
+                live.publish_if_due(now, &mut self.core, Some(connections));
             }
             if let Some(line) = self.summary.due(now, &self.core) {
                 info!("{line}");

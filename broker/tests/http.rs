@@ -121,6 +121,15 @@ fn the_broker_serves_status_and_metrics_that_agree_with_what_it_did() {
     let messages_in = status["counters"]["messages_in"].as_u64().unwrap();
     assert_eq!(messages_in, 7);
     assert!(status["counters"]["messages_out"].as_u64().unwrap() >= 6);
+    // The worker and the client, as the monitor thread counted them (it may lag a publish).
+    let status = wait_for_status(addr, "two connections", |status| {
+        status["counters"]["connections"] == 2
+    });
+    assert_eq!(status["counters"]["connections"], 2);
+    drop(client);
+    wait_for_status(addr, "the client's connection closed", |status| {
+        status["counters"]["connections"] == 1
+    });
 
     let (code, metrics) = http_get(addr, "/metrics");
     assert_eq!(code, 200);
@@ -138,6 +147,7 @@ fn the_broker_serves_status_and_metrics_that_agree_with_what_it_did() {
         series("broker_service_workers{service=\"echo\",state=\"idle\"}"),
         1.0
     );
+    assert_eq!(series("broker_connections"), 1.0);
 }
 
 #[test]
