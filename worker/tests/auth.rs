@@ -423,3 +423,45 @@ fn a_curve_worker_with_the_right_keys_serves_and_with_a_wrong_server_key_gets_no
     let stats = broker.stop();
     assert_eq!(stats.replies_forwarded, 1, "{stats}");
 }
+
+#[test]
+fn each_broker_gets_its_own_credentials_and_a_list_of_another_length_is_refused() {
+    // alice has another password at each broker.
+    let hash = weak_hash_for_tests(b"second-pw");
+    let second_file = format!(
+        "[[principal]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
+         serve = [\"echo\"]\ncall = [\"echo\", \"mmi.*\"]\n"
+    );
+    let first = AuthBroker::plain();
+    let second = AuthBroker::start(&second_file, None);
+    let at_second = Credentials::plain("alice", "second-pw").unwrap();
+    let builder = Worker::builder("echo".parse().unwrap())
+        .endpoint(first.endpoint.clone())
+        .endpoint(second.endpoint.clone());
+    let error = builder
+        .clone()
+        .broker_credentials(vec![alice(), at_second.clone(), alice()])
+        .build()
+        .expect_err("three credentials for two brokers");
+    assert!(
+        error.to_string().contains("one Credentials per endpoint"),
+        "{error}"
+    );
+    let worker = builder
+        .broker_credentials(vec![alice(), at_second.clone()])
+        .build()
+        .unwrap();
+    let (stop, thread) = serve(worker);
+    for (broker, credentials) in [(&first, alice()), (&second, at_second)] {
+        let client = TestClient::connect(&broker.endpoint, &credentials);
+        client.wait_for_worker("echo");
+        assert_eq!(
+            client.request("echo", b"both", PATIENCE),
+            Some(vec![b"both".to_vec()])
+        );
+    }
+    stop.stop();
+    thread.join().unwrap();
+    assert_eq!(first.stop().replies_forwarded, 1);
+    assert_eq!(second.stop().replies_forwarded, 1);
+}
