@@ -18,7 +18,7 @@
 #   vs_ceiling req/s of this row divided by the ceiling's req/s for the same load
 #
 # Usage: scripts/bench.sh [--quick] [--count N] [--net tcp|ipc] [--slots-only]
-#                         [--broker-endpoint ENDPOINT]
+#                         [--auth-only [--curve]] [--broker-endpoint ENDPOINT]
 #   --quick                 fewer requests and rows (a smoke run, a minute or so)
 #   --count N               requests per throughput row (default 100000)
 #   --net tcp|ipc           only the rows of one transport (and not the scaling sweep)
@@ -31,6 +31,13 @@
 #                           hol    4 x 16 slots --concurrency 1 (and, beside it, 16): one 10 s
 #                                  request, then 1,000 short ones (window 100); p50/p99 are the
 #                                  short ones', which the long one strands behind it
+#   --auth-only             only the cost of authentication (issue 11): the tcp 16 B window row
+#                           with 4 workers, our broker without --auth (kind `broker`), then with
+#                           --auth and every client and worker logged in by PLAIN (`plain`); the
+#                           auth file and the password are made up in a temp dir
+#   --curve                 with --auth-only: all rows from the CURVE build (build/curve.toml,
+#                           target/curve/release, the system's libzmq; needs libzmq3-dev), and a
+#                           third row over a curve+ endpoint (`curve`, keys from broker keygen)
 #   --broker-endpoint E     do not start our broker: measure the MDP/0.1 broker already listening
 #                           at E (tcp) instead, side by side with the ceiling (no CPU/RSS for it)
 # Figures, never assertions: nothing here fails because of a number.
@@ -42,12 +49,16 @@ quick=
 external=
 only_net=
 slots_only=
+auth_only=
+curve=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; count=20000 ;;
         --net) only_net=$2; shift ;;
         --count) count=$2; shift ;;
         --slots-only) slots_only=1 ;;
+        --auth-only) auth_only=1 ;;
+        --curve) curve=1 ;;
         --broker-endpoint) external=$2; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
         *) echo "bench.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -56,8 +67,15 @@ while [ $# -gt 0 ]; do
 done
 latency_count=$(( count / 5 ))
 
-cargo build --release -q -p broker -p client -p worker --bins --examples
-bin=${CARGO_TARGET_DIR:-target}/release
+if [ -n "$curve" ]; then
+    [ -n "$auth_only" ] || { echo "bench.sh: --curve goes with --auth-only" >&2; exit 2; }
+    # The CURVE build's own target dir (build/curve.toml says target/curve).
+    cargo build --release -q -p broker -p client -p worker --bins --config build/curve.toml
+    bin=${CARGO_TARGET_DIR:-target/curve}/release
+else
+    cargo build --release -q -p broker -p client -p worker --bins --examples
+    bin=${CARGO_TARGET_DIR:-target}/release
+fi
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -84,9 +102,13 @@ user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 ticks_per_s=$(getconf CLK_TCK)
 
+# With --auth-only: the broker's flags, and the flags of every client and worker, of the row.
+broker_args=()
+peer_args=()
 start_broker() { # kind endpoint -> sets broker_pid
     case "$1" in
-        broker) "$bin/broker" --bind "$2" --max-queue 1000000 2>>"$work/broker.log" & ;;
+        broker|plain) "$bin/broker" --bind "$2" --max-queue 1000000 "${broker_args[@]}" 2>>"$work/broker.log" & ;;
+        curve) "$bin/broker" --bind "curve+$2" --max-queue 1000000 "${broker_args[@]}" 2>>"$work/broker.log" & ;;
         ceiling) "$bin/examples/ceiling" "$2" 2>>"$work/broker.log" & ;;
     esac
     broker_pid=$!
@@ -99,7 +121,7 @@ start_workers() { # endpoint n service-prefix(optional: distinct services)
         [ -n "${3:-}" ] && service="$3$n"
         local extra=()
         [ "$n" = 0 ] && extra+=("${first_worker_args[@]}")
-        "$bin/worker" -c "$1" -s "$service" --slots "$worker_slots" "${worker_args[@]}" \
+        "$bin/worker" -c "$1" -s "$service" --slots "$worker_slots" "${worker_args[@]}" "${peer_args[@]}" \
             "${extra[@]}" 2>"$work/worker$n.log" &
         pids+=("$!")
         worker_pids+=("$!")
@@ -107,7 +129,7 @@ start_workers() { # endpoint n service-prefix(optional: distinct services)
 }
 wait_ready() { # endpoint service: until a request to the service is answered
     local tries=0
-    until "$bin/client" -c "$1" -s "$2" -t 500 -r 1 ping >/dev/null 2>&1; do
+    until "$bin/client" -c "$1" -s "$2" -t 500 -r 1 "${peer_args[@]}" ping >/dev/null 2>&1; do
         tries=$(( tries + 1 ))
         [ $tries -lt 40 ] || { echo "bench.sh: no worker for $2 at $1" >&2; return 1; }
     done
@@ -138,7 +160,7 @@ timed_client() { # output-file args... : runs the client, its --stats line to th
     local out=$1
     shift
     local status=0
-    { time "$bin/client" "$@" >"$out" 2>>"$work/client.log"; } 2>"$out.cpu" || status=$?
+    { time "$bin/client" "$@" "${peer_args[@]}" >"$out" 2>>"$work/client.log"; } 2>"$out.cpu" || status=$?
     # A client that fails (exit 1) still prints its --stats: say so, and go on with the row.
     if [ "$status" != 0 ]; then
         echo "bench.sh: client $* exited $status; its last words:" >&2
@@ -256,6 +278,29 @@ sizes="16 4096"
 worker_counts="1 2 4"
 if [ -n "$quick" ]; then nets=tcp; sizes=16; worker_counts="1 4"; fi
 [ -n "$only_net" ] && nets=$only_net
+if [ -n "$auth_only" ]; then
+    # One principal for the clients and the workers, by password and by key.
+    printf 'bench-password\n' >"$work/password"
+    chmod 600 "$work/password"
+    hash=$("$bin/broker" hash-password <"$work/password")
+    principal="name = \"bench\"\npassword_hash = \"$hash\"\nserve = [\"echo\"]\ncall = [\"echo\", \"mmi.*\"]"
+    if [ -n "$curve" ]; then
+        "$bin/broker" keygen --out "$work/broker.key" >/dev/null 2>&1
+        client_key=$("$bin/broker" keygen --out "$work/bench.key" 2>/dev/null)
+        principal="$principal\ncurve_public_key = \"$client_key\""
+    fi
+    printf '[[principal]]\n%b\n' "$principal" >"$work/auth.toml"
+    row broker window tcp 16 4
+    broker_args=(--auth "$work/auth.toml")
+    peer_args=(--user bench --password-file "$work/password")
+    row plain window tcp 16 4
+    if [ -n "$curve" ]; then
+        broker_args+=(--curve-secret-file "$work/broker.key")
+        peer_args=(--curve-key-file "$work/bench.key" --curve-server-key "$work/broker.key.pub")
+        row curve window tcp 16 4
+    fi
+    exit 0
+fi
 if [ -n "$slots_only" ]; then
     for net in $nets; do
         for size in $sizes; do
