@@ -18,9 +18,16 @@
 # clients resent after a timeout (for titanic.request, a lost 200: spec 9 has no idempotency
 # key, so a resent submission that had been stored is stored and run twice).
 #
-# Usage: scripts/titanic-crash.sh [--count N] [--kills N]
-#   --count N    requests (default 3000)
-#   --kills N    SIGKILLs of titanic (default 50)
+# With --pg, the store is PostgreSQL (a fresh schema in that database) and --processes titanic
+# processes share it, killed in turn; a killed process's tries are taken over when their leases
+# (--lease 2s here) run out.
+#
+# Usage: scripts/titanic-crash.sh [--count N] [--kills N] [--pg URL|auto] [--processes N]
+#   --count N       requests (default 3000)
+#   --kills N       SIGKILLs of titanic, all processes together (default 50)
+#   --pg URL        PostgreSQL instead of SQLite; "auto" starts a throwaway server
+#                   (scripts/titanic-pg.sh) for the run
+#   --processes N   titanic processes (default 1; with --pg, 2 or more make sense)
 # KEEP_LOGS=DIR keeps the logs and the database. Ends with "N passed, N failed"; exit status 1 if
 # any check failed.
 set -euo pipefail
@@ -29,10 +36,14 @@ name=titanic-crash.sh
 
 count=3000
 kills=50
+pg=
+processes=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --count) count=$2; shift ;;
         --kills) kills=$2; shift ;;
+        --pg) pg=$2; shift ;;
+        --processes) processes=$2; shift ;;
         -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "$name: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -55,6 +66,7 @@ export BROKER_ENDPOINT
 cleanup_more() {
     local pid
     for pid in $(cat "$work/started" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
+    if declare -F stop_pg >/dev/null; then stop_pg; fi
 }
 echo "$broker_pid" >>"$work/started"
 declare -a workers
@@ -64,16 +76,33 @@ start_worker() {
     pids+=("$!")
     echo "$!" >>"$work/started"
 }
-titanic_pid=
+db=$work/titanic.db
+store="SQLite"
+if [ -n "$pg" ]; then
+    if [ "$pg" = auto ]; then
+        pg=$(scripts/titanic-pg.sh start "$work/pg" 2>>"$work/pg.log") || abort "a PostgreSQL server started"
+        stop_pg() { scripts/titanic-pg.sh stop "$work/pg" 2>/dev/null || true; }
+    else
+        stop_pg() {
+            [ -n "${KEEP_LOGS:-}" ] || psql -q "$pg" -c "DROP SCHEMA $schema CASCADE" >/dev/null 2>&1 || true
+        }
+    fi
+    schema="crash_$$_$RANDOM"
+    psql -q "$pg" -c "CREATE SCHEMA $schema" >/dev/null || abort "a schema created in the PostgreSQL database"
+    case "$pg" in *\?*) separator='&' ;; *) separator='?' ;; esac
+    db="$pg${separator}options=-csearch_path%3D$schema"
+    store="PostgreSQL (schema $schema)"
+fi
+declare -a titanic_pids
 start_titanic() {
-    "$bin/titanic" -c "$broker_endpoint" --db "$work/titanic.db" "${hb[@]}" \
-        --try-timeout 2s --backoff-max 1s 2>>"$work/titanic.log" &
-    titanic_pid=$!
-    pids+=("$titanic_pid")
-    echo "$titanic_pid" >>"$work/started"
+    "$bin/titanic" -c "$broker_endpoint" --db "$db" "${hb[@]}" \
+        --try-timeout 2s --backoff-max 1s --lease 2s 2>>"$work/titanic-$1.log" &
+    titanic_pids[$1]=$!
+    pids+=("$!")
+    echo "$!" >>"$work/started"
 }
 for slot in 0 1 2; do start_worker "$slot"; done
-start_titanic
+for number in $(seq 0 $(( processes - 1 ))); do start_titanic "$number"; done
 
 # The chaos, until STOPFILE exists and at least $kills titanic kills are done.
 titanic_kills=0 worker_kills=0 broker_kills=0
@@ -81,10 +110,11 @@ chaos() {
     local stop=$1 slot=0
     while [ ! -e "$stop" ] || [ "$titanic_kills" -lt "$kills" ]; do
         sleep "0.$(( 2 + RANDOM % 10 ))"
-        kill -KILL "$titanic_pid" 2>/dev/null || true
-        wait "$titanic_pid" 2>/dev/null || true
+        local number=$(( titanic_kills % processes ))
+        kill -KILL "${titanic_pids[$number]}" 2>/dev/null || true
+        wait "${titanic_pids[$number]}" 2>/dev/null || true
         titanic_kills=$(( titanic_kills + 1 ))
-        start_titanic
+        start_titanic "$number"
         if [ $(( titanic_kills % 7 )) = 0 ]; then
             kill -KILL "${workers[$slot]}" 2>/dev/null || true
             wait "${workers[$slot]}" 2>/dev/null || true
@@ -104,8 +134,8 @@ chaos() {
     echo "titanic_kills=$titanic_kills worker_kills=$worker_kills broker_kills=$broker_kills" >"$work/kills"
 }
 
-echo "titanic crash drill: $count requests, 8 clients, at least $kills SIGKILLs of titanic," \
-    "workers and broker killed too"
+echo "titanic crash drill: $count requests, 8 clients, $processes titanic process(es) on $store," \
+    "at least $kills SIGKILLs of titanic, workers and broker killed too"
 started=$SECONDS
 status=0
 chaos "$work/stop" &
@@ -152,4 +182,7 @@ twice=$(sort "$work/runs.log" | uniq -d | wc -l)
 echo "counts: worker runs=$runs for $count requests; requests run more than once=$twice;" \
     "titanic.* requests resent by the clients after a timeout=$(field resends "$submit_line")" \
     "(of which a lost 200 of titanic.request is a possible duplicate)"
+if [ -n "$pg" ]; then
+    psql -q -At "$db" -c "select 'store: rows=' || count(*) || ' tries=' || coalesce(sum(attempts), 0) || ' leased_now=' || count(lease_owner) from titanic_requests" || true
+fi
 finish
