@@ -292,6 +292,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let (Some(file), Some(count)) = (&args.auth, principals) {
         let mut kinds: Vec<String> = server.mechanisms().iter().map(|m| m.to_string()).collect();
+        kinds.sort();
         kinds.dedup();
         log::info!(
             "authentication on: {}, {count} principal(s) from {}",
