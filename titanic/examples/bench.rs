@@ -11,6 +11,11 @@
 //!    per request. Run under `strace -f -c -e trace=fsync,fdatasync` to count the syscalls too.
 //! 2. **Latency**: one client, one request at a time: through Titanic (submit, poll until 200,
 //!    close) and directly to echo, p50 and p99.
+//!
+//! With `--db postgres://...` the store is PostgreSQL instead (in a schema `titanic_bench`, its
+//! table dropped first), and each run also reads the server's `pg_stat_wal` before and after:
+//! `wal_sync`, the WAL flushes to disk (fsync/fdatasync) of the whole server, per request. Use a
+//! server nothing else writes to (`scripts/titanic-pg.sh start DIR` makes one).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -38,6 +43,28 @@ struct Args {
     /// Requests for the latency comparison.
     #[arg(long, default_value_t = 500)]
     latency_requests: usize,
+    /// A PostgreSQL URL: the store is there instead of SQLite in --dir.
+    #[arg(long, value_name = "URL")]
+    db: Option<String>,
+}
+
+/// The server's WAL syncs and writes so far (pg_stat_wal, PostgreSQL 14 and later).
+fn wal_counts(client: &mut postgres::Client) -> Result<(i64, i64), Failure> {
+    let row = client.query_one("SELECT wal_sync, wal_write FROM pg_stat_wal", &[])?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// A schema of the bench's own, its table dropped: the URL to give Titanic.
+fn bench_schema(url: &str) -> Result<String, Failure> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    client.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS titanic_bench;
+         DROP TABLE IF EXISTS titanic_bench.titanic_requests",
+    )?;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!(
+        "{url}{separator}options=-csearch_path%3Dtitanic_bench"
+    ))
 }
 
 type Failure = Box<dyn std::error::Error>;
@@ -61,7 +88,15 @@ fn main() -> Result<(), Failure> {
     let max_clients = args.clients.iter().copied().max().unwrap_or(1);
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir)?;
-    let mut config = Config::new(&endpoint, args.dir.join("bench.db"));
+    let mut wal = match &args.db {
+        Some(url) => Some(postgres::Client::connect(url, postgres::NoTls)?),
+        None => None,
+    };
+    let mut config = match &args.db {
+        Some(url) => Config::new(&endpoint, titanic::Db::Postgres(bench_schema(url)?)),
+        None => Config::new(&endpoint, args.dir.join("bench.db")),
+    };
+    println!("store: {}", config.db);
     config.conversations = Conversations {
         request: max_clients,
         reply: 2,
@@ -72,10 +107,15 @@ fn main() -> Result<(), Failure> {
     wait_for_service(&endpoint, "echo")?;
 
     println!("durable submissions (service without a worker, nothing dispatched):");
-    println!("  clients  requests/s  commits  commits/request");
+    if wal.is_some() {
+        println!("  clients  requests/s  commits  commits/request  wal_syncs/request  wal_writes/request");
+    } else {
+        println!("  clients  requests/s  commits  commits/request");
+    }
     let absent: ServiceName = "bench.absent".parse()?;
     for &clients in &args.clients {
         let before = titanic.store_stats();
+        let wal_before = wal.as_mut().map(wal_counts).transpose()?;
         let per_client = args.submissions / clients.max(1);
         let started = Instant::now();
         std::thread::scope(|scope| -> Result<(), String> {
@@ -107,8 +147,19 @@ fn main() -> Result<(), Failure> {
         let after = titanic.store_stats();
         let requests = (after.submitted - before.submitted) as f64;
         let commits = after.commits - before.commits;
+        let wal_line = match (wal.as_mut(), wal_before) {
+            (Some(client), Some((syncs, writes))) => {
+                let (syncs_after, writes_after) = wal_counts(client)?;
+                format!(
+                    "  {:>17.3}  {:>18.3}",
+                    (syncs_after - syncs) as f64 / requests,
+                    (writes_after - writes) as f64 / requests
+                )
+            }
+            _ => String::new(),
+        };
         println!(
-            "  {clients:>7}  {:>10.0}  {commits:>7}  {:>15.3}",
+            "  {clients:>7}  {:>10.0}  {commits:>7}  {:>15.3}{wal_line}",
             requests / elapsed.as_secs_f64(),
             commits as f64 / requests
         );
