@@ -308,10 +308,11 @@ impl Server {
                     .doing("set ZMQ_PLAIN_SERVER")?,
             }
             let binding = zsocket::bind(&socket, parse_bind(text).1)?;
+            // The endpoint ends the line: scripts and tests read it from there.
             match mechanism {
                 Mechanism::Null => info!("MDP broker/0.1 is active at {}", binding.endpoint()),
                 _ => info!(
-                    "MDP broker/0.1 is active at {} ({mechanism})",
+                    "MDP broker/0.1 ({mechanism}) is active at {}",
                     binding.endpoint()
                 ),
             }
