@@ -416,8 +416,17 @@ impl WorkerBuilder {
         };
         let context = self.context.unwrap_or_default();
         // A typo in the last broker of a failover list must fail now, not when it is needed.
-        for endpoint in &self.endpoints {
-            zsocket::connect(&context, zmq::DEALER, endpoint).map_err(connect_error)?;
+        // The checking socket carries the broker's credentials, so that a broker with --auth
+        // does not see (and log) a peer with the wrong mechanism at every start; it is closed
+        // at once, mostly before its handshake.
+        for (endpoint, credentials) in self.endpoints.iter().zip(&credentials) {
+            let socket = context.socket(zmq::DEALER).doing("create a socket")?;
+            socket.set_linger(0).doing("set ZMQ_LINGER")?;
+            credentials.apply(&socket)?;
+            socket
+                .connect(endpoint)
+                .map_err(|source| zsocket::Error::new(format!("connect to {endpoint}"), source))
+                .map_err(connect_error)?;
         }
         let topology = Topology {
             brokers: self.endpoints.len(),
