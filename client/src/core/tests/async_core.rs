@@ -959,3 +959,122 @@ fn one_broker_is_never_marked_down() {
     assert!(!core.is_down(0));
     assert_eq!(core.next_deadline(), None, "no probe to wake for");
 }
+
+/// A refusal of our PLAIN handshake by `endpoint`, as the driver makes it from the monitor.
+fn refusal(endpoint: &str) -> zsocket::credentials::Refusal {
+    let event = zsocket::monitor::Event::new(
+        zsocket::monitor::EventKind::HandshakeFailedAuth,
+        400,
+        endpoint,
+    );
+    zsocket::credentials::Credentials::plain("alice", "wrong")
+        .expect("valid")
+        .refusal(endpoint, &event)
+        .expect("a refusal")
+}
+
+/// The outcomes waiting, with `refused` where a refusal ended them.
+fn refused_outcomes(core: &mut AsyncCore) -> Vec<String> {
+    std::iter::from_fn(|| core.pop_outcome())
+        .map(|outcome| match outcome {
+            Outcome::TimedOut {
+                id,
+                refused: Some(refusal),
+                ..
+            } => format!("refused {id} by {}", refusal.endpoint),
+            Outcome::TimedOut { id, .. } => format!("timeout {id}"),
+            Outcome::Reply { id, .. } => format!("reply {id}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_refused_connection_is_closed_its_requests_end_at_once_and_it_reopens_after_a_backoff() {
+    let (mut core, mut out) = started(Matching::ByService, 3);
+    let t0 = Instant::now();
+    assert!(core.awaiting_handshake(), "no handshake seen yet");
+    send(&mut core, t0, "echo", "a");
+    send(&mut core, t0, "echo", "b");
+    core.refused(t0 + millis(1), C0, refusal("tcp://b:1"), &mut out);
+    assert_eq!(
+        describe(&mut out),
+        ["close 0"],
+        "closed, not reopened at once"
+    );
+    assert_eq!(
+        refused_outcomes(&mut core),
+        ["refused #0 by tcp://b:1", "refused #1 by tcp://b:1"],
+        "no resend to the broker that refused, and no wait for the timeout"
+    );
+    // While the socket is closed a new request ends at once too.
+    send(&mut core, t0 + millis(2), "echo", "c");
+    assert_eq!(refused_outcomes(&mut core), ["refused #2 by tcp://b:1"]);
+    // The backoff: 100 ms, then a new socket.
+    assert_eq!(core.next_deadline(), Some(t0 + millis(101)));
+    core.tick(t0 + millis(100), &mut out);
+    assert!(out.is_empty(), "{:?}", describe(&mut out));
+    core.tick(t0 + millis(101), &mut out);
+    assert_eq!(describe(&mut out), ["open 1"]);
+    // Refused again: 200 ms this time; a handshake that succeeds ends the refusal.
+    core.refused(t0 + millis(102), C1, refusal("tcp://b:1"), &mut out);
+    assert_eq!(describe(&mut out), ["close 1"]);
+    assert_eq!(core.next_deadline(), Some(t0 + millis(302)));
+    core.tick(t0 + millis(302), &mut out);
+    assert_eq!(describe(&mut out), ["open 2"]);
+    core.link(t0 + millis(303), ConnId(2), Link::Up, &mut out);
+    assert!(!core.awaiting_handshake());
+    let id = send(&mut core, t0 + millis(304), "echo", "d");
+    assert!(refused_outcomes(&mut core).is_empty(), "sent, not refused");
+    core.handle(
+        t0 + millis(305),
+        ConnId(2),
+        dealer_reply(b"echo", &[b"d"]),
+        &mut out,
+    );
+    assert_eq!(refused_outcomes(&mut core), [format!("reply {id}")]);
+}
+
+#[test]
+fn with_two_brokers_a_refusing_one_is_down_and_its_requests_go_to_the_other() {
+    let mut core = AsyncCore::with_brokers(
+        AsyncClientConfig {
+            // Long, so that no try times out while broker 0 backs off.
+            timeout: TIMEOUT * 10,
+            matching: Matching::ByService,
+            retries: 2,
+        },
+        2,
+    );
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    core.start(&mut out);
+    out.clear();
+    // The fewest outstanding: one request to each broker.
+    send(&mut core, t0, "echo", "a");
+    send(&mut core, t0, "echo", "b");
+    core.refused(t0 + millis(1), C0, refusal("tcp://a:1"), &mut out);
+    let described = describe(&mut out);
+    assert_eq!(described[0], "close 0");
+    assert!(
+        described[1].starts_with("send 1 ") && described.len() == 2,
+        "resent through broker 1: {described:?}"
+    );
+    assert!(core.is_down(0));
+    assert!(refused_outcomes(&mut core).is_empty());
+    // New requests go to broker 1 while broker 0 is down.
+    send(&mut core, t0 + millis(2), "echo", "c");
+    assert!(refused_outcomes(&mut core).is_empty());
+    core.tick(t0 + millis(101), &mut out);
+    assert_eq!(describe(&mut out), ["open 2"], "broker 0 gets a new socket");
+    // Its handshake succeeds: probed, and back in use on 200.
+    core.link(t0 + millis(102), ConnId(2), Link::Up, &mut out);
+    let probe = describe(&mut out);
+    assert!(probe[0].contains("mmi.service"), "{probe:?}");
+    core.handle(
+        t0 + millis(103),
+        ConnId(2),
+        dealer_reply(b"mmi.service", &[b"200"]),
+        &mut out,
+    );
+    assert!(!core.is_down(0));
+}
