@@ -429,9 +429,14 @@ impl SyncCore {
     }
 
     /// After a try timed out: the next broker in the list, if there are several.
-    fn next_broker(&mut self) {
+    /// Skips a broker that refused our handshake and whose backoff has not passed at `now`,
+    /// unless every broker is such.
+    fn next_broker(&mut self, now: Instant) {
         let previous = self.broker;
         self.broker = (self.broker + 1) % self.brokers.len();
+        if let Some(available) = self.available_broker(now) {
+            self.broker = available;
+        }
         if self.broker != previous {
             debug!(
                 target: LOG_TARGET,
@@ -495,7 +500,7 @@ impl SyncCore {
                 let frames = Request::encode(&request.service, body);
                 let service = request.service.clone();
                 self.resends += 1;
-                self.next_broker();
+                self.next_broker(now);
                 let broker = self.broker;
                 if let Some(request) = &mut self.in_flight {
                     if !request.tried.contains(&broker) {
@@ -529,7 +534,7 @@ impl SyncCore {
         let Some(request) = self.in_flight.take() else {
             return;
         };
-        self.next_broker();
+        self.next_broker(now);
         // The REQ socket still waits for the abandoned reply and would refuse the next send.
         self.reopen(out);
         let error = if request.saw_connection {

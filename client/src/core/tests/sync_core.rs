@@ -593,3 +593,32 @@ fn with_several_brokers_a_refusing_one_counts_as_down_and_the_request_goes_on() 
         "{text}"
     );
 }
+
+#[test]
+fn a_timeout_does_not_move_the_client_to_a_broker_that_refused_it_moments_ago() {
+    let mut core = SyncCore::with_brokers(
+        ClientConfig {
+            // Half the first refusal backoff (100 ms).
+            timeout: TIMEOUT / 2,
+            retries: 3,
+        },
+        vec!["tcp://a:1".into(), "tcp://b:2".into()],
+    );
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    // Broker a refuses; the request goes to b, which does not answer in time.
+    core.start(t0, &service("echo"), frames(&[b"x"]), &mut out);
+    core.refused(t0 + millis(1), refusal("tcp://a:1"), &mut out);
+    out.clear();
+    assert_eq!(core.broker(), 1);
+    core.link(t0 + millis(2), Link::Up);
+    core.tick(t0 + millis(1) + TIMEOUT / 2, &mut out);
+    assert_eq!(
+        describe(&mut out),
+        ["reopen", r#"send ["MDPC01", "echo", "x"]"#]
+    );
+    assert_eq!(core.broker(), 1, "a is still backing off: b again");
+    // Once a's backoff has passed, a timeout moves the client there as before.
+    core.tick(t0 + millis(1) + TIMEOUT, &mut out);
+    assert_eq!(core.broker(), 0);
+}
