@@ -22,7 +22,13 @@
 # processes share it, killed in turn; a killed process's tries are taken over when their leases
 # (--lease 2s here) run out.
 #
+# With --power-cut (SQLite, one process), the database sits on scripts/cutfs.py, a FUSE layer that
+# keeps writes in memory until they are synced, and every kill of titanic is a power cut: titanic
+# and the layer are killed, so every write not yet synced is lost, and the layer is mounted again
+# on what was synced. (Slow: the layer is Python; use a smaller --count.)
+#
 # Usage: scripts/titanic-crash.sh [--count N] [--kills N] [--pg URL|auto] [--processes N]
+#                                 [--power-cut]
 #   --count N       requests (default 3000)
 #   --kills N       SIGKILLs of titanic, all processes together (default 50)
 #   --pg URL        PostgreSQL instead of SQLite; "auto" starts a throwaway server
@@ -38,12 +44,14 @@ count=3000
 kills=50
 pg=
 processes=1
+power_cut=
 while [ $# -gt 0 ]; do
     case "$1" in
         --count) count=$2; shift ;;
         --kills) kills=$2; shift ;;
         --pg) pg=$2; shift ;;
         --processes) processes=$2; shift ;;
+        --power-cut) power_cut=1 ;;
         -h|--help) awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 0 ;;
         *) echo "$name: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -67,6 +75,7 @@ cleanup_more() {
     local pid
     for pid in $(cat "$work/started" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null || true; done
     if declare -F stop_pg >/dev/null; then stop_pg; fi
+    if [ -n "$power_cut" ]; then fusermount -u -z "$work/cut/m" 2>/dev/null || true; fi
 }
 echo "$broker_pid" >>"$work/started"
 declare -a workers
@@ -93,6 +102,26 @@ if [ -n "$pg" ]; then
     db="$pg${separator}options=-csearch_path%3D$schema"
     store="PostgreSQL (schema $schema)"
 fi
+if [ -n "$power_cut" ]; then
+    [ -z "$pg" ] && [ "$processes" = 1 ] || abort "--power-cut is for SQLite with one process"
+    mkdir -p "$work/cut/b" "$work/cut/m"
+    start_cutfs() {
+        /usr/bin/python3 scripts/cutfs.py "$work/cut/b" "$work/cut/m" 2>>"$work/cutfs.log" &
+        cutfs_pid=$!
+        echo "$cutfs_pid" >>"$work/started"
+        wait_until 10 mountpoint -q "$work/cut/m"
+    }
+    # The power cut: the layer dies with every unsynced write, and comes back on what was synced.
+    cut_power() {
+        kill -KILL "$cutfs_pid" 2>/dev/null || true
+        wait "$cutfs_pid" 2>/dev/null || true
+        fusermount -u -z "$work/cut/m" 2>/dev/null || true
+        start_cutfs || abort "the cutfs layer mounted again"
+    }
+    start_cutfs || abort "the cutfs layer mounted (scripts/cutfs.py, Debian's python3-fusepy)"
+    db=$work/cut/m/titanic.db
+    store="SQLite on cutfs (power cuts)"
+fi
 declare -a titanic_pids
 start_titanic() {
     "$bin/titanic" -c "$broker_endpoint" --db "$db" "${hb[@]}" \
@@ -114,6 +143,7 @@ chaos() {
         kill -KILL "${titanic_pids[$number]}" 2>/dev/null || true
         wait "${titanic_pids[$number]}" 2>/dev/null || true
         titanic_kills=$(( titanic_kills + 1 ))
+        if [ -n "$power_cut" ]; then cut_power; fi
         start_titanic "$number"
         if [ $(( titanic_kills % 7 )) = 0 ]; then
             kill -KILL "${workers[$slot]}" 2>/dev/null || true
