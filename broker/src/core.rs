@@ -525,10 +525,19 @@ impl Broker {
         !self.dashboard_changed.is_empty()
     }
 
-    /// The services whose queue, workers or counters changed (or that were forgotten) since the
-    /// last call, for the dashboard to rebuild only those.
-    pub fn take_changed_services(&mut self) -> Vec<ServiceName> {
-        self.dashboard_changed.drain().collect()
+    /// At most `limit` of the services whose queue, workers or counters changed (or that were
+    /// forgotten) since they were last taken, for the dashboard to rebuild only those. The rest
+    /// stay marked ([`Broker::has_dashboard_changes`]) for the next call, so that one publish
+    /// after, say, 100,000 new services costs the loop a bounded pause, not all of it at once.
+    pub fn take_changed_services(&mut self, limit: usize) -> Vec<ServiceName> {
+        if self.dashboard_changed.len() <= limit {
+            return self.dashboard_changed.drain().collect();
+        }
+        let taken: Vec<ServiceName> = self.dashboard_changed.iter().take(limit).cloned().collect();
+        for name in &taken {
+            self.dashboard_changed.remove(name);
+        }
+        taken
     }
 
     /// One service as the dashboard shows it: its queue, its idle workers least recently used
