@@ -92,5 +92,10 @@ impl Live {
                 ..Snapshot::default()
             },
         );
+        if core.has_dashboard_changes() {
+            // More of a burst than one publish takes: wake for the next one in 100 ms, even
+            // if no message comes to wake the loop.
+            self.publisher.changed();
+        }
     }
 }
