@@ -99,3 +99,42 @@ impl Live {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::core::Config;
+
+    #[test]
+    fn a_burst_of_new_services_is_published_in_batches_and_wakes_the_loop_for_each() {
+        let mut now = Instant::now();
+        let mut core = Broker::new(Config::default(), now);
+        let mut out = Vec::new();
+        let count = SERVICES_PER_PUBLISH + SERVICES_PER_PUBLISH / 2;
+        for n in 0..count {
+            let frames = [&b""[..], b"MDPW01", b"\x01", format!("s{n}").as_bytes()]
+                .iter()
+                .map(|part| zmq::Message::from(*part))
+                .collect();
+            core.handle(now, format!("W{n}").as_bytes(), frames, &mut out);
+        }
+        let mut live = Live::start("127.0.0.1:0".parse().unwrap(), now).unwrap();
+        now += Duration::from_millis(200);
+        live.publish_if_due(now, &mut core, None);
+        assert!(
+            core.has_dashboard_changes(),
+            "the rest waits for the next publish"
+        );
+        let next = live
+            .next_deadline()
+            .expect("the loop is woken for the rest");
+        assert_eq!(next, now + dashboard::PUBLISH_INTERVAL);
+        assert_eq!(live.services.services().len(), SERVICES_PER_PUBLISH);
+        live.publish_if_due(next, &mut core, None);
+        assert!(!core.has_dashboard_changes());
+        assert_eq!(live.next_deadline(), None);
+        assert_eq!(live.services.services().len(), count);
+    }
+}
