@@ -18,7 +18,9 @@
 //! Handshakes must not be a way to exhaust the broker: a verdict already reached for the same
 //! name, password and hash is reused without hashing again (a [`Guard`] keeps them, under a keyed
 //! digest, never the password itself), and an address with [`MAX_FAILURES`] failed logins within
-//! [`FAILURE_WINDOW`] is refused without hashing until the window has passed.
+//! [`FAILURE_WINDOW`] is refused without hashing until the window has passed, except for
+//! credentials already found good (they cost no hash, and a flood from behind the same NAT must
+//! not lock out the clients that logged in before).
 //!
 //! The credentials can be swapped while it runs ([`Zap::set`], on SIGHUP). Refusals and
 //! successes are logged at most once a second each, with a count, since any peer can cause them.
@@ -57,13 +59,20 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The verdict already reached for these credentials, if any (no hashing).
+    fn remembered(&self, hash: &str, user: &[u8], password: &[u8]) -> Option<bool> {
+        use std::hash::BuildHasher;
+        let key = self.keys.hash_one((hash, user, password));
+        self.verdicts.get(&key).copied()
+    }
+
     /// True if `password` matches `hash`, from memory when this was checked before.
     fn verify(&mut self, hash: &str, user: &[u8], password: &[u8]) -> bool {
         use std::hash::BuildHasher;
-        let key = self.keys.hash_one((hash, user, password));
-        if let Some(&verdict) = self.verdicts.get(&key) {
+        if let Some(verdict) = self.remembered(hash, user, password) {
             return verdict;
         }
+        let key = self.keys.hash_one((hash, user, password));
         let verdict = auth::verify_password(hash, password);
         if self.verdicts.len() >= MAX_REMEMBERED {
             self.verdicts.clear();
@@ -274,7 +283,15 @@ fn answer(
             };
             let name = String::from_utf8_lossy(user).into_owned();
             let address = &request[3];
-            if guard.blocked(address, now) {
+            let hash = std::str::from_utf8(user)
+                .ok()
+                .and_then(|user| credentials.password_hashes.get(user));
+            // Credentials already found good pass even from an address that is failing a lot
+            // (a flood from behind the same NAT must not lock out the clients that logged in
+            // before): it costs no hash. Only new credentials wait out the window.
+            let known_good =
+                hash.is_some_and(|hash| guard.remembered(hash, user, password) == Some(true));
+            if !known_good && guard.blocked(address, now) {
                 return reply(
                     "400",
                     "too many failed logins",
@@ -284,9 +301,6 @@ fn answer(
                     )),
                 );
             }
-            let hash = std::str::from_utf8(user)
-                .ok()
-                .and_then(|user| credentials.password_hashes.get(user));
             let verdict = hash.map(|hash| guard.verify(hash, user, password));
             if verdict != Some(true) {
                 guard.failed(address, now);
@@ -461,7 +475,8 @@ mod tests {
                 b"400"
             );
         }
-        // Now even the right password waits, unchecked, until the window has passed.
+        // Now even the right password, never checked before, waits, unchecked, until the window
+        // has passed.
         let blocked = answer(&right, &credentials, &mut guard, t0);
         assert!(matches!(&blocked.verdict, Verdict::Refused(why) if why.contains("not checked")));
         let later = t0 + FAILURE_WINDOW;
@@ -478,5 +493,30 @@ mod tests {
         }
         let reply = answer(&elsewhere, &credentials, &mut guard, later);
         assert_eq!(reply.verdict, Verdict::Accepted("alice".into()));
+    }
+
+    #[test]
+    fn credentials_found_good_before_pass_from_an_address_that_fails_a_lot() {
+        let credentials = credentials();
+        let mut guard = Guard::default();
+        let t0 = Instant::now();
+        let right = request("PLAIN", &[b"alice", b"right"]);
+        assert_eq!(
+            answer(&right, &credentials, &mut guard, t0).verdict,
+            Verdict::Accepted("alice".into())
+        );
+        // A flood of wrong passwords from the same address (a NAT) ...
+        for n in 0..3 * MAX_FAILURES {
+            let wrong = request("PLAIN", &[b"alice", format!("wrong {n}").as_bytes()]);
+            answer(&wrong, &credentials, &mut guard, t0);
+        }
+        // ... holds back new credentials, unchecked, but not the ones already found good.
+        let new = request("PLAIN", &[b"alice", b"never tried"]);
+        let blocked = answer(&new, &credentials, &mut guard, t0);
+        assert!(matches!(&blocked.verdict, Verdict::Refused(why) if why.contains("not checked")));
+        assert_eq!(
+            answer(&right, &credentials, &mut guard, t0).verdict,
+            Verdict::Accepted("alice".into())
+        );
     }
 }
