@@ -41,6 +41,7 @@ use client::{Client, ClientConfig, ServiceName};
 use log::{debug, info, warn};
 use mdp::client::{Reply, Request};
 use mdp::Frames;
+use zsocket::credentials::Credentials;
 use zsocket::limit::LogLimit;
 
 use crate::id::RequestId;
@@ -291,6 +292,7 @@ impl Shared {
 pub struct Dispatcher {
     context: zmq::Context,
     endpoint: String,
+    credentials: Credentials,
     config: DispatchConfig,
     store: Arc<dyn Store>,
     services: Mutex<HashMap<Vec<u8>, Arc<Shared>>>,
@@ -344,12 +346,14 @@ impl Dispatcher {
     pub fn new(
         context: &zmq::Context,
         endpoint: &str,
+        credentials: &Credentials,
         config: DispatchConfig,
         store: Arc<dyn Store>,
     ) -> Dispatcher {
         Dispatcher {
             context: context.clone(),
             endpoint: endpoint.to_owned(),
+            credentials: credentials.clone(),
             config,
             leases: Arc::new(Leases {
                 owner: owner_name(),
@@ -522,6 +526,7 @@ impl Dispatcher {
                 leases: Arc::clone(&self.leases),
                 context: self.context.clone(),
                 endpoint: self.endpoint.clone(),
+                credentials: self.credentials.clone(),
                 config: self.config.clone(),
                 warnings: LogLimit::default(),
             };
@@ -545,6 +550,7 @@ struct Lane {
     leases: Arc<Leases>,
     context: zmq::Context,
     endpoint: String,
+    credentials: Credentials,
     config: DispatchConfig,
     warnings: LogLimit,
 }
@@ -563,13 +569,14 @@ const LANE_NAP: Duration = Duration::from_millis(500);
 
 impl Lane {
     fn run(mut self) {
-        let checker = Client::with_context(
+        let checker = Client::with_credentials(
             &self.context,
-            &self.endpoint,
+            &[&self.endpoint],
             ClientConfig {
                 timeout: self.config.check_timeout,
                 retries: 1,
             },
+            vec![self.credentials.clone()],
         );
         let mut checker = match checker {
             Ok(checker) => checker,
@@ -765,10 +772,15 @@ impl Lane {
                     .socket(zmq::REQ)
                     .and_then(|new| {
                         new.set_linger(0)?;
-                        new.connect(&self.endpoint)?;
                         Ok(new)
                     })
                     .map_err(|error| format!("cannot open a socket to the broker: {error}"))?;
+                self.credentials
+                    .apply(&opened)
+                    .map_err(|error| format!("cannot open a socket to the broker: {error}"))?;
+                opened
+                    .connect(&self.endpoint)
+                    .map_err(|error| format!("cannot connect to the broker: {error}"))?;
                 socket.insert(opened)
             }
         };

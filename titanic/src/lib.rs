@@ -61,6 +61,10 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     /// Heartbeats of the service workers; must match the broker's.
     pub worker: WorkerConfig,
+    /// What Titanic proves to a broker with `--auth`, as its workers and as the client that
+    /// dispatches (one principal for both: it must be allowed to serve `titanic.*` and to call
+    /// the services it stores requests for). Default none.
+    pub credentials: zsocket::credentials::Credentials,
 }
 
 impl Config {
@@ -79,6 +83,7 @@ impl Config {
             },
             dispatch: DispatchConfig::default(),
             worker: WorkerConfig::default(),
+            credentials: zsocket::credentials::Credentials::None,
         }
     }
 }
@@ -180,6 +185,7 @@ impl Titanic {
         let dispatcher = Arc::new(Dispatcher::new(
             &context,
             &config.endpoint,
+            &config.credentials,
             config.dispatch.clone(),
             Arc::clone(&store),
         ));
@@ -210,6 +216,7 @@ impl Titanic {
         let workers = service::spawn(
             &context,
             &config.endpoint,
+            &config.credentials,
             &config.worker,
             config.conversations,
             services,

@@ -58,6 +58,10 @@ struct Args {
     lease: Duration,
     #[command(flatten)]
     heartbeats: worker::HeartbeatFlags,
+    /// For a broker with --auth: one principal for Titanic's workers and for its dispatch, so
+    /// it must be allowed to serve titanic.* and to call the services in --services.
+    #[command(flatten)]
+    credentials: worker::CredentialFlags,
     #[command(flatten)]
     verbosity: cli::Verbosity,
 }
@@ -128,6 +132,10 @@ fn main() -> ExitCode {
         ..DispatchConfig::default()
     };
     config.worker = worker_config;
+    config.credentials = match args.credentials.load(1) {
+        Ok(credentials) => credentials.into_iter().next().unwrap_or_default(),
+        Err(error) => return cli::fail("titanic", &error, cli::exit::USAGE),
+    };
 
     let (stop, stop_signal) = match zsocket::stop_pair() {
         Ok(pair) => pair,

@@ -239,6 +239,7 @@ impl ServiceWorkers {
 pub fn spawn(
     context: &zmq::Context,
     endpoint: &str,
+    credentials: &zsocket::credentials::Credentials,
     config: &WorkerConfig,
     conversations: Conversations,
     services: Arc<Services>,
@@ -256,7 +257,12 @@ pub fn spawn(
             let name = ServiceName::new(kind.service_name().as_bytes()).map_err(|_| {
                 worker::Error::Socket(zsocket::Error::new("name a service", zmq::Error::EINVAL))
             })?;
-            let mut worker = Worker::with_context(context, endpoint, name, config.clone())?;
+            let mut worker = Worker::builder(name)
+                .context(context)
+                .endpoint(endpoint)
+                .config(config.clone())
+                .credentials(credentials.clone())
+                .build()?;
             workers.stops.push(worker.stop_handle());
             let services = Arc::clone(&services);
             let thread = std::thread::Builder::new()
