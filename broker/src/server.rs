@@ -222,6 +222,10 @@ pub struct Server {
     /// With `--auth`: the ZAP handler, and where its rules come from.
     zap: Option<Zap>,
     auth_file: Option<PathBuf>,
+    /// The broker's CURVE key pair in force, and the file to read it again from on reload
+    /// ([`Server::reload_curve_key_from`]).
+    curve_keys: Option<KeyPair>,
+    curve_file: Option<PathBuf>,
     reload: Arc<AtomicBool>,
     /// Lines about messages that could not be sent (a peer causes them), at most one a second.
     unsent_lines: LogLimit,
@@ -369,7 +373,9 @@ impl Server {
             backlog: crate::backlog::Backlog::new(config_bytes),
             connections,
             zap,
+            curve_keys: auth.as_ref().and_then(|auth| auth.curve.clone()),
             auth_file: auth.and_then(|auth| auth.file),
+            curve_file: None,
             reload: Arc::new(AtomicBool::new(false)),
             unsent_lines: LogLimit::default(),
             live: None,
@@ -418,11 +424,70 @@ impl Server {
         ReloadHandle(Arc::clone(&self.reload))
     }
 
+    /// On each reload, read the broker's CURVE key pair from `file` as well (`--curve-secret-file`):
+    /// if it holds another pair than the one in force, every CURVE endpoint is unbound and bound
+    /// again with it (libzmq fixes an endpoint's key when it is bound). Later CURVE handshakes need
+    /// the new public key; what becomes of connections made under the old one is libzmq's
+    /// (`broker/tests/mechanisms.rs` shows it). A file that cannot be read keeps the key in force.
+    pub fn reload_curve_key_from(&mut self, file: PathBuf) {
+        self.curve_file = Some(file);
+    }
+
+    /// Reads the broker's key file again, and rebinds the CURVE endpoints if the key changed.
+    fn reload_curve_key(&mut self) {
+        let Some(file) = &self.curve_file else {
+            return;
+        };
+        let keys = match KeyPair::read(file) {
+            Ok(keys) => keys,
+            Err(error) => {
+                warn!("not reloading the CURVE key: {error}; the key in force stays");
+                return;
+            }
+        };
+        if self.curve_keys.as_ref() == Some(&keys) {
+            return;
+        }
+        let curve_endpoints: Vec<String> = self
+            .endpoints
+            .iter()
+            .zip(&self.mechanisms)
+            .filter(|(_, &mechanism)| mechanism == Mechanism::Curve)
+            .map(|(endpoint, _)| endpoint.clone())
+            .collect();
+        if let Err(error) = zsocket::curve::set_server(&self.socket, &keys) {
+            warn!("not reloading the CURVE key: {error}; the key in force stays");
+            return;
+        }
+        for endpoint in &curve_endpoints {
+            // The resolved endpoint (a wildcard's port is known), so it binds the same port.
+            let rebound = self
+                .socket
+                .unbind(endpoint)
+                .and_then(|()| bind_again(&self.socket, endpoint));
+            match rebound {
+                Ok(()) => info!(
+                    "CURVE endpoint {endpoint} now uses the key {} from {}",
+                    keys.public(),
+                    file.display()
+                ),
+                Err(error) => log::error!(
+                    "cannot bind {endpoint} again with the new CURVE key: {error}; it is not \
+                     listening now"
+                ),
+            }
+        }
+        // Back to NULL for anything bound later (nothing is, but the options stay tidy).
+        let _ = self.socket.set_plain_server(false);
+        self.curve_keys = Some(keys);
+    }
+
     /// Reads the auth file again, if asked to; keeps the rules in force if it cannot.
     fn reload_if_asked(&mut self, out: &mut Vec<Outgoing>) {
         if !self.reload.swap(false, Ordering::Relaxed) {
             return;
         }
+        self.reload_curve_key();
         let (Some(zap), Some(file)) = (&self.zap, &self.auth_file) else {
             warn!("asked to reload, but the broker runs without an auth file");
             return;
@@ -744,6 +809,22 @@ impl Summary {
             core.service_count(),
             core.queued_requests(),
         ))
+    }
+}
+
+/// Binds `endpoint` right after it was unbound. libzmq closes an unbound listener in its I/O
+/// thread, after `zmq_unbind` has returned, so the port may still be taken for a moment: without
+/// retrying, the CURVE endpoint was lost in 5 test runs of 6 here. Tries for up to a second.
+fn bind_again(socket: &zmq::Socket, endpoint: &str) -> Result<(), zmq::Error> {
+    let mut tries = 0;
+    loop {
+        match socket.bind(endpoint) {
+            Err(zmq::Error::EADDRINUSE) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
     }
 }
 
