@@ -287,6 +287,9 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let principals = auth.as_ref().map(|auth| auth.config.access.len());
     let mut server = Server::bind_with_auth(&args.bind, config, &options, auth)?;
+    if let Some(file) = &args.curve_secret_file {
+        server.reload_curve_key_from(file.clone());
+    }
     if let Some(addr) = args.http {
         server.serve_dashboard(addr)?;
     }
