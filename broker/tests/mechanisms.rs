@@ -334,3 +334,69 @@ fn a_mechanism_the_broker_cannot_give_is_an_error_before_anything_is_bound() {
         assert!(error.to_string().contains("build/curve.toml"), "{error}");
     }
 }
+
+#[test]
+#[ignore = "needs a libzmq with CURVE: scripts/curve-test.sh"]
+fn a_reload_with_a_new_broker_key_rebinds_the_curve_endpoint_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("broker.key");
+    KeyPair::generate().unwrap().write(&key_file).unwrap();
+    let old_keys = KeyPair::read(&key_file).unwrap();
+    let billing = KeyPair::generate().unwrap();
+    let auth = Auth {
+        config: AuthConfig::parse(&auth_file(billing.public())).unwrap(),
+        file: Some(dir.path().join("auth.toml")),
+        curve: Some(old_keys.clone()),
+    };
+    std::fs::write(dir.path().join("auth.toml"), auth_file(billing.public())).unwrap();
+    let mut server = Server::bind_with_auth(
+        &[
+            "tcp://127.0.0.1:*".to_string(),
+            "curve+tcp://127.0.0.1:*".to_string(),
+        ],
+        Config::default(),
+        &SocketOptions::default(),
+        Some(auth),
+    )
+    .unwrap();
+    server.reload_curve_key_from(key_file.clone());
+    let (plain, curve) = (server.endpoints()[0].clone(), server.endpoints()[1].clone());
+    let reload = server.reload_handle();
+    let stopper = server.stop_handle();
+    let thread = std::thread::spawn(move || server.run().unwrap());
+
+    let mmi = |peer: &Peer| {
+        peer.send(&[b"", b"MDPC01", b"mmi.service", b"echo"]);
+        peer.recv_within(Duration::from_secs(1))
+    };
+    let before = Peer::curve(&curve, "BEFORE", &billing, old_keys.public());
+    assert!(before.handshake());
+    assert!(
+        mmi(&before).is_none(),
+        "billing may not call mmi.*: dropped"
+    );
+
+    // A new pair replaces the file (keygen never overwrites: write beside it, rename over).
+    let new_file = dir.path().join("new.key");
+    KeyPair::generate().unwrap().write(&new_file).unwrap();
+    let new_keys = KeyPair::read(&new_file).unwrap();
+    std::fs::rename(&new_file, &key_file).unwrap();
+    reload.reload();
+    // The loop reloads when it next wakes: alice's request wakes it.
+    let alice = Peer::plain(&plain, "ALICE", "alice", "alice-pw");
+    assert!(alice.handshake());
+    assert_eq!(mmi(&alice).expect("an answer")[3], b"404");
+
+    let after = Peer::curve(&curve, "AFTER", &billing, new_keys.public());
+    assert!(after.handshake(), "the new server key is refused");
+    let stale = Peer::curve(&curve, "STALE", &billing, old_keys.public());
+    assert!(!stale.handshake(), "the old server key still gets in");
+    // A file that cannot be read keeps the key in force.
+    std::fs::remove_file(&key_file).unwrap();
+    reload.reload();
+    assert_eq!(mmi(&alice).expect("an answer")[3], b"404");
+    let again = Peer::curve(&curve, "AGAIN", &billing, new_keys.public());
+    assert!(again.handshake(), "a missing key file took the key away");
+    stopper.stop();
+    thread.join().unwrap();
+}
