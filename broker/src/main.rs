@@ -39,8 +39,8 @@ struct Args {
     auth: Option<PathBuf>,
 
     /// The broker's CURVE key pair (a secret key file from `broker keygen`, mode 0600), for the
-    /// curve+ endpoints of --bind. Needs a build with CURVE (see the README, "A build with
-    /// CURVE").
+    /// curve+ endpoints of --bind; SIGHUP reads it again, and a new key rebinds those
+    /// endpoints with it. Needs a build with CURVE (see the README, "A build with CURVE").
     #[arg(long, value_name = "FILE")]
     curve_secret_file: Option<PathBuf>,
 
