@@ -96,6 +96,7 @@ start=$(millis)
 cargo build -q -p zsocket --example curve_capture "${config[@]}"
 cargo test -q -p zsocket --lib --tests "${config[@]}" --no-run
 cargo test -q -p broker "${broker_tests[@]}" "${config[@]}" --no-run
+cargo test -q -p client -p worker --test auth "${config[@]}" --no-run
 build_seconds=$(seconds_since "$start")
 
 echo "== zsocket tests with CURVE (--include-ignored)"
@@ -104,6 +105,8 @@ check "zsocket's tests, the CURVE ones included, pass against the system libzmq"
     cargo test -q -p zsocket --lib --tests "${config[@]}" -- --include-ignored
 check "the broker's CURVE tests (a PLAIN and a CURVE endpoint on one broker, keygen) pass" \
     cargo test -q -p broker "${broker_tests[@]}" "${config[@]}" -- --include-ignored
+check "the client's and worker's CURVE logins (right key served, wrong server key refused naming CURVE) pass" \
+    cargo test -q -p client -p worker --test auth "${config[@]}" -- --include-ignored
 test_seconds=$(seconds_since "$start")
 
 echo "== loopback capture (tshark)"
