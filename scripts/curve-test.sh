@@ -13,7 +13,8 @@
 #      then the broker's CURVE tests the same way (its unit tests, tests/auth.rs,
 #      tests/mechanisms.rs: one broker with a PLAIN and a CURVE endpoint, a client through each,
 #      unknown keys and the wrong mechanism refused; tests/binary_security.rs: `broker keygen`
-#      and --curve-secret-file in the program);
+#      and --curve-secret-file in the program), and the client's and worker's (tests/auth.rs:
+#      a right key served, a wrong server key refused with a message naming CURVE);
 #   3. captures the loopback traffic with tshark while curve_capture sends one request and its
 #      reply under CURVE, PLAIN and NULL, each on a tcp port of its own, with a body that names
 #      its run, and checks, port by port:
