@@ -79,6 +79,8 @@ struct Args {
 
     /// Most bytes that may wait in all queues together: the bodies, plus 256 bytes per request
     /// and 64 per frame, so empty frames are not free. One client may hold at most half.
+    /// Replies for clients that read slower than they come wait too, up to as much again, in
+    /// order; past that they are dropped with a log line.
     #[arg(long, value_name = "BYTES", default_value_t = Config::default().max_queued_bytes)]
     max_queued_bytes: usize,
 
