@@ -1121,8 +1121,18 @@ impl Driver {
                 EventKind::HandshakeFailedAuth
                 | EventKind::HandshakeFailedProtocol
                 | EventKind::HandshakeFailedNoDetail => {
-                    state.refused = true;
                     let refusal = state.credentials.refusal(&state.endpoint, &event);
+                    if refusal.is_none() {
+                        // A handshake cut off (not under CURVE): the network or the broker
+                        // going away; libzmq reconnects, and that is what we want.
+                        debug!(
+                            "handshake with broker at {} cut off: {}",
+                            state.endpoint,
+                            zsocket::monitor::errno_text(event.value)
+                        );
+                        continue;
+                    }
+                    state.refused = true;
                     let delay = self
                         .core
                         .handshake_failed(Instant::now(), link, &mut self.actions);

@@ -155,7 +155,18 @@ impl Credentials {
 
     /// A refusal of these credentials by the broker at `endpoint`, if `event` (from the monitor
     /// of a socket connected there) is a failed handshake; see [`Refusal`].
+    ///
+    /// A handshake cut off (`HANDSHAKE_FAILED_NO_DETAIL`: a reset, the broker killed halfway) is
+    /// a refusal only with CURVE credentials, where a wrong server key shows as nothing else (the
+    /// broker cannot open our HELLO and closes the connection). Otherwise it is the network or
+    /// a broker going away, and libzmq's reconnecting is what we want: taking it for a refusal
+    /// failed requests while a crash drill killed brokers ("Connection reset by peer").
     pub fn refusal(&self, endpoint: &str, event: &Event) -> Option<Refusal> {
+        if event.kind == EventKind::HandshakeFailedNoDetail
+            && !matches!(self, Credentials::Curve { .. })
+        {
+            return None;
+        }
         Refusal::of(event).map(|reason| Refusal {
             endpoint: endpoint.to_owned(),
             mechanism: self.mechanism(),
@@ -287,8 +298,9 @@ pub fn read_password(path: &Path) -> Result<String, Error> {
 /// `HANDSHAKE_FAILED_AUTH` is the broker's ZAP handler saying no (a wrong password, an unknown
 /// user, a key that is no principal); `HANDSHAKE_FAILED_PROTOCOL` is most often a mechanism
 /// mismatch (credentials of one kind, or none, at an endpoint that wants another) or, under
-/// CURVE, a wrong server key; `HANDSHAKE_FAILED_NO_DETAIL` a handshake cut off. All three mean
-/// the same to us: this socket will not get through, and libzmq would retry it every 100 ms.
+/// CURVE, a wrong server key; `HANDSHAKE_FAILED_NO_DETAIL` a handshake cut off, which is a
+/// refusal only under CURVE (see [`Credentials::refusal`]). A refusal means: this socket will
+/// not get through, and libzmq would retry it every 100 ms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// The broker's endpoint.
@@ -602,8 +614,11 @@ mod tests {
             text.contains("mechanism mismatch") && text.contains("--user"),
             "{text}"
         );
+        // A cut-off handshake is the network or a broker going away, not a refusal of a
+        // password or of no credentials at all.
         let cut = Event::new(EventKind::HandshakeFailedNoDetail, 104, "tcp://b:1");
-        assert!(plain.refusal("tcp://b:1", &cut).is_some());
+        assert_eq!(plain.refusal("tcp://b:1", &cut), None);
+        assert_eq!(Credentials::None.refusal("tcp://b:1", &cut), None);
         let fine = Event::new(EventKind::HandshakeSucceeded, 0, "tcp://b:1");
         assert_eq!(plain.refusal("tcp://b:1", &fine), None);
     }
