@@ -15,6 +15,12 @@
 //! It lives in `src/` (and is compiled in every build, behind no feature) only so that an
 //! integration test and the separate fuzz crate can share it; it is `#[doc(hidden)]` and nothing in
 //! the broker uses it.
+//!
+//! [`auth`] is the other kind of test support: a broker with `--auth` in a thread, and the auth
+//! files and password files of the tests that log in to it (the client's, the worker's and
+//! Titanic's as well as the broker's own).
+
+pub mod auth;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -5,12 +5,11 @@
 mod common;
 
 use std::sync::OnceLock;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use broker::auth::{weak_hash_for_tests, AuthConfig};
-use broker::server::{Auth, ReloadHandle, SocketOptions};
-use broker::{Server, Stats, StopHandle};
+use broker::server::Auth;
+use broker::Stats;
 use common::*;
 
 /// The auth file of these tests: alice serves echo and db.*, calls echo and mmi.*; bob serves
@@ -30,11 +29,10 @@ fn auth_file() -> &'static str {
     })
 }
 
+/// The broker of these tests: `--auth` with [`auth_file`] on disk, so that a reload reads it.
 struct AuthBroker {
+    broker: broker::testing::auth::AuthBroker,
     endpoint: String,
-    stopper: StopHandle,
-    reload: ReloadHandle,
-    thread: JoinHandle<Stats>,
     _dir: tempfile::TempDir,
     file: std::path::PathBuf,
 }
@@ -49,18 +47,10 @@ impl AuthBroker {
             file: Some(file.clone()),
             curve: None,
         };
-        let mut server = Server::bind_with_auth(
-            &["tcp://127.0.0.1:*".to_string()],
-            fast_heartbeats(50),
-            &SocketOptions::default(),
-            Some(auth),
-        )
-        .unwrap();
+        let broker = broker::testing::auth::AuthBroker::start(auth, fast_heartbeats(50));
         AuthBroker {
-            endpoint: server.endpoints()[0].clone(),
-            stopper: server.stop_handle(),
-            reload: server.reload_handle(),
-            thread: std::thread::spawn(move || server.run().unwrap()),
+            endpoint: broker.endpoint.clone(),
+            broker,
             _dir: dir,
             file,
         }
@@ -71,8 +61,7 @@ impl AuthBroker {
     }
 
     fn stop(self) -> Stats {
-        self.stopper.stop();
-        self.thread.join().unwrap()
+        self.broker.stop()
     }
 }
 
@@ -182,7 +171,7 @@ fn a_reload_swaps_passwords_and_rules_and_a_broken_file_keeps_the_old_ones() {
     .unwrap();
     let keep_awake = broker.connect("ALICE", "alice", "alice-pw");
     assert!(keep_awake.handshake());
-    broker.reload.reload();
+    broker.broker.reload();
     // The reload happens when the loop next wakes: this request wakes it, and is then checked
     // under the new rules (alice may still call mmi.*).
     wait_for_mmi(&keep_awake, "echo", b"404");
@@ -194,7 +183,7 @@ fn a_reload_swaps_passwords_and_rules_and_a_broken_file_keeps_the_old_ones() {
 
     // A file that no longer parses changes nothing.
     std::fs::write(&broker.file, "[[principal]]\nname = \n").unwrap();
-    broker.reload.reload();
+    broker.broker.reload();
     wait_for_mmi(&keep_awake, "echo", b"404");
     let carol_again = broker.connect("CAROL2", "carol", "carol-pw");
     assert!(carol_again.handshake(), "a broken file took the rules away");

@@ -1,0 +1,143 @@
+//! Test support for the tests that log in to a broker with `--auth` (the broker's, the client's,
+//! the worker's and Titanic's): a [`AuthBroker`] running in a thread on a free loopback port,
+//! the password hashes of its auth files ([`password_hash`], cheap and computed once per
+//! password), a principal's lines of an auth file ([`principal`]), and secret files of mode 600
+//! ([`secret_file`]), as the clients' and workers' `--password-file` must be.
+//!
+//! Test code: these functions panic, with a message that says what went wrong, where a test
+//! would fail.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use zsocket::curve::KeyPair;
+
+use crate::auth::{weak_hash_for_tests, AuthConfig};
+use crate::core::{Config, Stats};
+use crate::server::{Auth, ReloadHandle, Server, SocketOptions};
+
+/// A broker with `--auth` in a thread, bound to one free loopback port: `tcp://` (PLAIN) or,
+/// with a CURVE key pair, `curve+tcp://`.
+#[derive(Debug)]
+pub struct AuthBroker {
+    /// Where it is bound: `tcp://127.0.0.1:<port>`.
+    pub endpoint: String,
+    stopper: zsocket::StopHandle,
+    reload: ReloadHandle,
+    thread: JoinHandle<Stats>,
+}
+
+impl AuthBroker {
+    /// PLAIN on `tcp://`, with the rules of the auth file `text`.
+    pub fn plain(text: &str, config: Config) -> AuthBroker {
+        AuthBroker::start(
+            Auth {
+                config: parse(text),
+                file: None,
+                curve: None,
+            },
+            config,
+        )
+    }
+
+    /// CURVE on `curve+tcp://` with the broker's key pair `keys`, and the rules of the auth file
+    /// `text`.
+    pub fn curve(text: &str, keys: KeyPair, config: Config) -> AuthBroker {
+        AuthBroker::start(
+            Auth {
+                config: parse(text),
+                file: None,
+                curve: Some(keys),
+            },
+            config,
+        )
+    }
+
+    /// With `auth` as it is (an auth file to read again on [`AuthBroker::reload`], say): CURVE
+    /// if it has a key pair, else PLAIN.
+    pub fn start(auth: Auth, config: Config) -> AuthBroker {
+        let bind = if auth.curve.is_some() {
+            "curve+tcp://127.0.0.1:*"
+        } else {
+            "tcp://127.0.0.1:*"
+        };
+        let mut server = Server::bind_with_auth(
+            &[bind.to_owned()],
+            config,
+            &SocketOptions::default(),
+            Some(auth),
+        )
+        .unwrap_or_else(|error| panic!("bind a broker with --auth to {bind}: {error}"));
+        AuthBroker {
+            endpoint: server.endpoints()[0].clone(),
+            stopper: server.stop_handle(),
+            reload: server.reload_handle(),
+            thread: std::thread::spawn(move || {
+                server
+                    .run()
+                    .unwrap_or_else(|error| panic!("the broker failed: {error}"))
+            }),
+        }
+    }
+
+    /// Reads the auth file again (as SIGHUP does), when the broker's loop next wakes.
+    pub fn reload(&self) {
+        self.reload.reload();
+    }
+
+    /// Stops the broker and returns its counters.
+    pub fn stop(self) -> Stats {
+        self.stopper.stop();
+        self.thread.join().expect("the broker thread panicked")
+    }
+}
+
+fn parse(text: &str) -> AuthConfig {
+    AuthConfig::parse(text).unwrap_or_else(|error| panic!("a bad auth file ({error}):\n{text}"))
+}
+
+/// The hash of `password` for an auth file: cheap argon2 parameters, checked the same way as
+/// real ones ([`weak_hash_for_tests`]); computed once per password in a test binary.
+pub fn password_hash(password: &str) -> String {
+    static HASHES: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let mut hashes = HASHES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    hashes
+        .entry(password.to_owned())
+        .or_insert_with(|| weak_hash_for_tests(password.as_bytes()))
+        .clone()
+}
+
+/// One `[[principal]]` of an auth file logging in by PLAIN as `name` with `password`, allowed to
+/// serve the services of `serve` and to call those of `call` (patterns, as the file has them).
+pub fn principal(name: &str, password: &str, serve: &[&str], call: &[&str]) -> String {
+    let list = |patterns: &[&str]| {
+        patterns
+            .iter()
+            .map(|pattern| format!("\"{pattern}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "[[principal]]\nname = \"{name}\"\npassword_hash = \"{}\"\n\
+         serve = [{}]\ncall = [{}]\n",
+        password_hash(password),
+        list(serve),
+        list(call)
+    )
+}
+
+/// Writes `text` to `dir/name` with mode 600 (a password file that others may read is refused)
+/// and returns its path.
+pub fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap_or_else(|error| panic!("write {path:?}: {error}"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .unwrap_or_else(|error| panic!("chmod 600 {path:?}: {error}"));
+    path
+}
