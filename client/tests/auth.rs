@@ -15,15 +15,13 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use broker::auth::{weak_hash_for_tests, AuthConfig};
-use broker::server::{Auth, SocketOptions};
-use broker::{Config, Server, Stats, StopHandle};
+use broker::testing::auth::{principal, secret_file};
+use broker::{Config, Stats};
 use client::{AsyncClient, AsyncClientConfig, Credentials, Matching, Outcome};
 use zsocket::curve::{KeyPair, PublicKey};
 
@@ -34,24 +32,7 @@ const LONG_TIMEOUT: Duration = Duration::from_secs(20);
 /// alice may serve and call echo (and mmi.*); with a key, the CURVE principal `billing` may call
 /// echo; `password` is alice's password at this broker.
 fn auth_file(password: &str, billing: Option<&PublicKey>) -> String {
-    static HASHES: OnceLock<std::sync::Mutex<Vec<(String, String)>>> = OnceLock::new();
-    let hashes = HASHES.get_or_init(Default::default);
-    let hash = {
-        let mut hashes = hashes.lock().unwrap();
-        match hashes.iter().find(|(known, _)| known == password) {
-            Some((_, hash)) => hash.clone(),
-            None => {
-                // Cheap argon2 parameters, checked the same way as real ones.
-                let hash = weak_hash_for_tests(password.as_bytes());
-                hashes.push((password.to_owned(), hash.clone()));
-                hash
-            }
-        }
-    };
-    let mut file = format!(
-        "[[principal]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
-         serve = [\"echo\"]\ncall = [\"echo\", \"mmi.*\"]\n"
-    );
+    let mut file = principal("alice", password, &["echo"], &["echo", "mmi.*"]);
     if let Some(key) = billing {
         file.push_str(&format!(
             "\n[[principal]]\nname = \"billing\"\ncurve_public_key = \"{key}\"\n\
@@ -64,9 +45,8 @@ fn auth_file(password: &str, billing: Option<&PublicKey>) -> String {
 /// A broker with `--auth` on a free port, PLAIN (or CURVE with `keys`), and an echo worker
 /// logged in as alice (by `worker_credentials`).
 struct AuthBroker {
+    broker: broker::testing::auth::AuthBroker,
     endpoint: String,
-    stopper: StopHandle,
-    thread: JoinHandle<Stats>,
     worker: Option<(zsocket::StopHandle, JoinHandle<()>)>,
 }
 
@@ -78,31 +58,17 @@ impl AuthBroker {
     }
 
     fn start(file: &str, keys: Option<KeyPair>) -> AuthBroker {
-        let bind = if keys.is_some() {
-            "curve+tcp://127.0.0.1:*"
-        } else {
-            "tcp://127.0.0.1:*"
-        };
-        let auth = Auth {
-            config: AuthConfig::parse(file).unwrap(),
-            file: None,
-            curve: keys,
-        };
         let config = Config {
             heartbeat_interval: Duration::from_millis(100),
             ..Config::default()
         };
-        let mut server = Server::bind_with_auth(
-            &[bind.to_string()],
-            config,
-            &SocketOptions::default(),
-            Some(auth),
-        )
-        .unwrap();
+        let broker = match keys {
+            Some(keys) => broker::testing::auth::AuthBroker::curve(file, keys, config),
+            None => broker::testing::auth::AuthBroker::plain(file, config),
+        };
         AuthBroker {
-            endpoint: server.endpoints()[0].clone(),
-            stopper: server.stop_handle(),
-            thread: std::thread::spawn(move || server.run().unwrap()),
+            endpoint: broker.endpoint.clone(),
+            broker,
             worker: None,
         }
     }
@@ -124,17 +90,8 @@ impl AuthBroker {
             stop.stop();
             thread.join().unwrap();
         }
-        self.stopper.stop();
-        self.thread.join().unwrap()
+        self.broker.stop()
     }
-}
-
-/// A file with `text`, mode 600.
-fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
 }
 
 /// Runs the client program with `args`; its output, and how long it ran.
@@ -153,9 +110,9 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// The client with alice's `password` at `endpoint`, asking echo for `hello`, once it is there.
-fn alice_asks(endpoint: &str, password_file: &Path, extra: &[&str]) -> (Output, Duration) {
-    let mut args = vec![
+/// The client logged in as alice (her password in `password_file`) at `endpoint`, with `args`.
+fn as_alice(endpoint: &str, password_file: &Path, args: &[&str]) -> (Output, Duration) {
+    let mut all = vec![
         "-c",
         endpoint,
         "--user",
@@ -163,30 +120,24 @@ fn alice_asks(endpoint: &str, password_file: &Path, extra: &[&str]) -> (Output, 
         "--password-file",
         password_file.to_str().unwrap(),
     ];
-    args.extend_from_slice(extra);
-    args.push("hello");
-    client(&args)
+    all.extend_from_slice(args);
+    client(&all)
+}
+
+/// The client with alice's `password` at `endpoint`, asking echo for `hello`, once it is there.
+fn alice_asks(endpoint: &str, password_file: &Path, extra: &[&str]) -> (Output, Duration) {
+    as_alice(endpoint, password_file, &[extra, &["hello"]].concat())
 }
 
 /// Waits until the broker's echo has a worker: alice asks mmi.service.
 fn wait_for_echo(endpoint: &str, password_file: &Path) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (output, _) = client(&[
-            "-c",
+        let (output, _) = as_alice(
             endpoint,
-            "--user",
-            "alice",
-            "--password-file",
-            password_file.to_str().unwrap(),
-            "-s",
-            "mmi.service",
-            "-t",
-            "500",
-            "-r",
-            "1",
-            "echo",
-        ]);
+            password_file,
+            &["-s", "mmi.service", "-t", "500", "-r", "1", "echo"],
+        );
         if text(&output.stdout) == "200\n" {
             return;
         }

@@ -11,16 +11,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use broker::auth::{weak_hash_for_tests, AuthConfig};
-use broker::server::{Auth, SocketOptions};
-use broker::{Config, Server, Stats, StopHandle};
+use broker::testing::auth::{principal, secret_file, AuthBroker};
+use broker::Config;
 use worker::{Credentials, Worker};
 use zsocket::curve::{KeyPair, PublicKey};
 
@@ -30,13 +27,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// alice may serve echo and call echo and mmi.*; a CURVE principal `billing` (when given) may
 /// serve echo too.
 fn auth_file(billing: Option<&PublicKey>) -> String {
-    static HASH: OnceLock<String> = OnceLock::new();
-    // Cheap argon2 parameters, checked the same way as real ones.
-    let hash = HASH.get_or_init(|| weak_hash_for_tests(b"alice-pw"));
-    let mut file = format!(
-        "[[principal]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
-         serve = [\"echo\"]\ncall = [\"echo\", \"mmi.*\"]\n"
-    );
+    let mut file = principal("alice", "alice-pw", &["echo"], &["echo", "mmi.*"]);
     if let Some(key) = billing {
         file.push_str(&format!(
             "\n[[principal]]\nname = \"billing\"\ncurve_public_key = \"{key}\"\n\
@@ -46,55 +37,17 @@ fn auth_file(billing: Option<&PublicKey>) -> String {
     file
 }
 
-/// A broker with `--auth` on a free port: PLAIN, or CURVE with its own key pair.
-struct AuthBroker {
-    endpoint: String,
-    stopper: StopHandle,
-    thread: JoinHandle<Stats>,
+/// The brokers' settings here: heartbeats every 100 ms.
+fn config() -> Config {
+    Config {
+        heartbeat_interval: Duration::from_millis(100),
+        ..Config::default()
+    }
 }
 
-impl AuthBroker {
-    fn plain() -> AuthBroker {
-        AuthBroker::start(&auth_file(None), None)
-    }
-
-    fn curve(server: &KeyPair, billing: &PublicKey) -> AuthBroker {
-        AuthBroker::start(&auth_file(Some(billing)), Some(server.clone()))
-    }
-
-    fn start(file: &str, curve: Option<KeyPair>) -> AuthBroker {
-        let bind = if curve.is_some() {
-            "curve+tcp://127.0.0.1:*"
-        } else {
-            "tcp://127.0.0.1:*"
-        };
-        let auth = Auth {
-            config: AuthConfig::parse(file).unwrap(),
-            file: None,
-            curve,
-        };
-        let config = Config {
-            heartbeat_interval: Duration::from_millis(100),
-            ..Config::default()
-        };
-        let mut server = Server::bind_with_auth(
-            &[bind.to_string()],
-            config,
-            &SocketOptions::default(),
-            Some(auth),
-        )
-        .unwrap();
-        AuthBroker {
-            endpoint: server.endpoints()[0].clone(),
-            stopper: server.stop_handle(),
-            thread: std::thread::spawn(move || server.run().unwrap()),
-        }
-    }
-
-    fn stop(self) -> Stats {
-        self.stopper.stop();
-        self.thread.join().unwrap()
-    }
+/// A broker with `--auth` on a free port, PLAIN, with [`auth_file`].
+fn plain_broker() -> AuthBroker {
+    AuthBroker::plain(&auth_file(None), config())
 }
 
 /// A client: a DEALER with `credentials`, speaking MDP/Client by hand.
@@ -150,14 +103,6 @@ impl TestClient {
 
 fn alice() -> Credentials {
     Credentials::plain("alice", "alice-pw").unwrap()
-}
-
-/// A file with `text`, mode 600.
-fn secret_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
 }
 
 /// The worker program with `args`, its stderr read line by line on a thread.
@@ -233,7 +178,7 @@ fn serve(mut worker: Worker) -> (zsocket::StopHandle, JoinHandle<()>) {
 
 #[test]
 fn a_worker_with_the_right_password_serves() {
-    let broker = AuthBroker::plain();
+    let broker = plain_broker();
     let worker = Worker::builder("echo".parse().unwrap())
         .endpoint(broker.endpoint.clone())
         .credentials(alice())
@@ -255,7 +200,7 @@ fn a_worker_with_the_right_password_serves() {
 
 #[test]
 fn a_worker_with_a_wrong_password_says_authentication_backs_off_and_gets_no_request() {
-    let broker = AuthBroker::plain();
+    let broker = plain_broker();
     // alice's client logs in first: the broker's limit of failed logins per address, which the
     // worker below soon passes, would refuse it from this address too.
     let client = TestClient::connect(&broker.endpoint, &alice());
@@ -302,7 +247,7 @@ fn a_worker_with_a_wrong_password_says_authentication_backs_off_and_gets_no_requ
 
 #[test]
 fn a_worker_refused_the_service_it_registers_for_says_so_and_retries() {
-    let broker = AuthBroker::plain();
+    let broker = plain_broker();
     let dir = tempfile::tempdir().unwrap();
     let password = secret_file(dir.path(), "pw", "alice-pw\n");
     // alice may serve echo only.
@@ -375,7 +320,11 @@ fn a_curve_worker_with_the_right_keys_serves_and_with_a_wrong_server_key_gets_no
     let billing_path = dir.path().join("billing.key");
     KeyPair::generate().unwrap().write(&billing_path).unwrap();
     let billing = KeyPair::read(&billing_path).unwrap();
-    let broker = AuthBroker::curve(&server_keys, billing.public());
+    let broker = AuthBroker::curve(
+        &auth_file(Some(billing.public())),
+        server_keys.clone(),
+        config(),
+    );
     let server_key = server_keys.public().to_z85();
 
     // The server key as a .pub file, and the right one: it serves.
@@ -427,13 +376,9 @@ fn a_curve_worker_with_the_right_keys_serves_and_with_a_wrong_server_key_gets_no
 #[test]
 fn each_broker_gets_its_own_credentials_and_a_list_of_another_length_is_refused() {
     // alice has another password at each broker.
-    let hash = weak_hash_for_tests(b"second-pw");
-    let second_file = format!(
-        "[[principal]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\
-         serve = [\"echo\"]\ncall = [\"echo\", \"mmi.*\"]\n"
-    );
-    let first = AuthBroker::plain();
-    let second = AuthBroker::start(&second_file, None);
+    let second_file = principal("alice", "second-pw", &["echo"], &["echo", "mmi.*"]);
+    let first = plain_broker();
+    let second = AuthBroker::plain(&second_file, config());
     let at_second = Credentials::plain("alice", "second-pw").unwrap();
     let builder = Worker::builder("echo".parse().unwrap())
         .endpoint(first.endpoint.clone())
