@@ -692,19 +692,34 @@ impl AsyncCore {
             let Some(body) = pending.resend.take() else {
                 continue;
             };
-            pending.tries += 1;
-            if pending.tries < retries {
-                pending.resend = Some(copy_frames(&body));
-            }
-            pending.sent_at = now;
             info!(
                 target: LOG_TARGET,
                 "resending request {} to {} through another broker (try {} of {retries})",
-                pending.request, pending.service, pending.tries
+                pending.request,
+                pending.service,
+                pending.tries + 1
             );
-            self.transmit(pending, body, Some(broker), out);
-            self.resends += 1;
+            self.resend(now, pending, body, broker, out);
         }
+    }
+
+    /// Sends the next try of `pending` (its body `body`, taken out of it) through a broker other
+    /// than `broker` if there is one, keeping a copy for the try after if it has one left.
+    fn resend(
+        &mut self,
+        now: Instant,
+        mut pending: Pending,
+        body: Frames,
+        broker: usize,
+        out: &mut Vec<AsyncAction>,
+    ) {
+        pending.tries += 1;
+        if pending.tries < self.config.retries.max(1) {
+            pending.resend = Some(copy_frames(&body));
+        }
+        pending.sent_at = now;
+        self.transmit(pending, body, Some(broker), out);
+        self.resends += 1;
     }
 
     /// Sends `broker`'s probe: `mmi.service` for the service last asked of it, on its current
@@ -801,19 +816,14 @@ impl AsyncCore {
                 });
                 continue;
             };
-            pending.tries += 1;
-            if pending.tries < retries {
-                pending.resend = Some(copy_frames(&body));
-            }
-            pending.sent_at = now;
             info!(
                 target: LOG_TARGET,
                 "broker {broker} refused the handshake: resending request {} through another \
                  broker (try {} of {retries})",
-                pending.request, pending.tries
+                pending.request,
+                pending.tries + 1
             );
-            self.transmit(pending, body, Some(broker), out);
-            self.resends += 1;
+            self.resend(now, pending, body, broker, out);
         }
     }
 
@@ -871,18 +881,12 @@ impl AsyncCore {
             }
             if pending.tries < retries {
                 if let Some(body) = pending.resend.take() {
-                    pending.tries += 1;
                     info!(
                         target: LOG_TARGET,
                         "no reply to request {} from {} within {timeout:?}, resending it (try {} of {retries})",
-                        pending.request, pending.service, pending.tries
+                        pending.request, pending.service, pending.tries + 1
                     );
-                    if pending.tries < retries {
-                        pending.resend = Some(copy_frames(&body));
-                    }
-                    pending.sent_at = now;
-                    self.transmit(pending, body, Some(broker), out);
-                    self.resends += 1;
+                    self.resend(now, pending, body, broker, out);
                     continue;
                 }
             }
