@@ -960,19 +960,6 @@ fn one_broker_is_never_marked_down() {
     assert_eq!(core.next_deadline(), None, "no probe to wake for");
 }
 
-/// A refusal of our PLAIN handshake by `endpoint`, as the driver makes it from the monitor.
-fn refusal(endpoint: &str) -> zsocket::credentials::Refusal {
-    let event = zsocket::monitor::Event::new(
-        zsocket::monitor::EventKind::HandshakeFailedAuth,
-        400,
-        endpoint,
-    );
-    zsocket::credentials::Credentials::plain("alice", "wrong")
-        .expect("valid")
-        .refusal(endpoint, &event)
-        .expect("a refusal")
-}
-
 /// The outcomes waiting, with `refused` where a refusal ended them.
 fn refused_outcomes(core: &mut AsyncCore) -> Vec<String> {
     std::iter::from_fn(|| core.pop_outcome())

@@ -43,3 +43,16 @@ fn dealer_reply(service: &[u8], body: &[&[u8]]) -> Frames {
     parts.extend_from_slice(body);
     frames(&parts)
 }
+
+/// A refusal of our PLAIN handshake by `endpoint`, as the driver makes it from the monitor.
+fn refusal(endpoint: &str) -> zsocket::credentials::Refusal {
+    let event = zsocket::monitor::Event::new(
+        zsocket::monitor::EventKind::HandshakeFailedAuth,
+        400,
+        endpoint,
+    );
+    zsocket::credentials::Credentials::plain("alice", "wrong")
+        .expect("valid")
+        .refusal(endpoint, &event)
+        .expect("a refusal")
+}

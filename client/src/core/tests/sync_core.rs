@@ -468,19 +468,6 @@ fn several_brokers_every_one_silent_fails_naming_those_tried() {
     );
 }
 
-/// A refusal of our PLAIN handshake by `endpoint`, as the driver makes it from the monitor.
-fn refusal(endpoint: &str) -> zsocket::credentials::Refusal {
-    let event = zsocket::monitor::Event::new(
-        zsocket::monitor::EventKind::HandshakeFailedAuth,
-        400,
-        endpoint,
-    );
-    zsocket::credentials::Credentials::plain("alice", "wrong")
-        .expect("valid")
-        .refusal(endpoint, &event)
-        .expect("a refusal")
-}
-
 #[test]
 fn a_refused_handshake_fails_the_request_at_once_and_backs_off_before_the_next_try() {
     let mut core = core(3);
