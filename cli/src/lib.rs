@@ -1,6 +1,7 @@
 //! What every program of this workspace (`broker`, `client`, `worker`, `lbbroker`) does the same
 //! way, written once so that it is the same: the `-v` flag and what it does to the log, the
-//! exit-status contract, how an error is printed, and what a closed stdout means.
+//! exit-status contract, how an error is printed, and what a closed stdout means; and the
+//! credential flags of the programs that log in to a broker ([`CredentialFlags`]).
 //!
 //! # Exit statuses
 //!
@@ -63,6 +64,48 @@ impl Verbosity {
             .filter_level(self.level(quiet))
             .parse_default_env()
             .init();
+    }
+}
+
+/// The credential flags of every program that logs in to brokers with `--auth` (`client`,
+/// `worker`, `titanic`), flattened into its command line with `#[command(flatten)]`, so that they
+/// read and behave the same in each: PLAIN (`--user NAME --password-file F`) or CURVE
+/// (`--curve-key-file F --curve-server-key KEY`, the key once for every broker or once per `-c`
+/// in the same order). See [`zsocket::credentials`] for the files.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CredentialFlags {
+    /// PLAIN: the principal's name in the broker's --auth file (needs --password-file).
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// PLAIN: a file whose first line is the password; others may not read it (chmod 600 or
+    /// 640). PLAIN sends it, and every message, in clear: for trusted networks only.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<std::path::PathBuf>,
+    /// CURVE: our secret key file, as `broker keygen` writes it (mode 600); its public key is
+    /// the principal in the broker's --auth file. Needs the CURVE build (build/curve.toml).
+    #[arg(long, value_name = "FILE")]
+    pub curve_key_file: Option<std::path::PathBuf>,
+    /// CURVE: the broker's public key, 40 Z85 characters or a .pub file. Once for every broker,
+    /// or once per -c, in the same order, when each broker has its own key.
+    #[arg(long, value_name = "KEY")]
+    pub curve_server_key: Vec<String>,
+}
+
+impl CredentialFlags {
+    /// One [`Credentials`](zsocket::credentials::Credentials) per broker, for `brokers`
+    /// endpoints: the files read and every combination checked (see
+    /// [`zsocket::credentials::CredentialArgs::load`]).
+    pub fn load(
+        &self,
+        brokers: usize,
+    ) -> Result<Vec<zsocket::credentials::Credentials>, zsocket::credentials::Error> {
+        zsocket::credentials::CredentialArgs {
+            user: self.user.clone(),
+            password_file: self.password_file.clone(),
+            curve_key_file: self.curve_key_file.clone(),
+            curve_server_keys: self.curve_server_key.clone(),
+        }
+        .load(brokers)
     }
 }
 

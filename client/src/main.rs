@@ -113,7 +113,7 @@ struct Args {
           conflicts_with_all = ["service", "window", "tag", "merge_stats"])]
     titanic: Option<ServiceName>,
     #[command(flatten)]
-    credentials: CredentialFlags,
+    credentials: cli::CredentialFlags,
     #[command(flatten)]
     verbosity: cli::Verbosity,
     /// The request body, one frame per argument; when none is given, stdin (one trailing newline
@@ -158,42 +158,6 @@ Exit status: 0 when every request got its reply, 1 when any failed, 2 for usage 
 130 when interrupted, 141 when stdout was closed by its reader (`client -n 1000 x | head -1`:
 the run ends at once, quietly);
 with --merge-stats 0 when merged, 1 when a FILE cannot be read or parsed.";
-
-/// The credential flags, for a broker with `--auth` (the same as the worker's).
-#[derive(Debug, Clone, Default, clap::Args)]
-struct CredentialFlags {
-    /// PLAIN: the principal's name in the broker's --auth file (needs --password-file).
-    #[arg(long, value_name = "NAME")]
-    user: Option<String>,
-    /// PLAIN: a file whose first line is the password; others may not read it (chmod 600 or
-    /// 640). PLAIN sends it, and every message, in clear: for trusted networks only.
-    #[arg(long, value_name = "FILE")]
-    password_file: Option<PathBuf>,
-    /// CURVE: our secret key file, as `broker keygen` writes it (mode 600); its public key is
-    /// the principal in the broker's --auth file. Needs the CURVE build (build/curve.toml).
-    #[arg(long, value_name = "FILE")]
-    curve_key_file: Option<PathBuf>,
-    /// CURVE: the broker's public key, 40 Z85 characters or a .pub file. Once for every broker,
-    /// or once per -c, in the same order, when each broker has its own key.
-    #[arg(long, value_name = "KEY")]
-    curve_server_key: Vec<String>,
-}
-
-impl CredentialFlags {
-    /// One [`client::Credentials`] per broker, the files read.
-    fn load(
-        &self,
-        brokers: usize,
-    ) -> Result<Vec<client::Credentials>, zsocket::credentials::Error> {
-        zsocket::credentials::CredentialArgs {
-            user: self.user.clone(),
-            password_file: self.password_file.clone(),
-            curve_key_file: self.curve_key_file.clone(),
-            curve_server_keys: self.curve_server_key.clone(),
-        }
-        .load(brokers)
-    }
-}
 
 /// The two forms of `--stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

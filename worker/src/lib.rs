@@ -223,42 +223,9 @@ impl HeartbeatFlags {
     }
 }
 
-/// The credential flags of a program that is an MDP worker, flattened into its command line
-/// with `#[command(flatten)]`: PLAIN (`--user NAME --password-file F`) or CURVE
-/// (`--curve-key-file F --curve-server-key KEY`, the key once for every broker or once per `-c`
-/// in the same order), for a broker with `--auth`. See [`zsocket::credentials`] for the files.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct CredentialFlags {
-    /// PLAIN: the principal's name in the broker's --auth file (needs --password-file).
-    #[arg(long, value_name = "NAME")]
-    pub user: Option<String>,
-    /// PLAIN: a file whose first line is the password; others may not read it (chmod 600 or
-    /// 640). PLAIN sends it, and every message, in clear: for trusted networks only.
-    #[arg(long, value_name = "FILE")]
-    pub password_file: Option<std::path::PathBuf>,
-    /// CURVE: our secret key file, as `broker keygen` writes it (mode 600); its public key is
-    /// the principal in the broker's --auth file. Needs the CURVE build (build/curve.toml).
-    #[arg(long, value_name = "FILE")]
-    pub curve_key_file: Option<std::path::PathBuf>,
-    /// CURVE: the broker's public key, 40 Z85 characters or a .pub file. Once for every broker,
-    /// or once per -c, in the same order, when each broker has its own key.
-    #[arg(long, value_name = "KEY")]
-    pub curve_server_key: Vec<String>,
-}
-
-impl CredentialFlags {
-    /// One [`Credentials`] per broker, for `brokers` endpoints: the files read and every
-    /// combination checked (see [`zsocket::credentials::CredentialArgs::load`]).
-    pub fn load(&self, brokers: usize) -> Result<Vec<Credentials>, zsocket::credentials::Error> {
-        zsocket::credentials::CredentialArgs {
-            user: self.user.clone(),
-            password_file: self.password_file.clone(),
-            curve_key_file: self.curve_key_file.clone(),
-            curve_server_keys: self.curve_server_key.clone(),
-        }
-        .load(brokers)
-    }
-}
+/// The credential flags of a program that is an MDP worker (`worker`, `titanic`): the ones
+/// every program that logs in to brokers shares, [`cli::CredentialFlags`].
+pub use cli::CredentialFlags;
 
 /// What can go wrong for a worker. Nothing the broker sends is an error here: malformed
 /// messages are logged and dropped, and a lost broker is reconnected to.
