@@ -160,6 +160,9 @@ pub fn write_stdout(program: &str, bytes: &[u8]) -> Result<(), ExitCode> {
     }
 }
 
+#[doc(hidden)]
+pub mod testing;
+
 #[cfg(test)]
 mod tests {
     use super::*;
