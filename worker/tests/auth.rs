@@ -9,15 +9,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use broker::testing::auth::{principal, secret_file, AuthBroker};
 use broker::Config;
+use cli::testing::Program;
 use worker::{Credentials, Worker};
 use zsocket::curve::{KeyPair, PublicKey};
 
@@ -105,70 +104,6 @@ fn alice() -> Credentials {
     Credentials::plain("alice", "alice-pw").unwrap()
 }
 
-/// The worker program with `args`, its stderr read line by line on a thread.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads lines until `count` of them contain `text`; the guard turns a hang into a failure.
-    fn wait_for(&mut self, text: &str, count: usize) {
-        let deadline = Instant::now() + PATIENCE;
-        while self.lines_with(text).len() < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!(
-                    "{count} x {text:?} never came; stderr so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    fn lines_with(&self, text: &str) -> Vec<&String> {
-        self.seen
-            .iter()
-            .filter(|line| line.contains(text))
-            .collect()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Serves echo with `worker` on a thread until the returned handle stops it.
 fn serve(mut worker: Worker) -> (zsocket::StopHandle, JoinHandle<()>) {
     let stop = worker.stop_handle();
@@ -210,14 +145,17 @@ fn a_worker_with_a_wrong_password_says_authentication_backs_off_and_gets_no_requ
     );
     let dir = tempfile::tempdir().unwrap();
     let wrong = secret_file(dir.path(), "wrong", "not-alice-pw\n");
-    let mut worker = Running::start(&[
-        "-c",
-        &broker.endpoint,
-        "--user",
-        "alice",
-        "--password-file",
-        wrong.to_str().unwrap(),
-    ]);
+    let mut worker = Program::start(
+        env!("CARGO_BIN_EXE_worker"),
+        &[
+            "-c",
+            &broker.endpoint,
+            "--user",
+            "alice",
+            "--password-file",
+            wrong.to_str().unwrap(),
+        ],
+    );
     let refused = format!(
         "authentication refused by the broker at {}",
         broker.endpoint
@@ -251,22 +189,25 @@ fn a_worker_refused_the_service_it_registers_for_says_so_and_retries() {
     let dir = tempfile::tempdir().unwrap();
     let password = secret_file(dir.path(), "pw", "alice-pw\n");
     // alice may serve echo only.
-    let mut worker = Running::start(&[
-        "-c",
-        &broker.endpoint,
-        "-s",
-        "db",
-        "--user",
-        "alice",
-        "--password-file",
-        password.to_str().unwrap(),
-    ]);
+    let mut worker = Program::start(
+        env!("CARGO_BIN_EXE_worker"),
+        &[
+            "-c",
+            &broker.endpoint,
+            "-s",
+            "db",
+            "--user",
+            "alice",
+            "--password-file",
+            password.to_str().unwrap(),
+        ],
+    );
     let line = "may not allow this worker's principal to serve db";
     worker.wait_for(line, 2);
     assert!(
         worker.lines_with("authentication refused").is_empty(),
         "the handshake succeeded: {:?}",
-        worker.seen
+        worker.seen()
     );
     drop(worker);
     let stats = broker.stop();
@@ -331,14 +272,17 @@ fn a_curve_worker_with_the_right_keys_serves_and_with_a_wrong_server_key_gets_no
     let server_pub = dir.path().join("broker.key");
     server_keys.write(&server_pub).unwrap();
     let server_pub = zsocket::curve::public_key_path(&server_pub);
-    let mut good = Running::start(&[
-        "-c",
-        &broker.endpoint,
-        "--curve-key-file",
-        billing_path.to_str().unwrap(),
-        "--curve-server-key",
-        server_pub.to_str().unwrap(),
-    ]);
+    let mut good = Program::start(
+        env!("CARGO_BIN_EXE_worker"),
+        &[
+            "-c",
+            &broker.endpoint,
+            "--curve-key-file",
+            billing_path.to_str().unwrap(),
+            "--curve-server-key",
+            server_pub.to_str().unwrap(),
+        ],
+    );
     good.wait_for("registered with broker", 1);
     let client = TestClient::connect(
         &broker.endpoint,
@@ -354,14 +298,17 @@ fn a_curve_worker_with_the_right_keys_serves_and_with_a_wrong_server_key_gets_no
     // Another broker's key: the handshake fails, and the worker says it is authentication.
     let impostor = KeyPair::generate().unwrap().public().to_z85();
     assert_ne!(impostor, server_key);
-    let mut wrong = Running::start(&[
-        "-c",
-        &broker.endpoint,
-        "--curve-key-file",
-        billing_path.to_str().unwrap(),
-        "--curve-server-key",
-        &impostor,
-    ]);
+    let mut wrong = Program::start(
+        env!("CARGO_BIN_EXE_worker"),
+        &[
+            "-c",
+            &broker.endpoint,
+            "--curve-key-file",
+            billing_path.to_str().unwrap(),
+            "--curve-server-key",
+            &impostor,
+        ],
+    );
     let refused = format!(
         "authentication refused by the broker at {}",
         broker.endpoint

@@ -5,77 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use broker::{Config, Server};
-
-/// The worker program with `args`, its stderr read line by line on a thread.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_worker"))
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads lines until `count` of them contain `text`; the guard turns a hang into a failure.
-    fn wait_for(&mut self, text: &str, count: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.count(text) < count {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!(
-                    "{count} x {text:?} never came; stderr so far:\n{}",
-                    self.log()
-                ),
-            }
-        }
-    }
-
-    fn count(&self, text: &str) -> usize {
-        self.seen.iter().filter(|line| line.contains(text)).count()
-    }
-
-    fn log(&self) -> String {
-        self.seen.join("\n")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use cli::testing::Program;
 
 /// A tcp endpoint where nothing listens: a port bound, then freed.
 fn dead_endpoint() -> String {
@@ -86,15 +19,18 @@ fn dead_endpoint() -> String {
 #[test]
 fn a_broker_that_cannot_be_reached_is_reported_once_then_retried_quietly() {
     let endpoint = dead_endpoint();
-    let mut worker = Running::start(&[
-        "-c",
-        &endpoint,
-        "-v",
-        "--heartbeat-ms",
-        "20",
-        "--liveness",
-        "2",
-    ]);
+    let mut worker = Program::start(
+        env!("CARGO_BIN_EXE_worker"),
+        &[
+            "-c",
+            &endpoint,
+            "-v",
+            "--heartbeat-ms",
+            "20",
+            "--liveness",
+            "2",
+        ],
+    );
     // Five sockets opened and given up on in turn, each retrying its connection.
     worker.wait_for("opening a new socket", 5);
     worker.wait_for("still no connection", 4);
@@ -134,20 +70,23 @@ fn connected_and_registered_are_said_once_each_when_they_are_true() {
     let stop = server.stop_handle();
     let broker = std::thread::spawn(move || server.run().map(|_| ()).map_err(|e| e.to_string()));
 
-    let mut worker = Running::start(&[
-        "-c",
-        &endpoint,
-        "--slots",
-        "3",
-        "--heartbeat-ms",
-        "20",
-        "--liveness",
-        "50",
-    ]);
+    let mut worker = Program::start(
+        env!("CARGO_BIN_EXE_worker"),
+        &[
+            "-c",
+            &endpoint,
+            "--slots",
+            "3",
+            "--heartbeat-ms",
+            "20",
+            "--liveness",
+            "50",
+        ],
+    );
     worker.wait_for("connected to broker at", 1);
     worker.wait_for("registered with broker at", 1);
     let registered = worker
-        .seen
+        .seen()
         .iter()
         .find(|line| line.contains("registered with"))
         .unwrap()
@@ -161,9 +100,7 @@ fn connected_and_registered_are_said_once_each_when_they_are_true() {
     // The broker heartbeats all three slots for a while: nothing more is said.
     let mut heard = 0;
     while heard < 20 {
-        if let Ok(line) = worker.lines.recv_timeout(Duration::from_millis(20)) {
-            worker.seen.push(line);
-        }
+        worker.next_line_within(Duration::from_millis(20));
         heard += 1;
     }
     assert_eq!(
