@@ -5,72 +5,20 @@
 //! build of `build/curve.toml` (with `--include-ignored`); the others run in both builds.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Lines};
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, ChildStderr, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use cli::testing::Program;
+use common::active_endpoint;
 use zsocket::curve::{KeyPair, PublicKey};
 
 const PATIENCE: Duration = Duration::from_secs(10);
 
 fn broker_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_broker"))
-}
-
-/// A running broker and its log.
-struct Running {
-    child: Child,
-    log: Lines<BufReader<ChildStderr>>,
-}
-
-impl Running {
-    fn start(args: &[&str]) -> Running {
-        let mut child = broker_command()
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = BufReader::new(child.stderr.take().unwrap()).lines();
-        Running { child, log }
-    }
-
-    /// Reads the log up to the first line containing `text`, and returns that line; fails the
-    /// test if the broker's log ends first (it exited).
-    fn line_with(&mut self, text: &str) -> String {
-        for line in self.log.by_ref() {
-            let line = line.unwrap();
-            if line.contains(text) {
-                return line;
-            }
-        }
-        panic!("the broker's log ended without a line containing {text:?}");
-    }
-
-    /// The endpoints of the next `count` "is active at" lines.
-    fn active(&mut self, count: usize) -> Vec<String> {
-        (0..count)
-            .map(|_| {
-                let line = self.line_with("is active at ");
-                line.split_once("is active at ").unwrap().1.to_string()
-            })
-            .collect()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// SIGTERM, then the exit status; the rest of the log is drained.
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        for _ in self.log.by_ref() {}
-        self.child.wait().unwrap()
-    }
 }
 
 /// Asks `mmi.service` about echo over `socket` and returns the answer.
@@ -91,17 +39,20 @@ fn dealer(context: &zmq::Context) -> zmq::Socket {
 
 #[test]
 fn sighup_without_auth_is_logged_and_the_broker_goes_on() {
-    let mut broker = Running::start(&["--bind", "tcp://127.0.0.1:*"]);
-    let endpoint = broker.active(1).remove(0);
+    let mut broker = Program::start(
+        env!("CARGO_BIN_EXE_broker"),
+        &["--bind", "tcp://127.0.0.1:*"],
+    );
+    let endpoint = active_endpoint(&mut broker);
     // Before this, SIGHUP's default action ended the broker: its log ended here.
     broker.signal("HUP");
-    let line = broker.line_with("SIGHUP");
+    let line = broker.next_with("SIGHUP");
     assert!(line.contains("nothing to reload"), "{line}");
     let context = zmq::Context::new();
     let client = dealer(&context);
     client.connect(&endpoint).unwrap();
     assert_eq!(mmi_echo(&client), b"404", "the broker still serves");
-    assert_eq!(broker.stop().code(), Some(0));
+    assert_eq!(broker.terminate().code(), Some(0));
 }
 
 #[test]
@@ -212,19 +163,22 @@ fn keygen_keys_serve_a_curve_endpoint_beside_a_plain_one() {
         ),
     )
     .unwrap();
-    let mut broker = Running::start(&[
-        "--auth",
-        auth.to_str().unwrap(),
-        "--curve-secret-file",
-        broker_key.to_str().unwrap(),
-        "--bind",
-        "curve+tcp://127.0.0.1:*",
-        "--bind",
-        "tcp://127.0.0.1:*",
-    ]);
+    let mut broker = Program::start(
+        env!("CARGO_BIN_EXE_broker"),
+        &[
+            "--auth",
+            auth.to_str().unwrap(),
+            "--curve-secret-file",
+            broker_key.to_str().unwrap(),
+            "--bind",
+            "curve+tcp://127.0.0.1:*",
+            "--bind",
+            "tcp://127.0.0.1:*",
+        ],
+    );
     let lines = [
-        broker.line_with("is active at "),
-        broker.line_with("is active at "),
+        broker.next_with("is active at "),
+        broker.next_with("is active at "),
     ];
     assert!(lines[0].contains("(CURVE) is active at"), "{}", lines[0]);
     assert!(lines[1].contains("(PLAIN) is active at"), "{}", lines[1]);
@@ -237,7 +191,7 @@ fn keygen_keys_serve_a_curve_endpoint_beside_a_plain_one() {
     assert_eq!(mmi_echo(&client), b"404");
     // SIGHUP with --auth reads the file again, and the broker goes on.
     broker.signal("HUP");
-    broker.line_with("reloaded");
+    broker.next_with("reloaded");
     assert_eq!(mmi_echo(&client), b"404");
-    assert_eq!(broker.stop().code(), Some(0));
+    assert_eq!(broker.terminate().code(), Some(0));
 }

@@ -4,94 +4,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use broker::auth::weak_hash_for_tests;
+use cli::testing::Program;
 use common::*;
 
 fn broker_command() -> Command {
     Command::new(env!("CARGO_BIN_EXE_broker"))
-}
-
-/// A running `broker` program whose stderr lines arrive on a channel.
-struct Program {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    /// Every line read so far.
-    seen: Vec<String>,
-}
-
-impl Program {
-    fn start(args: &[&str]) -> Program {
-        let mut child = broker_command()
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Program {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads lines until one contains `text`, and returns it; fails the test if none comes.
-    fn wait_for(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no line with {text:?}; saw {:#?}", self.seen));
-            self.seen.push(line.clone());
-            if line.contains(text) {
-                return line;
-            }
-        }
-    }
-
-    /// The endpoint the broker says it is active at.
-    fn endpoint(&mut self) -> String {
-        let line = self.wait_for("is active at ");
-        line.split_once("is active at ").unwrap().1.to_string()
-    }
-
-    /// Every line that has come so far, without waiting.
-    fn drain(&mut self) -> &[String] {
-        while let Ok(line) = self.lines.try_recv() {
-            self.seen.push(line);
-        }
-        &self.seen
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Program {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn principal(name: &str, password: &str, call: &str) -> String {
@@ -168,15 +90,18 @@ fn sighup_reloads_a_changed_file_and_keeps_the_rules_when_the_new_one_is_broken(
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("auth.toml");
     std::fs::write(&file, principal("alice", "alice-pw", "\"mmi.*\"")).unwrap();
-    let mut broker = Program::start(&[
-        "--auth",
-        file.to_str().unwrap(),
-        "--bind",
-        "tcp://127.0.0.1:*",
-        "--heartbeat-ms",
-        "50",
-    ]);
-    let endpoint = broker.endpoint();
+    let mut broker = Program::start(
+        env!("CARGO_BIN_EXE_broker"),
+        &[
+            "--auth",
+            file.to_str().unwrap(),
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--heartbeat-ms",
+            "50",
+        ],
+    );
+    let endpoint = active_endpoint(&mut broker);
     let carol = Peer::connect_plain(&endpoint, "CAROL", Some(("carol", "carol-pw")));
     assert!(!carol.handshake(), "carol is not in the file yet");
 
@@ -187,7 +112,7 @@ fn sighup_reloads_a_changed_file_and_keeps_the_rules_when_the_new_one_is_broken(
     );
     std::fs::write(&file, both).unwrap();
     broker.signal("HUP");
-    broker.wait_for("reloaded");
+    broker.next_with("reloaded");
     let carol = Peer::connect_plain(&endpoint, "CAROL2", Some(("carol", "carol-pw")));
     assert!(carol.handshake(), "carol cannot log in after the reload");
     wait_for_mmi(&carol, "echo", b"404");
@@ -198,14 +123,14 @@ fn sighup_reloads_a_changed_file_and_keeps_the_rules_when_the_new_one_is_broken(
     )
     .unwrap();
     broker.signal("HUP");
-    let refused = broker.wait_for("not reloading");
+    let refused = broker.next_with("not reloading");
     assert!(refused.contains("line"), "{refused}");
     let carol = Peer::connect_plain(&endpoint, "CAROL3", Some(("carol", "carol-pw")));
     assert!(carol.handshake(), "a broken file took carol's login away");
     wait_for_mmi(&carol, "echo", b"404");
     // SIGHUP did not stop it; SIGTERM still does, cleanly.
     broker.signal("TERM");
-    assert!(broker.child.wait().unwrap().success());
+    assert!(broker.wait().success());
 }
 
 #[test]
@@ -213,8 +138,11 @@ fn a_worker_registering_mmi_in_a_tight_loop_writes_a_handful_of_lines() {
     // The guide's C worker, reconnecting with no delay, made 7,884 READY/DISCONNECT cycles in
     // 3 s and 15,772 log lines. Each READY for mmi.* earns a DISCONNECT; the log gets at most a
     // line a second of it.
-    let mut broker = Program::start(&["--bind", "tcp://127.0.0.1:*"]);
-    let endpoint = broker.endpoint();
+    let mut broker = Program::start(
+        env!("CARGO_BIN_EXE_broker"),
+        &["--bind", "tcp://127.0.0.1:*"],
+    );
+    let endpoint = active_endpoint(&mut broker);
     let worker = Peer::connect(&endpoint, "LOOPY");
     let cycles = 2_000;
     for _ in 0..cycles {
@@ -228,7 +156,7 @@ fn a_worker_registering_mmi_in_a_tight_loop_writes_a_handful_of_lines() {
     let client = Peer::connect(&endpoint, "C1");
     wait_for_mmi(&client, "echo", b"404");
     broker.signal("TERM");
-    assert!(broker.child.wait().unwrap().success());
+    assert!(broker.wait().success());
     // The pipe is closed once the program has gone: every line it wrote is in.
     std::thread::sleep(Duration::from_millis(50));
     let lines = broker.drain().to_vec();
@@ -245,11 +173,14 @@ fn a_worker_registering_mmi_in_a_tight_loop_writes_a_handful_of_lines() {
 
 #[test]
 fn an_open_port_without_auth_is_warned_about_once_and_loopback_is_not() {
-    let mut open = Program::start(&["--bind", "tcp://0.0.0.0:*", "--bind", "tcp://0.0.0.0:*"]);
-    let warning = open.wait_for("without --auth");
+    let mut open = Program::start(
+        env!("CARGO_BIN_EXE_broker"),
+        &["--bind", "tcp://0.0.0.0:*", "--bind", "tcp://0.0.0.0:*"],
+    );
+    let warning = open.next_with("without --auth");
     assert!(warning.contains("anyone who can reach it"), "{warning}");
     open.signal("TERM");
-    assert!(open.child.wait().unwrap().success());
+    assert!(open.wait().success());
     std::thread::sleep(Duration::from_millis(50));
     let warnings = open
         .drain()
@@ -258,12 +189,15 @@ fn an_open_port_without_auth_is_warned_about_once_and_loopback_is_not() {
         .count();
     assert_eq!(warnings, 1);
 
-    let mut local = Program::start(&["--bind", "tcp://127.0.0.1:*"]);
-    let endpoint = local.endpoint();
+    let mut local = Program::start(
+        env!("CARGO_BIN_EXE_broker"),
+        &["--bind", "tcp://127.0.0.1:*"],
+    );
+    let endpoint = active_endpoint(&mut local);
     let client = Peer::connect(&endpoint, "C1");
     wait_for_mmi(&client, "echo", b"404");
     local.signal("TERM");
-    assert!(local.child.wait().unwrap().success());
+    assert!(local.wait().success());
     std::thread::sleep(Duration::from_millis(50));
     assert!(
         !local
@@ -271,6 +205,6 @@ fn an_open_port_without_auth_is_warned_about_once_and_loopback_is_not() {
             .iter()
             .any(|line| line.contains("without --auth")),
         "{:#?}",
-        local.seen
+        local.seen()
     );
 }

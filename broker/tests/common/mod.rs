@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use broker::server::SocketOptions;
 use broker::{Config, Server, Stats, StopHandle};
+use cli::testing::Program;
 
 /// How long a test waits for a message that should come.
 pub const PATIENCE: Duration = Duration::from_secs(5);
@@ -229,4 +230,10 @@ pub fn fast_heartbeats(interval_ms: u64) -> Config {
         heartbeat_interval: Duration::from_millis(interval_ms),
         ..Config::default()
     }
+}
+
+/// The endpoint of the next "is active at" line of the `broker` program's log.
+pub fn active_endpoint(broker: &mut Program) -> String {
+    let line = broker.next_with("is active at ");
+    line.split_once("is active at ").unwrap().1.to_string()
 }
