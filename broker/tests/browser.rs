@@ -12,13 +12,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
 
-use common::{ready_worker, request, Peer, PATIENCE};
+use common::{ready_worker, request, start_with_http, wait_for_status, Peer};
 use dashboard::testing::{
     chromium_or_skip, rendered_dom, shown_count, shown_sequence, shows_worker, status,
 };
@@ -27,57 +24,6 @@ use tempfile::TempDir;
 
 /// How many requests the client sends.
 const REQUESTS: usize = 5;
-
-/// Kills the broker when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The broker binary on a free port with `--http 127.0.0.1:0`: its MDP endpoint and the
-/// dashboard's address, both read from its log. Heartbeats every minute: the raw worker below
-/// does not heartbeat, and must not be purged while the browser runs.
-fn start() -> (Running, String, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-        .args(["--bind", "tcp://127.0.0.1:*", "--http", "127.0.0.1:0"])
-        .args(["--heartbeat-ms", "60000"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let running = Running(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut endpoint, mut addr) = (None, None);
-    while endpoint.is_none() || addr.is_none() {
-        let line = lines.next().expect("broker exited early").unwrap();
-        if let Some((_, at)) = line.split_once("is active at ") {
-            endpoint = Some(at.trim().to_owned());
-        }
-        if let Some((_, rest)) = line.split_once("dashboard at http://") {
-            addr = Some(rest.split('/').next().unwrap().parse().unwrap());
-        }
-    }
-    // Keep reading the log so the pipe never fills.
-    std::thread::spawn(move || for _ in lines {});
-    (running, endpoint.unwrap(), addr.unwrap())
-}
-
-/// Reads `/status` until `done` holds for it (the loop publishes at most every 100 ms).
-fn wait_for_status(addr: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let status = status(addr);
-        if done(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "waiting for {what}: {status}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
 
 /// `echo`'s entry in `/status`.
 fn echo(status: &Value) -> &Value {
@@ -97,7 +43,9 @@ fn the_live_page_shows_the_service_its_worker_and_the_same_count_as_status() {
         return;
     };
     let profile = TempDir::new().unwrap();
-    let (_broker, endpoint, addr) = start();
+    // Heartbeats every minute: the raw worker does not heartbeat, and must not be purged while
+    // the browser runs.
+    let (_broker, endpoint, addr) = start_with_http(&["--heartbeat-ms", "60000"]);
     let url = format!("http://{addr}/");
     let worker = ready_worker(&endpoint, "W-echo", "echo");
     let registered = wait_for_status(addr, "the worker registered", |status| {

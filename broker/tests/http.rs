@@ -4,49 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::process::{Command, Stdio};
 
 use common::*;
-use serde_json::Value;
-
-/// Kills the broker when the test ends, however it ends.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The broker with `--http 127.0.0.1:0`: its MDP endpoint and the dashboard's address, both read
-/// from its log.
-fn start() -> (Running, String, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_broker"))
-        .args(["--bind", "tcp://127.0.0.1:*", "--http", "127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let running = Running(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut endpoint, mut addr) = (None, None);
-    while endpoint.is_none() || addr.is_none() {
-        let line = lines.next().expect("broker exited early").unwrap();
-        if let Some((_, at)) = line.split_once("is active at ") {
-            endpoint = Some(at.trim().to_owned());
-        }
-        if let Some((_, rest)) = line.split_once("dashboard at http://") {
-            addr = Some(rest.split('/').next().unwrap().parse().unwrap());
-        }
-    }
-    // Keep reading the log so the pipe never fills.
-    std::thread::spawn(move || for _ in lines {});
-    (running, endpoint.unwrap(), addr.unwrap())
-}
 
 fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
@@ -62,21 +24,6 @@ fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (code, body.to_owned())
 }
 
-/// Reads `/status` until `done` holds for it (the loop publishes at most every 100 ms).
-fn wait_for_status(addr: SocketAddr, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (code, body) = http_get(addr, "/status");
-        assert_eq!(code, 200);
-        let status: Value = serde_json::from_str(&body).unwrap();
-        if done(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "waiting for {what}: {status}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
@@ -85,7 +32,7 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 
 #[test]
 fn the_broker_serves_status_and_metrics_that_agree_with_what_it_did() {
-    let (_broker, endpoint, addr) = start();
+    let (_broker, endpoint, addr) = start_with_http(&[]);
     let worker = ready_worker(&endpoint, "W1", "echo");
     let client = Peer::connect(&endpoint, "C1");
     let ready = wait_for_status(addr, "the worker idle", |status| {

@@ -237,3 +237,44 @@ pub fn active_endpoint(broker: &mut Program) -> String {
     let line = broker.next_with("is active at ");
     line.split_once("is active at ").unwrap().1.to_string()
 }
+
+/// The `broker` program on a free port with `--http 127.0.0.1:0` and `extra` flags: the program,
+/// its MDP endpoint and the dashboard's address, both read from its log (which is read on, so
+/// the pipe never fills).
+pub fn start_with_http(extra: &[&str]) -> (Program, String, std::net::SocketAddr) {
+    let mut args = vec!["--bind", "tcp://127.0.0.1:*", "--http", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut broker = Program::start(env!("CARGO_BIN_EXE_broker"), &args);
+    // Either line may come first.
+    broker.wait_for("is active at ", 1);
+    broker.wait_for("dashboard at http://", 1);
+    let after = |broker: &Program, text: &str| {
+        let line = broker.lines_with(text)[0];
+        line.split_once(text).unwrap().1.to_owned()
+    };
+    let endpoint = after(&broker, "is active at ").trim().to_owned();
+    let addr = after(&broker, "dashboard at http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (broker, endpoint, addr)
+}
+
+/// Reads `/status` until `done` holds for it (the loop publishes at most every 100 ms).
+pub fn wait_for_status(
+    addr: std::net::SocketAddr,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = dashboard::testing::status(addr);
+        if done(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "waiting for {what}: {status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
