@@ -426,13 +426,8 @@ impl AsyncCore {
         if let Some(refusal) = &self.brokers[broker].refusal {
             if self.brokers[broker].reopen_at.is_some() {
                 // Its socket is closed until its backoff passes: nothing would carry the try.
-                self.outcomes.push_back(Outcome::TimedOut {
-                    id: pending.request,
-                    service: pending.service,
-                    tries: pending.tries,
-                    no_connection: false,
-                    refused: Some(refusal.clone()),
-                });
+                let refusal = refusal.clone();
+                self.end_refused(pending, refusal);
                 return;
             }
         }
@@ -703,6 +698,17 @@ impl AsyncCore {
         }
     }
 
+    /// Ends the request of `pending` at once with the broker's refusal of our handshake.
+    fn end_refused(&mut self, pending: Pending, refusal: Refusal) {
+        self.outcomes.push_back(Outcome::TimedOut {
+            id: pending.request,
+            service: pending.service,
+            tries: pending.tries,
+            no_connection: false,
+            refused: Some(refusal),
+        });
+    }
+
     /// Sends the next try of `pending` (its body `body`, taken out of it) through a broker other
     /// than `broker` if there is one, keeping a copy for the try after if it has one left.
     fn resend(
@@ -807,13 +813,7 @@ impl AsyncCore {
                 None
             };
             let Some(body) = resend else {
-                self.outcomes.push_back(Outcome::TimedOut {
-                    id: pending.request,
-                    service: pending.service,
-                    tries: pending.tries,
-                    no_connection: false,
-                    refused: Some(refusal.clone()),
-                });
+                self.end_refused(pending, refusal.clone());
                 continue;
             };
             info!(
