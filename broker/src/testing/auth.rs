@@ -1,8 +1,9 @@
 //! Test support for the tests that log in to a broker with `--auth` (the broker's, the client's,
 //! the worker's and Titanic's): a [`AuthBroker`] running in a thread on a free loopback port,
 //! the password hashes of its auth files ([`password_hash`], cheap and computed once per
-//! password), a principal's lines of an auth file ([`principal`]), and secret files of mode 600
-//! ([`secret_file`]), as the clients' and workers' `--password-file` must be.
+//! password), a principal's lines of an auth file ([`principal`]), secret files of mode 600
+//! ([`secret_file`]), as the clients' and workers' `--password-file` must be, and CURVE key
+//! files ([`key_file`]).
 //!
 //! Test code: these functions panic, with a message that says what went wrong, where a test
 //! would fail.
@@ -130,6 +131,17 @@ pub fn principal(name: &str, password: &str, serve: &[&str], call: &[&str]) -> S
         list(serve),
         list(call)
     )
+}
+
+/// A new CURVE key pair written to `dir/name` (and `name.pub`), as `broker keygen` writes one,
+/// and read back from there: its path and the pair.
+pub fn key_file(dir: &Path, name: &str) -> (PathBuf, KeyPair) {
+    let path = dir.join(name);
+    KeyPair::generate()
+        .and_then(|keys| keys.write(&path))
+        .unwrap_or_else(|error| panic!("write a key pair to {path:?}: {error}"));
+    let keys = KeyPair::read(&path).unwrap_or_else(|error| panic!("read {path:?}: {error}"));
+    (path, keys)
 }
 
 /// Writes `text` to `dir/name` with mode 600 (a password file that others may read is refused)
