@@ -20,7 +20,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use broker::testing::auth::{principal, secret_file};
+use broker::testing::auth::{key_file, principal, secret_file};
 use broker::{Config, Stats};
 use client::{AsyncClient, AsyncClientConfig, Credentials, Matching, Outcome};
 use zsocket::curve::{KeyPair, PublicKey};
@@ -329,13 +329,9 @@ fn credential_flags_that_do_not_fit_are_usage_errors() {
 fn curve_with_the_right_keys_gets_a_reply_and_a_wrong_server_key_fails_naming_authentication() {
     let dir = tempfile::tempdir().unwrap();
     let server_keys = KeyPair::generate().unwrap();
-    let billing_path = dir.path().join("billing.key");
-    KeyPair::generate().unwrap().write(&billing_path).unwrap();
-    let billing = KeyPair::read(&billing_path).unwrap();
+    let (billing_path, billing) = key_file(dir.path(), "billing.key");
     // The echo worker logs in by a key of its own, as principal echo-worker.
-    let worker_path = dir.path().join("worker.key");
-    KeyPair::generate().unwrap().write(&worker_path).unwrap();
-    let worker_keys = KeyPair::read(&worker_path).unwrap();
+    let (_, worker_keys) = key_file(dir.path(), "worker.key");
     let file = format!(
         "{}\n[[principal]]\nname = \"echo-worker\"\ncurve_public_key = \"{}\"\nserve = [\"echo\"]\n",
         auth_file("alice-pw", Some(billing.public())),

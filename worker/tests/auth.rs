@@ -10,11 +10,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use broker::testing::auth::{principal, secret_file, AuthBroker};
+use broker::testing::auth::{key_file, principal, secret_file, AuthBroker};
 use broker::Config;
 use cli::testing::Program;
 use worker::{Credentials, Worker};
@@ -104,6 +105,39 @@ fn alice() -> Credentials {
     Credentials::plain("alice", "alice-pw").unwrap()
 }
 
+/// The worker program at `endpoint` logged in as alice (her password in `password_file`), with
+/// `extra` flags.
+fn worker_as_alice(endpoint: &str, password_file: &Path, extra: &[&str]) -> Program {
+    let password_file = password_file.to_str().unwrap();
+    let mut args = vec![
+        "-c",
+        endpoint,
+        "--user",
+        "alice",
+        "--password-file",
+        password_file,
+    ];
+    args.extend_from_slice(extra);
+    Program::start(env!("CARGO_BIN_EXE_worker"), &args)
+}
+
+/// The worker program at `endpoint` logged in by CURVE with the key pair in `key_file`, taking
+/// the broker's key to be `server_key` (Z85 or a .pub file).
+fn curve_worker(endpoint: &str, key_file: &Path, server_key: &str) -> Program {
+    let key_file = key_file.to_str().unwrap();
+    Program::start(
+        env!("CARGO_BIN_EXE_worker"),
+        &[
+            "-c",
+            endpoint,
+            "--curve-key-file",
+            key_file,
+            "--curve-server-key",
+            server_key,
+        ],
+    )
+}
+
 /// Serves echo with `worker` on a thread until the returned handle stops it.
 fn serve(mut worker: Worker) -> (zsocket::StopHandle, JoinHandle<()>) {
     let stop = worker.stop_handle();
@@ -145,17 +179,7 @@ fn a_worker_with_a_wrong_password_says_authentication_backs_off_and_gets_no_requ
     );
     let dir = tempfile::tempdir().unwrap();
     let wrong = secret_file(dir.path(), "wrong", "not-alice-pw\n");
-    let mut worker = Program::start(
-        env!("CARGO_BIN_EXE_worker"),
-        &[
-            "-c",
-            &broker.endpoint,
-            "--user",
-            "alice",
-            "--password-file",
-            wrong.to_str().unwrap(),
-        ],
-    );
+    let mut worker = worker_as_alice(&broker.endpoint, &wrong, &[]);
     let refused = format!(
         "authentication refused by the broker at {}",
         broker.endpoint
@@ -189,19 +213,7 @@ fn a_worker_refused_the_service_it_registers_for_says_so_and_retries() {
     let dir = tempfile::tempdir().unwrap();
     let password = secret_file(dir.path(), "pw", "alice-pw\n");
     // alice may serve echo only.
-    let mut worker = Program::start(
-        env!("CARGO_BIN_EXE_worker"),
-        &[
-            "-c",
-            &broker.endpoint,
-            "-s",
-            "db",
-            "--user",
-            "alice",
-            "--password-file",
-            password.to_str().unwrap(),
-        ],
-    );
+    let mut worker = worker_as_alice(&broker.endpoint, &password, &["-s", "db"]);
     let line = "may not allow this worker's principal to serve db";
     worker.wait_for(line, 2);
     assert!(
@@ -258,9 +270,7 @@ fn credential_flags_that_do_not_fit_are_usage_errors() {
 fn a_curve_worker_with_the_right_keys_serves_and_with_a_wrong_server_key_gets_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server_keys = KeyPair::generate().unwrap();
-    let billing_path = dir.path().join("billing.key");
-    KeyPair::generate().unwrap().write(&billing_path).unwrap();
-    let billing = KeyPair::read(&billing_path).unwrap();
+    let (billing_path, billing) = key_file(dir.path(), "billing.key");
     let broker = AuthBroker::curve(
         &auth_file(Some(billing.public())),
         server_keys.clone(),
@@ -272,16 +282,10 @@ fn a_curve_worker_with_the_right_keys_serves_and_with_a_wrong_server_key_gets_no
     let server_pub = dir.path().join("broker.key");
     server_keys.write(&server_pub).unwrap();
     let server_pub = zsocket::curve::public_key_path(&server_pub);
-    let mut good = Program::start(
-        env!("CARGO_BIN_EXE_worker"),
-        &[
-            "-c",
-            &broker.endpoint,
-            "--curve-key-file",
-            billing_path.to_str().unwrap(),
-            "--curve-server-key",
-            server_pub.to_str().unwrap(),
-        ],
+    let mut good = curve_worker(
+        &broker.endpoint,
+        &billing_path,
+        server_pub.to_str().unwrap(),
     );
     good.wait_for("registered with broker", 1);
     let client = TestClient::connect(
@@ -298,17 +302,7 @@ fn a_curve_worker_with_the_right_keys_serves_and_with_a_wrong_server_key_gets_no
     // Another broker's key: the handshake fails, and the worker says it is authentication.
     let impostor = KeyPair::generate().unwrap().public().to_z85();
     assert_ne!(impostor, server_key);
-    let mut wrong = Program::start(
-        env!("CARGO_BIN_EXE_worker"),
-        &[
-            "-c",
-            &broker.endpoint,
-            "--curve-key-file",
-            billing_path.to_str().unwrap(),
-            "--curve-server-key",
-            &impostor,
-        ],
-    );
+    let mut wrong = curve_worker(&broker.endpoint, &billing_path, &impostor);
     let refused = format!(
         "authentication refused by the broker at {}",
         broker.endpoint
