@@ -5,12 +5,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use broker::auth::{weak_hash_for_tests, AuthConfig};
-use broker::server::{Auth, SocketOptions};
-use broker::{Config, Server};
+use broker::testing::auth::{principal, secret_file, AuthBroker};
+use broker::Config;
 use client::titanic::{TitanicClient, TitanicConfig};
 use client::{Client, ClientConfig, ServiceName};
 use worker::{Credentials, Worker};
@@ -28,28 +26,20 @@ fn alice() -> Credentials {
 #[test]
 fn titanic_logs_in_and_a_request_goes_through_it() {
     let dir = tempfile::tempdir().unwrap();
-    let file = format!(
-        "[[principal]]\nname = \"alice\"\npassword_hash = \"{}\"\n\
-         serve = [\"echo\", \"titanic.*\"]\ncall = [\"echo\", \"titanic.*\", \"mmi.*\"]\n",
-        weak_hash_for_tests(b"alice-pw")
+    let file = principal(
+        "alice",
+        "alice-pw",
+        &["echo", "titanic.*"],
+        &["echo", "titanic.*", "mmi.*"],
     );
-    let mut server = Server::bind_with_auth(
-        &["tcp://127.0.0.1:*".to_string()],
+    let broker = AuthBroker::plain(
+        &file,
         Config {
             heartbeat_interval: Duration::from_millis(HEARTBEAT_MS),
             ..Config::default()
         },
-        &SocketOptions::default(),
-        Some(Auth {
-            config: AuthConfig::parse(&file).unwrap(),
-            file: None,
-            curve: None,
-        }),
-    )
-    .unwrap();
-    let endpoint = server.endpoints()[0].clone();
-    let stop = server.stop_handle();
-    let broker = std::thread::spawn(move || server.run().unwrap());
+    );
+    let endpoint = broker.endpoint.clone();
 
     let mut echo = Worker::builder(ServiceName::new(b"echo").unwrap())
         .endpoint(&endpoint)
@@ -60,9 +50,7 @@ fn titanic_logs_in_and_a_request_goes_through_it() {
     let echo_stop = echo.stop_handle();
     let echo_thread = std::thread::spawn(move || echo.serve(|body| body).unwrap());
 
-    let password = dir.path().join("password");
-    std::fs::write(&password, "alice-pw\n").unwrap();
-    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let password = secret_file(dir.path(), "password", "alice-pw\n");
     let titanic = TitanicProcess::start(
         &endpoint,
         &dir.path().join("t.db"),
@@ -101,6 +89,5 @@ fn titanic_logs_in_and_a_request_goes_through_it() {
 
     echo_stop.stop();
     echo_thread.join().unwrap();
-    stop.stop();
-    broker.join().unwrap();
+    broker.stop();
 }
