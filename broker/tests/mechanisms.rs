@@ -73,7 +73,13 @@ impl Peer {
 
     /// True if the first handshake succeeded, false if it failed.
     fn handshake(&self) -> bool {
-        let event = self.socket.monitor().recv().expect("a handshake outcome");
+        let monitor = self.socket.monitor();
+        let ready = monitor
+            .socket()
+            .poll(zmq::POLLIN, PATIENCE.as_millis() as i64)
+            .unwrap();
+        assert!(ready > 0, "no handshake outcome within {PATIENCE:?}");
+        let event = monitor.recv().expect("a handshake outcome");
         event.kind == EventKind::HandshakeSucceeded
     }
 
