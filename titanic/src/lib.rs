@@ -26,6 +26,7 @@ pub mod pg;
 pub mod service;
 pub mod sqlite;
 pub mod store;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

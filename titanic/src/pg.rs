@@ -46,21 +46,17 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
-use log::{debug, warn};
+use log::warn;
 use postgres::{Client, NoTls, Statement};
 
 use crate::id::RequestId;
-use crate::sqlite::Counters;
 use crate::store::{
     decode_frames, encode_frames, PendingRequest, ReplyState, Store, StoreError, StoreStats,
     StoredFrames, Submitted,
 };
-
-/// The most writes one transaction carries.
-pub const MAX_BATCH: usize = 1024;
+pub use crate::writer::MAX_BATCH;
+use crate::writer::{unexpected, Backend, Counters, WriterHandle};
 
 const SCHEMA: &str = "
 SELECT pg_advisory_xact_lock(7469746);
@@ -113,8 +109,7 @@ pub fn redacted(url: &str) -> String {
 /// The PostgreSQL store. See the [module docs](self).
 pub struct PgStore {
     url: String,
-    writes: Option<Sender<Queued>>,
-    writer: Option<JoinHandle<()>>,
+    writer: WriterHandle<Writer>,
     readers: Mutex<Vec<Client>>,
     counters: Arc<Counters>,
 }
@@ -164,10 +159,6 @@ enum Outcome {
     Count(u64),
 }
 
-type Answer = Sender<Result<Outcome, StoreError>>;
-
-struct Queued(Write, Option<Answer>);
-
 fn ms(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -187,34 +178,21 @@ impl PgStore {
         let counters = Arc::new(Counters::default());
         counters.stored.store(stored, Ordering::Relaxed);
         let statements = Statements::prepare(&mut client)?;
-        let (writes, queue) = crossbeam_channel::unbounded();
         let writer = Writer {
             url: url.to_owned(),
             connection: Some((client, statements)),
             max_stored,
-            counters: Arc::clone(&counters),
         };
-        let writer = std::thread::Builder::new()
-            .name("titanic-pg-writer".into())
-            .spawn(move || writer.run(queue))
-            .map_err(|error| StoreError::Database(format!("cannot start the writer: {error}")))?;
         Ok(PgStore {
             url: url.to_owned(),
-            writes: Some(writes),
-            writer: Some(writer),
+            writer: WriterHandle::spawn("titanic-pg-writer", writer, Arc::clone(&counters))?,
             readers: Mutex::new(Vec::new()),
             counters,
         })
     }
 
     fn write(&self, write: Write) -> Result<Outcome, StoreError> {
-        let (answer, outcome) = crossbeam_channel::bounded(1);
-        let writes = self.writes.as_ref().ok_or(StoreError::WriterGone)?;
-        writes
-            .send(Queued(write, Some(answer)))
-            .map_err(|_| StoreError::WriterGone)?;
-        self.counters.handed_over.fetch_add(1, Ordering::Relaxed);
-        outcome.recv().map_err(|_| StoreError::WriterGone)?
+        self.writer.write(write)
     }
 
     fn read<T>(
@@ -251,23 +229,6 @@ impl PgStore {
 fn count(client: &mut Client) -> Result<u64, StoreError> {
     let row = client.query_one("SELECT count(*) FROM titanic_requests", &[])?;
     Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
-}
-
-impl Drop for PgStore {
-    fn drop(&mut self) {
-        self.writes = None;
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                warn!("the store's writer thread panicked");
-            }
-        }
-    }
-}
-
-fn unexpected(what: &'static str) -> StoreError {
-    StoreError::Database(format!(
-        "the writer answered {what} with another kind of outcome"
-    ))
 }
 
 fn pending_row(row: &postgres::Row) -> Option<PendingRequest> {
@@ -352,10 +313,7 @@ impl Store for PgStore {
     }
 
     fn record_attempt(&self, id: &RequestId) -> Result<(), StoreError> {
-        let writes = self.writes.as_ref().ok_or(StoreError::WriterGone)?;
-        writes
-            .send(Queued(Write::Attempt(*id), None))
-            .map_err(|_| StoreError::WriterGone)
+        self.writer.send(Write::Attempt(*id))
     }
 
     fn complete(&self, id: &RequestId, reply: &[&[u8]]) -> Result<bool, StoreError> {
@@ -496,24 +454,9 @@ struct Writer {
     /// None after the connection failed; opened again for the next batch.
     connection: Option<(Client, Statements)>,
     max_stored: u64,
-    counters: Arc<Counters>,
 }
 
 impl Writer {
-    fn run(mut self, queue: Receiver<Queued>) {
-        let mut batch = Vec::with_capacity(64);
-        while let Ok(first) = queue.recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            self.commit(&mut batch);
-        }
-    }
-
     fn connection(&mut self) -> Result<&mut (Client, Statements), StoreError> {
         if self
             .connection
@@ -529,54 +472,40 @@ impl Writer {
         }
         self.connection.as_mut().ok_or(StoreError::WriterGone)
     }
+}
 
-    /// Applies `batch` in one transaction, commits it, and only then answers each caller. A
-    /// failed statement fails the whole transaction, and every caller is told.
-    fn commit(&mut self, batch: &mut Vec<Queued>) {
-        let count = batch.len();
+impl Backend for Writer {
+    type Write = Write;
+    type Outcome = Outcome;
+
+    /// Applies the batch in one transaction: a failed statement fails the whole transaction,
+    /// and every caller is told.
+    fn commit(
+        &mut self,
+        writes: &[Write],
+        stored: &mut u64,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
         let max_stored = self.max_stored;
-        let mut stored = self.counters.stored.load(Ordering::Relaxed);
-        let mut submitted = 0;
-        let mut refused = 0;
-        let result = (|| -> Result<Vec<Outcome>, StoreError> {
-            let (client, statements) = self.connection()?;
-            let mut transaction = client.transaction()?;
-            let mut outcomes = Vec::with_capacity(count);
-            for Queued(write, _) in batch.iter() {
-                let outcome = apply(&mut transaction, statements, write, &mut stored, max_stored)?;
-                match &outcome {
-                    Outcome::Submitted(Submitted::Stored(_)) => submitted += 1,
-                    Outcome::Submitted(Submitted::Full) => refused += 1,
-                    _ => {}
-                }
-                outcomes.push(outcome);
-            }
-            transaction.commit()?;
-            Ok(outcomes)
-        })();
-        match result {
-            Ok(outcomes) => {
-                let counters = &self.counters;
-                counters.stored.store(stored, Ordering::Relaxed);
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.writes.fetch_add(count as u64, Ordering::Relaxed);
-                counters.submitted.fetch_add(submitted, Ordering::Relaxed);
-                counters.refused_full.fetch_add(refused, Ordering::Relaxed);
-                debug!("committed {count} writes in one transaction");
-                for (Queued(_, answer), outcome) in batch.drain(..).zip(outcomes) {
-                    if let Some(answer) = answer {
-                        let _ = answer.send(Ok(outcome));
-                    }
-                }
-            }
-            Err(error) => {
-                warn!("a transaction of {count} writes failed, none of them is stored: {error}");
-                for Queued(_, answer) in batch.drain(..) {
-                    if let Some(answer) = answer {
-                        let _ = answer.send(Err(StoreError::Database(error.to_string())));
-                    }
-                }
-            }
+        let (client, statements) = self.connection()?;
+        let mut transaction = client.transaction()?;
+        let mut outcomes = Vec::with_capacity(writes.len());
+        for write in writes {
+            outcomes.push(Ok(apply(
+                &mut transaction,
+                statements,
+                write,
+                stored,
+                max_stored,
+            )?));
+        }
+        transaction.commit()?;
+        Ok(outcomes)
+    }
+
+    fn submission(outcome: &Outcome) -> Option<&Submitted> {
+        match outcome {
+            Outcome::Submitted(submitted) => Some(submitted),
+            _ => None,
         }
     }
 }

@@ -33,12 +33,10 @@
 //! `sqlite3 titanic.db "select id, cast(service as text), state, attempts from requests"`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender};
-use log::{debug, warn};
+use log::warn;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::id::RequestId;
@@ -46,10 +44,8 @@ use crate::store::{
     decode_frames, encode_frames, PendingRequest, ReplyState, Store, StoreError, StoreStats,
     StoredFrames, Submitted,
 };
-
-/// The most writes one transaction carries: enough to share a sync among every request a busy
-/// Titanic has in hand, few enough that one transaction stays short.
-pub const MAX_BATCH: usize = 1024;
+pub use crate::writer::MAX_BATCH;
+use crate::writer::{unexpected, Backend, Counters, WriterHandle};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS requests (
@@ -75,8 +71,7 @@ impl From<rusqlite::Error> for StoreError {
 /// The SQLite store. See the [module docs](self).
 pub struct SqliteStore {
     path: std::path::PathBuf,
-    writes: Option<Sender<Queued>>,
-    writer: Option<JoinHandle<()>>,
+    writer: WriterHandle<Writer>,
     /// Idle read connections; one is opened when none is idle.
     readers: Mutex<Vec<Connection>>,
     counters: Arc<Counters>,
@@ -88,29 +83,6 @@ impl std::fmt::Debug for SqliteStore {
             .field("path", &self.path)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
-    }
-}
-
-/// The counters behind [`StoreStats`], shared by a store and its writer thread.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) submitted: AtomicU64,
-    pub(crate) commits: AtomicU64,
-    pub(crate) writes: AtomicU64,
-    pub(crate) refused_full: AtomicU64,
-    pub(crate) stored: AtomicU64,
-    /// Writes handed to the writer so far (queued, in its hands, or done).
-    pub(crate) handed_over: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn stats(&self) -> StoreStats {
-        StoreStats {
-            submitted: self.submitted.load(Ordering::Relaxed),
-            commits: self.commits.load(Ordering::Relaxed),
-            writes: self.writes.load(Ordering::Relaxed),
-            refused_full: self.refused_full.load(Ordering::Relaxed),
-        }
     }
 }
 
@@ -139,11 +111,6 @@ enum Outcome {
     Expired(u64),
 }
 
-type Answer = Sender<Result<Outcome, StoreError>>;
-
-/// A write and who waits for it (no one, for an attempt count).
-struct Queued(Write, Option<Answer>);
-
 impl SqliteStore {
     /// Opens (or creates) the database at `path`, with at most `max_stored` requests in it.
     pub fn open(path: &Path, max_stored: u64) -> Result<SqliteStore, StoreError> {
@@ -164,33 +131,20 @@ impl SqliteStore {
         let counters = Arc::new(Counters::default());
         counters.stored.store(stored, Ordering::Relaxed);
 
-        let (writes, queue) = crossbeam_channel::unbounded();
         let writer = Writer {
             connection,
             max_stored,
-            counters: Arc::clone(&counters),
         };
-        let writer = std::thread::Builder::new()
-            .name("titanic-store-writer".into())
-            .spawn(move || writer.run(queue))
-            .map_err(|error| StoreError::Database(format!("cannot start the writer: {error}")))?;
         Ok(SqliteStore {
             path: path.to_owned(),
-            writes: Some(writes),
-            writer: Some(writer),
+            writer: WriterHandle::spawn("titanic-store-writer", writer, Arc::clone(&counters))?,
             readers: Mutex::new(Vec::new()),
             counters,
         })
     }
 
     fn write(&self, write: Write) -> Result<Outcome, StoreError> {
-        let (answer, outcome) = crossbeam_channel::bounded(1);
-        let writes = self.writes.as_ref().ok_or(StoreError::WriterGone)?;
-        writes
-            .send(Queued(write, Some(answer)))
-            .map_err(|_| StoreError::WriterGone)?;
-        self.counters.handed_over.fetch_add(1, Ordering::Relaxed);
-        outcome.recv().map_err(|_| StoreError::WriterGone)?
+        self.writer.write(write)
     }
 
     fn read<T>(
@@ -217,24 +171,6 @@ impl SqliteStore {
             .push(connection);
         result
     }
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        // The writer ends when the last sender is gone, after the writes already queued.
-        self.writes = None;
-        if let Some(writer) = self.writer.take() {
-            if writer.join().is_err() {
-                warn!("the store's writer thread panicked");
-            }
-        }
-    }
-}
-
-fn unexpected(what: &'static str) -> StoreError {
-    StoreError::Database(format!(
-        "the writer answered {what} with another kind of outcome"
-    ))
 }
 
 impl Store for SqliteStore {
@@ -327,10 +263,7 @@ impl Store for SqliteStore {
     }
 
     fn record_attempt(&self, id: &RequestId) -> Result<(), StoreError> {
-        let writes = self.writes.as_ref().ok_or(StoreError::WriterGone)?;
-        writes
-            .send(Queued(Write::Attempt(*id), None))
-            .map_err(|_| StoreError::WriterGone)
+        self.writer.send(Write::Attempt(*id))
     }
 
     fn complete(&self, id: &RequestId, reply: &[&[u8]]) -> Result<bool, StoreError> {
@@ -364,70 +297,34 @@ impl Store for SqliteStore {
 struct Writer {
     connection: Connection,
     max_stored: u64,
-    counters: Arc<Counters>,
 }
 
-impl Writer {
-    fn run(mut self, queue: Receiver<Queued>) {
-        let mut batch = Vec::with_capacity(64);
-        // Blocks for the first write; ends when every sender is gone and the queue is empty.
-        while let Ok(first) = queue.recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            self.commit(&mut batch);
-        }
+impl Backend for Writer {
+    type Write = Write;
+    type Outcome = Outcome;
+
+    /// Applies the batch in one transaction; a write that fails is answered with its error and
+    /// the others are committed.
+    fn commit(
+        &mut self,
+        writes: &[Write],
+        stored: &mut u64,
+    ) -> Result<Vec<Result<Outcome, StoreError>>, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let outcomes = writes
+            .iter()
+            .map(|write| apply(&transaction, write, stored, self.max_stored))
+            .collect();
+        transaction.commit()?;
+        Ok(outcomes)
     }
 
-    /// Applies `batch` in one transaction, commits it, and only then answers each caller.
-    fn commit(&mut self, batch: &mut Vec<Queued>) {
-        let count = batch.len();
-        let mut stored = self.counters.stored.load(Ordering::Relaxed);
-        let mut outcomes = Vec::with_capacity(count);
-        let mut submitted = 0;
-        let mut refused = 0;
-        let result = (|| -> Result<(), rusqlite::Error> {
-            let transaction = self
-                .connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for Queued(write, _) in batch.iter() {
-                let outcome = apply(&transaction, write, &mut stored, self.max_stored);
-                match &outcome {
-                    Ok(Outcome::Submitted(Submitted::Stored(_))) => submitted += 1,
-                    Ok(Outcome::Submitted(Submitted::Full)) => refused += 1,
-                    _ => {}
-                }
-                outcomes.push(outcome);
-            }
-            transaction.commit()
-        })();
-        match result {
-            Ok(()) => {
-                let counters = &self.counters;
-                counters.stored.store(stored, Ordering::Relaxed);
-                counters.commits.fetch_add(1, Ordering::Relaxed);
-                counters.writes.fetch_add(count as u64, Ordering::Relaxed);
-                counters.submitted.fetch_add(submitted, Ordering::Relaxed);
-                counters.refused_full.fetch_add(refused, Ordering::Relaxed);
-                debug!("committed {count} writes in one transaction");
-                for (Queued(_, answer), outcome) in batch.drain(..).zip(outcomes) {
-                    if let Some(answer) = answer {
-                        let _ = answer.send(outcome);
-                    }
-                }
-            }
-            Err(error) => {
-                warn!("a transaction of {count} writes failed, none of them is stored: {error}");
-                for Queued(_, answer) in batch.drain(..) {
-                    if let Some(answer) = answer {
-                        let _ = answer.send(Err(StoreError::Database(error.to_string())));
-                    }
-                }
-            }
+    fn submission(outcome: &Outcome) -> Option<&Submitted> {
+        match outcome {
+            Outcome::Submitted(submitted) => Some(submitted),
+            _ => None,
         }
     }
 }
