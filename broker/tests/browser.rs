@@ -17,7 +17,8 @@ use std::path::PathBuf;
 
 use common::{ready_worker, request, start_with_http, wait_for_status, Peer};
 use dashboard::testing::{
-    chromium_or_skip, rendered_dom, shown_count, shown_sequence, shows_worker, status,
+    chromium_or_skip, rendered_agreeing_with_status, rendered_dom, shown_count, shown_sequence,
+    shows_worker, status,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -83,17 +84,13 @@ fn the_live_page_shows_the_service_its_worker_and_the_same_count_as_status() {
 
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("broker-dashboard.png");
     let _ = std::fs::remove_file(&screenshot);
-    let status_before = answered_in_status(addr);
-    let after = rendered_dom(&chromium, &url, profile.path(), Some(&screenshot));
-    let status_after = answered_in_status(addr);
-    let shown = shown_count(&after, "echo", "answered");
-    assert_eq!(
-        status_before, status_after,
-        "/status moved while the page was read"
-    );
-    assert_eq!(
-        shown, status_after,
-        "the page and /status disagree:\n{after}"
+    let (after, shown) = rendered_agreeing_with_status(
+        &chromium,
+        &url,
+        profile.path(),
+        Some(&screenshot),
+        ("echo", "answered"),
+        || answered_in_status(addr),
     );
     assert_ne!(
         shown,

@@ -84,6 +84,29 @@ pub fn rendered_dom(
     String::from_utf8(output.stdout).expect("chromium's DOM is UTF-8")
 }
 
+/// Renders the page between two reads of a count from `/status` (`in_status`), checks that
+/// `/status` did not move meanwhile and that the page shows the same count for `service` under
+/// `name`; returns the DOM and that count. The browser tests' one comparison of page and status.
+pub fn rendered_agreeing_with_status(
+    chromium: &Path,
+    url: &str,
+    profile: &Path,
+    screenshot: Option<&Path>,
+    (service, name): (&str, &str),
+    in_status: impl Fn() -> String,
+) -> (String, String) {
+    let status_before = in_status();
+    let dom = rendered_dom(chromium, url, profile, screenshot);
+    let status_after = in_status();
+    let shown = shown_count(&dom, service, name);
+    assert_eq!(
+        status_before, status_after,
+        "/status moved while the page was read"
+    );
+    assert_eq!(shown, status_after, "the page and /status disagree:\n{dom}");
+    (dom, shown)
+}
+
 /// The section the page drew for `service`, from its opening tag to the end of the DOM (the
 /// values looked up in it come before the next section's).
 fn service_section<'a>(dom: &'a str, service: &str) -> &'a str {

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 use common::{run_within, start_broker_with_dashboard, wait_for_status, Background, PATIENCE};
 use dashboard::testing::{
-    chromium_or_skip, rendered_dom, shown_count, shown_sequence, shows_worker, status,
+    chromium_or_skip, rendered_agreeing_with_status, rendered_dom, shown_count, shown_sequence,
+    shows_worker, status,
 };
 use tempfile::TempDir;
 
@@ -60,17 +61,13 @@ fn the_live_page_shows_the_queue_its_processors_and_the_same_count_as_status() {
     });
 
     let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lbbroker-dashboard.png");
-    let status_before = answered_in_status(addr);
-    let after = rendered_dom(&chromium, &url, profile.path(), Some(&screenshot));
-    let status_after = answered_in_status(addr);
-    let shown = shown_count(&after, "processors", "answered");
-    assert_eq!(
-        status_before, status_after,
-        "/status moved while the page was read"
-    );
-    assert_eq!(
-        shown, status_after,
-        "the page and /status disagree:\n{after}"
+    let (after, shown) = rendered_agreeing_with_status(
+        &chromium,
+        &url,
+        profile.path(),
+        Some(&screenshot),
+        ("processors", "answered"),
+        || answered_in_status(addr),
     );
     assert_eq!(shown, "8", "the count changed from 0 with the clients' run");
     assert_eq!(shown_count(&after, "processors", "workers_idle"), "2");
