@@ -803,7 +803,8 @@ impl Broker {
             );
             return;
         }
-        self.held.heard_from(client);
+        let tries = TryIdentity::parse(client);
+        self.held.heard_from(tries);
         if request.service.is_mmi() {
             return self.mmi_request(client, request, out);
         }
@@ -837,6 +838,7 @@ impl Broker {
             queued_at: now,
             redelivered: false,
             share,
+            tries,
         };
         self.held.add(&waiting);
         let service = self.services.entry(name.clone()).or_default();
@@ -1227,7 +1229,7 @@ impl Broker {
             self.stats.requests_dispatched += 1;
             service.counters.dispatched += 1;
             service.busy_count += 1;
-            let if_connected = TryIdentity::parse(&request.client).map(|_| request.client.clone());
+            let if_connected = request.tries.map(|_| request.client.clone());
             let command = ToWorker::Request {
                 client: zmq::Message::from(request.client),
                 body: request.body,
@@ -1308,6 +1310,7 @@ impl Broker {
                     };
                     let waiting = QueuedRequest {
                         cost: request_cost(&client, &body),
+                        tries: TryIdentity::parse(&client),
                         client,
                         body,
                         queued_at,
@@ -1429,7 +1432,12 @@ impl Broker {
         let mut tries: HashMap<u64, usize> = HashMap::new();
         for (name, service) in &self.services {
             for request in &service.requests {
-                if let Some(id) = TryIdentity::parse(&request.client) {
+                assert_eq!(
+                    request.tries,
+                    TryIdentity::parse(&request.client),
+                    "a waiting request's identity read wrong"
+                );
+                if let Some(id) = request.tries {
                     *tries.entry(id.client).or_default() += 1;
                 }
             }
@@ -1538,7 +1546,7 @@ impl Held {
         self.total += 1;
         self.bytes += request.cost;
         *self.by_share.entry(request.share.clone()).or_default() += request.cost;
-        if let Some(id) = TryIdentity::parse(&request.client) {
+        if let Some(id) = request.tries {
             let tries = self.tries.entry(id.client).or_insert(Tries {
                 latest: id.socket,
                 waiting: 0,
@@ -1557,7 +1565,7 @@ impl Held {
                 self.by_share.remove(&request.share);
             }
         }
-        if let Some(id) = TryIdentity::parse(&request.client) {
+        if let Some(id) = request.tries {
             if let Some(tries) = self.tries.get_mut(&id.client) {
                 tries.waiting -= 1;
                 if tries.waiting == 0 {
@@ -1567,10 +1575,11 @@ impl Held {
         }
     }
 
-    /// A request came from `client`: if it is a newer socket of a one-request-at-a-time client
-    /// with requests waiting, those from its older sockets are superseded.
-    fn heard_from(&mut self, client: &[u8]) {
-        if let Some(id) = TryIdentity::parse(client) {
+    /// A request came from `client` (its identity as read by [`TryIdentity::parse`]): if it is a
+    /// newer socket of a one-request-at-a-time client with requests waiting, those from its
+    /// older sockets are superseded.
+    fn heard_from(&mut self, client: Option<TryIdentity>) {
+        if let Some(id) = client {
             if let Some(tries) = self.tries.get_mut(&id.client) {
                 tries.latest = tries.latest.max(id.socket);
             }
@@ -1580,7 +1589,7 @@ impl Held {
     /// True when `request` came from an older socket of a client that has since sent from a
     /// newer one: the client gave up on it.
     fn is_superseded(&self, request: &QueuedRequest) -> bool {
-        TryIdentity::parse(&request.client).is_some_and(|id| {
+        request.tries.is_some_and(|id| {
             self.tries
                 .get(&id.client)
                 .is_some_and(|tries| tries.latest > id.socket)

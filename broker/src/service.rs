@@ -37,6 +37,9 @@ pub struct QueuedRequest {
     pub share: ShareKey,
     /// What it counts as against the byte limits ([`crate::core::request_cost`]).
     pub cost: usize,
+    /// The client's identity read as a one-request-at-a-time client's ([`mdp::tries`]), once,
+    /// when the request came; `None` for any other client.
+    pub tries: Option<mdp::tries::TryIdentity>,
 }
 
 /// An entry in a service's idle list: which worker, and the token it had when it went idle.
