@@ -16,11 +16,15 @@
 //! integration test and the separate fuzz crate can share it; it is `#[doc(hidden)]` and nothing in
 //! the broker uses it.
 //!
-//! [`auth`] is the other kind of test support: a broker with `--auth` in a thread, and the auth
+//! [`TestBroker`] is the other kind of test support: a broker in a thread of the test, and
+//! [`auth`] starts it with `--auth`, with the auth
 //! files and password files of the tests that log in to it (the client's, the worker's and
 //! Titanic's as well as the broker's own).
 
 pub mod auth;
+mod running;
+
+pub use running::TestBroker;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};

@@ -47,7 +47,7 @@ impl AuthBroker {
             file: Some(file.clone()),
             curve: None,
         };
-        let broker = broker::testing::auth::AuthBroker::start(auth, fast_heartbeats(50));
+        let broker = broker::testing::auth::AuthBroker::with_auth(auth, fast_heartbeats(50));
         AuthBroker {
             endpoint: broker.endpoint.clone(),
             broker,

@@ -38,7 +38,7 @@ fn the_same_with_two_titanic_processes_sharing_a_postgresql_store() {
 
 /// `processes` titanic programs on `db`, killed in turn at random points of the load.
 fn drill(db: &std::ffi::OsStr, processes: usize, dir: &std::path::Path) {
-    let broker = TestBroker::start();
+    let broker = test_broker();
     let echo = EchoWorkers::start(&broker.endpoint, "echo", 3);
     // A short lease, so that a killed process's tries are taken over soon.
     let extra = ["--lease", "2s"];

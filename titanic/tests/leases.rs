@@ -80,7 +80,7 @@ fn a_request_out_longer_than_its_lease_is_renewed_and_never_sent_by_the_other_pr
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let broker = TestBroker::start();
+    let broker = test_broker();
     // Each run takes four leases' worth; renewals every 200 ms keep it.
     let workers = SlowWorkers::start(&broker.endpoint, 3, Duration::from_millis(2400));
     let extra = ["--lease", "600ms", "--try-timeout", "20s"];

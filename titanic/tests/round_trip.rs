@@ -26,7 +26,7 @@ fn echo() -> ServiceName {
 #[test]
 fn a_request_goes_through_titanic_to_a_worker_and_back() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = TestBroker::start();
+    let broker = test_broker();
     let _echo = EchoWorkers::start(&broker.endpoint, "echo", 1);
     let _titanic = TitanicProcess::start(&broker.endpoint, &dir.path().join("t.db"), &[]);
     let mut client = titanic_client(&broker.endpoint);
@@ -52,7 +52,7 @@ fn a_request_goes_through_titanic_to_a_worker_and_back() {
 #[test]
 fn an_unknown_id_is_400_and_closing_it_is_200_on_the_wire() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = TestBroker::start();
+    let broker = test_broker();
     let _titanic = TitanicProcess::start(&broker.endpoint, &dir.path().join("t.db"), &[]);
     let config = ClientConfig {
         timeout: Duration::from_secs(2),
@@ -82,7 +82,7 @@ fn an_unknown_id_is_400_and_closing_it_is_200_on_the_wire() {
 fn a_stored_request_survives_a_restart_of_titanic_before_its_service_has_a_worker() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
-    let broker = TestBroker::start();
+    let broker = test_broker();
     let mut titanic = TitanicProcess::start(&broker.endpoint, &db, &[]);
     let mut client = titanic_client(&broker.endpoint);
     let body = checked_body("kept", b"across a restart");
@@ -100,7 +100,7 @@ fn a_stored_request_survives_a_restart_of_titanic_before_its_service_has_a_worke
 #[test]
 fn a_service_without_a_worker_does_not_hold_up_another() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = TestBroker::start();
+    let broker = test_broker();
     let _echo = EchoWorkers::start(&broker.endpoint, "echo", 1);
     let _titanic = TitanicProcess::start(&broker.endpoint, &dir.path().join("t.db"), &[]);
     let mut client = titanic_client(&broker.endpoint);

@@ -11,7 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use broker::{Config, Server};
+use broker::testing::TestBroker;
+use broker::Config;
 use worker::{Mode, Worker, WorkerConfig};
 
 /// Fast heartbeats, so that a stopped broker is noticed within a test's patience; both sides
@@ -28,56 +29,27 @@ fn worker_config() -> WorkerConfig {
     }
 }
 
-/// A broker running on its own thread.
-struct RunningBroker {
-    endpoint: String,
-    stop: broker::StopHandle,
-    thread: Option<JoinHandle<()>>,
+/// A broker on its own thread at `endpoint` (a wildcard port is resolved in its `endpoint`),
+/// with this file's heartbeats; stopped when dropped.
+fn broker_at(endpoint: &str) -> TestBroker {
+    let config = Config {
+        heartbeat_interval: HEARTBEAT,
+        liveness: LIVENESS,
+        ..Config::default()
+    };
+    TestBroker::bind(endpoint, config, None)
 }
 
-impl RunningBroker {
-    fn start(endpoint: &str) -> RunningBroker {
-        let config = Config {
-            heartbeat_interval: HEARTBEAT,
-            liveness: LIVENESS,
-            ..Config::default()
-        };
-        let mut server =
-            Server::bind(&[endpoint.to_owned()], config, &Default::default()).expect("bind");
-        let endpoint = server.endpoints()[0].clone();
-        let stop = server.stop_handle();
-        let thread = thread::spawn(move || {
-            server.run().expect("the broker runs");
-            // Dropping the server here closes its socket: the port is free again.
-        });
-        RunningBroker {
-            endpoint,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn on_free_port() -> RunningBroker {
-        RunningBroker::start("tcp://127.0.0.1:*")
-    }
-
-    /// Stops it (DISCONNECT to its workers) and waits until its socket is closed.
-    fn stop(mut self) -> String {
-        self.stop.stop();
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("the broker thread");
-        }
-        self.endpoint.clone()
-    }
+fn broker_on_free_port() -> TestBroker {
+    broker_at("tcp://127.0.0.1:*")
 }
 
-impl Drop for RunningBroker {
-    fn drop(&mut self) {
-        self.stop.stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// Stops `broker` (DISCONNECT to its workers), waits until its socket is closed (so the port is
+/// free again), and returns where it was.
+fn stop(broker: TestBroker) -> String {
+    let endpoint = broker.endpoint.clone();
+    broker.stop();
+    endpoint
 }
 
 /// An MDP client request over a REQ socket: the reply body, or `None` after `patience`.
@@ -168,7 +140,7 @@ fn reply_text(reply: String) -> worker::Frames {
 
 #[test]
 fn four_slots_are_four_workers_to_the_broker_and_serve_at_the_same_time() {
-    let broker = RunningBroker::on_free_port();
+    let broker = broker_on_free_port();
     let context = zmq::Context::new();
     let worker = Worker::builder("together".parse().unwrap())
         .endpoint(&broker.endpoint)
@@ -218,8 +190,8 @@ fn four_slots_are_four_workers_to_the_broker_and_serve_at_the_same_time() {
 
 #[test]
 fn in_all_mode_a_stopped_broker_does_not_interrupt_the_other() {
-    let a = RunningBroker::on_free_port();
-    let b = RunningBroker::on_free_port();
+    let a = broker_on_free_port();
+    let b = broker_on_free_port();
     let context = zmq::Context::new();
     let worker = Worker::builder("echo".parse().unwrap())
         .endpoints([&a.endpoint, &b.endpoint])
@@ -240,7 +212,7 @@ fn in_all_mode_a_stopped_broker_does_not_interrupt_the_other() {
     );
 
     let b_endpoint = b.endpoint.clone();
-    let stopped = a.stop();
+    let stopped = stop(a);
     // Through and after the loss of A, B's requests are answered one after another, each well
     // within the worker's patience for a broker (1 s): B's worker never had to register again.
     for index in 0..50 {
@@ -260,7 +232,7 @@ fn in_all_mode_a_stopped_broker_does_not_interrupt_the_other() {
     }
     assert!(has_worker(&context, &b_endpoint, "echo"));
     // A comes back at the same endpoint: the worker's A link registers there again by itself.
-    let a = RunningBroker::start(&stopped);
+    let a = broker_at(&stopped);
     eventually("registered with A again", || {
         has_worker(&context, &a.endpoint, "echo")
     });
@@ -272,8 +244,8 @@ fn in_all_mode_a_stopped_broker_does_not_interrupt_the_other() {
 
 #[test]
 fn failover_moves_to_the_second_broker_when_the_first_stops_and_stays_there() {
-    let a = RunningBroker::on_free_port();
-    let b = RunningBroker::on_free_port();
+    let a = broker_on_free_port();
+    let b = broker_on_free_port();
     let context = zmq::Context::new();
     let worker = Worker::builder("echo".parse().unwrap())
         .endpoints([&a.endpoint, &b.endpoint])
@@ -294,14 +266,14 @@ fn failover_moves_to_the_second_broker_when_the_first_stops_and_stays_there() {
 
     // A stops: its DISCONNECT, then a refused connection, move the worker to B. A request sent
     // to B at once waits there for the worker and is answered.
-    let stopped = a.stop();
+    let stopped = stop(a);
     assert_eq!(
         request(&context, &b.endpoint, "echo", "to b").as_deref(),
         Some("to b")
     );
 
     // A returns; the worker stays with B, which still serves it.
-    let a = RunningBroker::start(&stopped);
+    let a = broker_at(&stopped);
     for _ in 0..3 {
         assert_eq!(
             request(&context, &b.endpoint, "echo", "still b").as_deref(),
@@ -318,8 +290,8 @@ fn failover_moves_to_the_second_broker_when_the_first_stops_and_stays_there() {
 #[test]
 fn failover_starts_on_the_first_broker_that_answers() {
     // Nothing listens at the first endpoint: a port that was bound, then freed.
-    let gone = RunningBroker::on_free_port().stop();
-    let b = RunningBroker::on_free_port();
+    let gone = stop(broker_on_free_port());
+    let b = broker_on_free_port();
     let context = zmq::Context::new();
     let worker = Worker::builder("echo".parse().unwrap())
         .endpoints([&gone, &b.endpoint])
@@ -390,7 +362,7 @@ fn a_burst_of_sixteen_readys_leaves_the_other_workers_turn_alone() {
     // Issue 15 item 2: two workers wait, in this order, then one program registers 16 slots at
     // once. Spec 7's broker gives each request to the worker that has waited longest, so the
     // two come first, then the 16 slots, however their READYs interleave.
-    let broker = RunningBroker::on_free_port();
+    let broker = broker_on_free_port();
     let context = zmq::Context::new();
     let _first = raw_worker(&context, &broker.endpoint, "lru", "first");
     let _second = raw_worker(&context, &broker.endpoint, "lru", "second");

@@ -12,29 +12,22 @@ use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
-use std::thread::JoinHandle;
 
 use zsocket::curve::KeyPair;
 
+use super::TestBroker;
 use crate::auth::{weak_hash_for_tests, AuthConfig};
-use crate::core::{Config, Stats};
-use crate::server::{Auth, ReloadHandle, Server, SocketOptions};
+use crate::core::Config;
+use crate::server::Auth;
 
 /// A broker with `--auth` in a thread, bound to one free loopback port: `tcp://` (PLAIN) or,
-/// with a CURVE key pair, `curve+tcp://`.
-#[derive(Debug)]
-pub struct AuthBroker {
-    /// Where it is bound: `tcp://127.0.0.1:<port>`.
-    pub endpoint: String,
-    stopper: zsocket::StopHandle,
-    reload: ReloadHandle,
-    thread: JoinHandle<Stats>,
-}
+/// with a CURVE key pair, `curve+tcp://`. It is a [`TestBroker`], started with these.
+pub type AuthBroker = TestBroker;
 
-impl AuthBroker {
+impl TestBroker {
     /// PLAIN on `tcp://`, with the rules of the auth file `text`.
-    pub fn plain(text: &str, config: Config) -> AuthBroker {
-        AuthBroker::start(
+    pub fn plain(text: &str, config: Config) -> TestBroker {
+        TestBroker::with_auth(
             Auth {
                 config: parse(text),
                 file: None,
@@ -46,8 +39,8 @@ impl AuthBroker {
 
     /// CURVE on `curve+tcp://` with the broker's key pair `keys`, and the rules of the auth file
     /// `text`.
-    pub fn curve(text: &str, keys: KeyPair, config: Config) -> AuthBroker {
-        AuthBroker::start(
+    pub fn curve(text: &str, keys: KeyPair, config: Config) -> TestBroker {
+        TestBroker::with_auth(
             Auth {
                 config: parse(text),
                 file: None,
@@ -57,42 +50,15 @@ impl AuthBroker {
         )
     }
 
-    /// With `auth` as it is (an auth file to read again on [`AuthBroker::reload`], say): CURVE
+    /// With `auth` as it is (an auth file to read again on [`TestBroker::reload`], say): CURVE
     /// if it has a key pair, else PLAIN.
-    pub fn start(auth: Auth, config: Config) -> AuthBroker {
+    pub fn with_auth(auth: Auth, config: Config) -> TestBroker {
         let bind = if auth.curve.is_some() {
             "curve+tcp://127.0.0.1:*"
         } else {
             "tcp://127.0.0.1:*"
         };
-        let mut server = Server::bind_with_auth(
-            &[bind.to_owned()],
-            config,
-            &SocketOptions::default(),
-            Some(auth),
-        )
-        .unwrap_or_else(|error| panic!("bind a broker with --auth to {bind}: {error}"));
-        AuthBroker {
-            endpoint: server.endpoints()[0].clone(),
-            stopper: server.stop_handle(),
-            reload: server.reload_handle(),
-            thread: std::thread::spawn(move || {
-                server
-                    .run()
-                    .unwrap_or_else(|error| panic!("the broker failed: {error}"))
-            }),
-        }
-    }
-
-    /// Reads the auth file again (as SIGHUP does), when the broker's loop next wakes.
-    pub fn reload(&self) {
-        self.reload.reload();
-    }
-
-    /// Stops the broker and returns its counters.
-    pub fn stop(self) -> Stats {
-        self.stopper.stop();
-        self.thread.join().expect("the broker thread panicked")
+        TestBroker::bind(bind, config, Some(auth))
     }
 }
 

@@ -2,55 +2,17 @@
 //! that speak MDP frame by frame, written from spec 7 rather than with our client and worker.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use broker::server::SocketOptions;
-use broker::{Config, Server, Stats, StopHandle};
+use broker::Config;
 use cli::testing::Program;
 
 /// How long a test waits for a message that should come.
 pub const PATIENCE: Duration = Duration::from_secs(5);
 
-pub struct TestBroker {
-    pub endpoint: String,
-    stopper: Option<StopHandle>,
-    thread: Option<JoinHandle<Stats>>,
-}
-
-impl TestBroker {
-    pub fn start(config: Config) -> TestBroker {
-        let mut server = Server::bind(
-            &["tcp://127.0.0.1:*".to_string()],
-            config,
-            &SocketOptions::default(),
-        )
-        .unwrap();
-        let endpoint = server.endpoints()[0].clone();
-        let stopper = server.stop_handle();
-        let thread = std::thread::spawn(move || server.run().unwrap());
-        TestBroker {
-            endpoint,
-            stopper: Some(stopper),
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops the broker and returns its counters.
-    pub fn stop(mut self) -> Stats {
-        self.stopper.take().unwrap().stop();
-        self.thread.take().unwrap().join().unwrap()
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        if let (Some(stopper), Some(thread)) = (self.stopper.take(), self.thread.take()) {
-            stopper.stop();
-            let _ = thread.join();
-        }
-    }
-}
+// Not every test binary starts one.
+#[allow(unused_imports)]
+pub use broker::testing::TestBroker;
 
 /// A raw DEALER peer with a readable identity.
 pub struct Peer {

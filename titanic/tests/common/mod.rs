@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use broker::server::SocketOptions;
-use broker::{Config, Server, StopHandle};
+use broker::testing::TestBroker;
+use broker::{Config, StopHandle};
 use client::titanic::{TitanicClient, TitanicConfig};
 use client::ClientConfig;
 use worker::{Worker, WorkerConfig};
@@ -18,44 +18,12 @@ use worker::{Worker, WorkerConfig};
 /// Short heartbeats, so that a dead Titanic's workers are purged by the broker in 0.3 s.
 pub const HEARTBEAT_MS: u64 = 100;
 
-pub struct TestBroker {
-    pub endpoint: String,
-    stopper: Option<StopHandle>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl TestBroker {
-    pub fn start() -> TestBroker {
-        let config = Config {
-            heartbeat_interval: Duration::from_millis(HEARTBEAT_MS),
-            ..Config::default()
-        };
-        let mut server = Server::bind(
-            &["tcp://127.0.0.1:*".to_string()],
-            config,
-            &SocketOptions::default(),
-        )
-        .unwrap();
-        let endpoint = server.endpoints()[0].clone();
-        let stopper = server.stop_handle();
-        let thread = std::thread::spawn(move || {
-            server.run().unwrap();
-        });
-        TestBroker {
-            endpoint,
-            stopper: Some(stopper),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for TestBroker {
-    fn drop(&mut self) {
-        if let (Some(stopper), Some(thread)) = (self.stopper.take(), self.thread.take()) {
-            stopper.stop();
-            let _ = thread.join();
-        }
-    }
+/// A broker in a thread with short heartbeats ([`HEARTBEAT_MS`]), stopped when dropped.
+pub fn test_broker() -> TestBroker {
+    TestBroker::start(Config {
+        heartbeat_interval: Duration::from_millis(HEARTBEAT_MS),
+        ..Config::default()
+    })
 }
 
 pub fn worker_config() -> WorkerConfig {
